@@ -1,0 +1,1 @@
+"""tripletlab: losses/weighting."""

@@ -1,0 +1,1 @@
+"""tripletlab: tripletlab."""
