@@ -1,0 +1,3 @@
+from tripletlab.cli import main
+import sys
+sys.exit(main())
