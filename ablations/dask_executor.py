@@ -1,0 +1,146 @@
+"""Run grid cells on a Dask distributed cluster (the ``--scheduler`` path).
+
+``DaskExecutor(address)`` implements the ``Executor`` protocol of
+``ablations/executors.py``: ``map_unordered(fn, items)`` submits one task per
+run config and yields each result as it finishes. The calling process writes
+the results to the store, keyed by ``run_id``.
+
+Fault tolerance: a task whose worker dies (crash, SIGKILL, lost node) is
+re-run by the scheduler on another worker, up to the scheduler's
+``distributed.scheduler.allowed-failures`` (default 3) deaths per task. Each
+task has the explicit key ``"<fn name>-<run_id>"``, so a task re-run after a
+worker death, or a grid resubmitted while the scheduler still holds its
+tasks, is the same task: its result is yielded once. ``retries`` re-runs a
+task that raised (``run_one`` records its own errors as failed runs, so this
+only matters for errors outside it, such as an out-of-memory kill of the
+task's process pool).
+
+Determinism: each task sets torch to ``torch_threads`` intra-op threads
+(default 1) before running, whatever the worker's ``--nthreads`` and
+environment, so a worker does not oversubscribe its cores and a run gives the
+same numbers on a worker as in a local process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["DaskExecutor", "task_key"]
+
+_ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+
+
+def task_key(fn: Callable[[dict], dict], item: dict) -> str:
+    """fn, run config dict with a "run_id" -> the Dask key of its task.
+
+    The key is stable across submissions of the same run, so the scheduler
+    recognises a resubmitted run as the task it already holds.
+    """
+    if not isinstance(item, dict):
+        raise ValueError(f"items: expected dicts (run configs), got {type(item).__name__}")
+    run_id = item.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"items: expected each config to carry a non-empty str 'run_id', got {run_id!r}")
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return f"{name}-{run_id}"
+
+
+def _call_with_torch_threads(item: dict, *, fn: Callable[[dict], dict], torch_threads: int) -> dict:
+    """run config dict -> fn(item), with torch limited to torch_threads intra-op threads."""
+    import torch
+
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    return fn(item)
+
+
+class DaskExecutor:
+    """Executor over a running Dask scheduler at ``address`` ("tcp://HOST:PORT").
+
+    Keyword-only settings (none of them changes what a run computes):
+    ``retries``: re-runs of a task that raised (worker deaths are handled by
+    the scheduler, see the module docstring); ``torch_threads``: intra-op
+    threads each task gives torch; ``connect_timeout_s``: how long to wait
+    for the scheduler before failing.
+
+    One ``distributed.Client`` is opened per ``map_unordered`` call and
+    closed when the iteration ends, is abandoned (generator closed) or
+    raises; unfinished tasks are cancelled then.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        retries: int = 2,
+        torch_threads: int = 1,
+        connect_timeout_s: float = 30.0,
+    ) -> None:
+        if not isinstance(address, str) or not address.startswith(_ADDRESS_SCHEMES):
+            raise ValueError(
+                f"address: expected a Dask scheduler address like 'tcp://HOST:PORT' "
+                f"(schemes {', '.join(_ADDRESS_SCHEMES)}), got {address!r}"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries: expected an int >= 0, got {retries!r}")
+        if isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
+            raise ValueError(f"torch_threads: expected an int >= 1, got {torch_threads!r}")
+        if isinstance(connect_timeout_s, bool) or not isinstance(connect_timeout_s, (int, float)) or not connect_timeout_s > 0:
+            raise ValueError(f"connect_timeout_s: expected a number > 0, got {connect_timeout_s!r}")
+        self.address = address
+        self.retries = retries
+        self.torch_threads = torch_threads
+        self.connect_timeout_s = float(connect_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.address!r}, retries={self.retries}, torch_threads={self.torch_threads})"
+
+    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
+        """fn (config dict -> result dict), N config dicts -> iterator of N results, in finishing order.
+
+        Every item must carry a distinct ``run_id``. A task that raised (after
+        ``retries``) or died with too many workers re-raises its error here,
+        after the remaining tasks are cancelled.
+        """
+        items = list(items)
+        keys = [task_key(fn, item) for item in items]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            dupes = sorted({k for k in keys if k in seen or seen.add(k)})
+            raise ValueError(f"items: expected distinct run_ids, got duplicates {dupes}")
+        return self._iterate(fn, items, keys)
+
+    def _iterate(self, fn: Callable[[dict], dict], items: list[dict], keys: list[str]) -> Iterator[dict]:
+        if not items:
+            return
+        from distributed import Client, as_completed
+
+        try:
+            client = Client(self.address, timeout=self.connect_timeout_s, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(
+                f"could not connect to the Dask scheduler at {self.address} "
+                f"within {self.connect_timeout_s:g} s: {exc}"
+            ) from exc
+        with client:
+            futures: dict[Any, Any] = {}
+            try:
+                submitted = client.map(
+                    _call_with_torch_threads,
+                    items,
+                    key=keys,
+                    pure=False,
+                    retries=self.retries,
+                    fn=fn,
+                    torch_threads=self.torch_threads,
+                )
+                futures = {f.key: f for f in submitted}
+                for future in as_completed(submitted, loop=client.loop):
+                    result = future.result()
+                    futures.pop(future.key, None)
+                    future.release()
+                    yield result
+            finally:
+                if futures:
+                    client.cancel(list(futures.values()))
