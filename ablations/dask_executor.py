@@ -23,8 +23,11 @@ same numbers on a worker as in a local process.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from ablations.config import config_hash
 
 __all__ = ["DaskExecutor", "task_key"]
 
@@ -32,16 +35,20 @@ _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://"
 
 
 def task_key(fn: Callable[[dict], dict], item: dict) -> str:
-    """fn, run config dict with a "run_id" -> the Dask key of its task.
+    """fn, run config dict -> the Dask key of its task, "<fn name>-<run_id>".
 
-    The key is stable across submissions of the same run, so the scheduler
-    recognises a resubmitted run as the task it already holds.
+    The run_id is the item's "run_id" when it carries one, else
+    ``ablations.config.config_hash(item)``. The key is stable across
+    submissions of the same run, so the scheduler recognises a resubmitted
+    run as the task it already holds.
     """
     if not isinstance(item, dict):
         raise ValueError(f"items: expected dicts (run configs), got {type(item).__name__}")
     run_id = item.get("run_id")
+    if run_id is None:
+        run_id = config_hash(item)
     if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"items: expected each config to carry a non-empty str 'run_id', got {run_id!r}")
+        raise ValueError(f"items: expected 'run_id' to be a non-empty str, got {run_id!r}")
     name = getattr(fn, "__name__", type(fn).__name__)
     return f"{name}-{run_id}"
 
@@ -99,15 +106,14 @@ class DaskExecutor:
     def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
         """fn (config dict -> result dict), N config dicts -> iterator of N results, in finishing order.
 
-        Every item must carry a distinct ``run_id``. A task that raised (after
+        The items must be distinct runs (distinct run_ids). A task that raised (after
         ``retries``) or died with too many workers re-raises its error here,
         after the remaining tasks are cancelled.
         """
         items = list(items)
         keys = [task_key(fn, item) for item in items]
-        if len(set(keys)) != len(keys):
-            seen: set[str] = set()
-            dupes = sorted({k for k in keys if k in seen or seen.add(k)})
+        dupes = sorted(key for key, count in Counter(keys).items() if count > 1)
+        if dupes:
             raise ValueError(f"items: expected distinct run_ids, got duplicates {dupes}")
         return self._iterate(fn, items, keys)
 

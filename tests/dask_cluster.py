@@ -20,7 +20,11 @@ DASK_CLI = Path(sys.executable).with_name("dask")
 
 
 class LocalDaskCluster:
-    """One scheduler and named workers, each `--nthreads 1 --nworkers 1`, run from the repo root."""
+    """One scheduler and named workers, each `--nthreads 1 --nworkers 1`, run from the repo root.
+
+    The processes get the repo root and tests/ on their PYTHONPATH, so tasks can be
+    functions of the test modules, pickled by reference.
+    """
 
     def __init__(self, tmp_dir: Path, *, n_workers: int, start_timeout_s: float = 60.0) -> None:
         self.tmp_dir = Path(tmp_dir)
@@ -31,7 +35,9 @@ class LocalDaskCluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.tmp_dir / f"{name}.log", "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The tests' task functions live in tests/: let the workers import them.
+        paths = [str(REPO_ROOT), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(p for p in paths if p))
         self.procs[name] = subprocess.Popen(
             [str(DASK_CLI), *args],
             cwd=REPO_ROOT,

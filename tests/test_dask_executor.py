@@ -1,0 +1,156 @@
+"""DaskExecutor: argument checks, then behaviour against a real local Dask cluster
+(a `dask scheduler` and two `dask worker` subprocesses on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablations.config import config_hash
+from ablations.dask_executor import DaskExecutor, task_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dask_cluster import LocalDaskCluster  # noqa: E402
+
+
+# ---------------------------------------------------------------- task functions
+
+
+def echo_threads(item: dict) -> dict:
+    """What a worker sees: the item back, torch's intra-op threads, the process id."""
+    import os
+
+    import torch
+
+    return {"run_id": item["run_id"], "value": item["value"] * 2,
+            "threads": torch.get_num_threads(), "pid": os.getpid()}
+
+
+def sleep_then_echo(item: dict) -> dict:
+    time.sleep(item["sleep_s"])
+    return {"run_id": item["run_id"]}
+
+
+def fail_first_attempt(item: dict) -> dict:
+    """Raises on the first attempt of each run (a marker file records attempts), then succeeds."""
+    marker = Path(item["marker_dir"]) / item["run_id"]
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts == 1:
+        raise RuntimeError(f"first attempt of {item['run_id']} fails")
+    return {"run_id": item["run_id"], "attempts": attempts}
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A scheduler and two single-threaded workers, shared by this module's tests."""
+    cl = LocalDaskCluster(tmp_path_factory.mktemp("dask"), n_workers=2)
+    try:
+        yield cl.start()
+    finally:
+        cl.stop()
+
+
+def _scheduler_task_count(cluster: LocalDaskCluster) -> int:
+    with cluster.client() as client:
+        return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"address": "127.0.0.1:8786"}, "address"),
+        ({"address": 8786}, "address"),
+        ({"address": "tcp://127.0.0.1:1", "retries": -1}, "retries"),
+        ({"address": "tcp://127.0.0.1:1", "retries": 1.5}, "retries"),
+        ({"address": "tcp://127.0.0.1:1", "torch_threads": 0}, "torch_threads"),
+        ({"address": "tcp://127.0.0.1:1", "torch_threads": True}, "torch_threads"),
+        ({"address": "tcp://127.0.0.1:1", "connect_timeout_s": 0}, "connect_timeout_s"),
+    ],
+    ids=["no-scheme", "int-address", "negative-retries", "float-retries", "zero-threads",
+         "bool-threads", "zero-timeout"],
+)
+def test_bad_settings_raise_naming_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DaskExecutor(**kwargs)
+
+
+def test_task_key_uses_run_id_or_the_config_hash():
+    config = {"dataset": "digits", "epochs": 3}
+    assert task_key(echo_threads, {"run_id": "abc123"}) == "echo_threads-abc123"
+    assert task_key(echo_threads, config) == f"echo_threads-{config_hash(config)}"
+    with pytest.raises(ValueError, match="run_id"):
+        task_key(echo_threads, {"run_id": ""})
+    with pytest.raises(ValueError, match="items"):
+        task_key(echo_threads, ["not", "a", "dict"])
+
+
+def test_duplicate_runs_are_refused_before_connecting():
+    executor = DaskExecutor(f"tcp://127.0.0.1:{_free_port()}", connect_timeout_s=0.5)
+    with pytest.raises(ValueError, match="duplicates.*'echo_threads-r1'"):
+        executor.map_unordered(echo_threads, [{"run_id": "r1"}, {"run_id": "r2"}, {"run_id": "r1"}])
+
+
+def test_no_items_yields_nothing_without_connecting():
+    executor = DaskExecutor(f"tcp://127.0.0.1:{_free_port()}", connect_timeout_s=0.5)
+    assert list(executor.map_unordered(echo_threads, [])) == []
+
+
+def test_unreachable_scheduler_is_a_connection_error_naming_it():
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    executor = DaskExecutor(address, connect_timeout_s=1)
+    with pytest.raises(ConnectionError, match=address):
+        list(executor.map_unordered(echo_threads, [{"run_id": "r1", "value": 1}]))
+
+
+# ---------------------------------------------------------------- against a real cluster
+
+
+@pytest.mark.parametrize("torch_threads", [1, 2])
+def test_every_item_yields_its_result_once_with_the_torch_threads_asked(cluster, torch_threads):
+    items = [{"run_id": f"r{i}", "value": i} for i in range(6)]
+    executor = DaskExecutor(cluster.address, torch_threads=torch_threads)
+    results = list(executor.map_unordered(echo_threads, items))
+    assert sorted(r["run_id"] for r in results) == [item["run_id"] for item in items]
+    assert all(r["value"] == int(r["run_id"][1:]) * 2 for r in results)
+    assert {r["threads"] for r in results} == {torch_threads}
+    assert len({r["pid"] for r in results}) == 2  # both workers took part
+
+
+def test_a_raising_task_is_retried_then_succeeds(cluster, tmp_path):
+    items = [{"run_id": f"r{i}", "marker_dir": str(tmp_path)} for i in range(2)]
+    results = list(DaskExecutor(cluster.address, retries=1).map_unordered(fail_first_attempt, items))
+    assert sorted((r["run_id"], r["attempts"]) for r in results) == [("r0", 2), ("r1", 2)]
+
+
+def test_a_task_that_keeps_raising_raises_here(cluster, tmp_path):
+    items = [{"run_id": "r0", "marker_dir": str(tmp_path)}]
+    with pytest.raises(RuntimeError, match="first attempt of r0 fails"):
+        list(DaskExecutor(cluster.address, retries=0).map_unordered(fail_first_attempt, items))
+
+
+def test_abandoning_the_iteration_cancels_the_remaining_tasks(cluster):
+    items = [{"run_id": f"r{i}", "sleep_s": 0.2 if i == 0 else 2.0} for i in range(4)]
+    results = DaskExecutor(cluster.address).map_unordered(sleep_then_echo, items)
+    assert next(results)["run_id"] == "r0"
+    results.close()
+    deadline = time.monotonic() + 10
+    while _scheduler_task_count(cluster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _scheduler_task_count(cluster) == 0
