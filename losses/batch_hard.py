@@ -1,0 +1,55 @@
+"""Batch-hard triplet loss (Hermans, Beyer, Leibe 2017): hardest positive and negative per anchor."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .distances import batch_distances, sorted_negative_distances
+from .reductions import REDUCTIONS, reduce_losses
+from .stats import TripletStats, triplet_stats
+from .validation import check_choice, check_flag, check_margin
+
+
+def batch_hard_triplet_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    margin: float | None,
+    metric: str,
+    reduction: str = "mean",
+    soft: bool = False,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, TripletStats]:
+    """embeddings (B, D) float, labels (B,) int -> scalar (or (A,) per valid anchor for reduction="none").
+
+    Items are the A anchors with at least one positive and one negative, in index order.
+    Per anchor: d_ap = max over positives p != a, d_an = min over negatives; the loss is
+    relu(d_ap - d_an + margin), or softplus(d_ap - d_an) with soft=True (Hermans' soft
+    margin), where margin must be None: a number would be silently unused. The gradient of
+    a tied max/min goes to one element (as torch.max and PML's BatchHardMiner). O(B^2).
+    With return_stats, violation_rate uses margin 0 when soft=True.
+    """
+    check_flag(soft, name="soft")
+    if soft:
+        if margin is not None:
+            raise ValueError(f"margin is unused when soft=True: pass margin=None, got {margin!r}")
+        margin_value = 0.0
+    else:
+        margin_value = check_margin(margin)
+    check_choice(reduction, name="reduction", valid=REDUCTIONS)
+    check_flag(return_stats, name="return_stats")
+    dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
+    valid = pos.any(dim=1) & neg.any(dim=1)  # (B,) anchors with a positive and a negative
+    hardest_pos = torch.where(pos, dist, -torch.inf).max(dim=1).values  # (B,)
+    hardest_neg = torch.where(neg, dist, torch.inf).min(dim=1).values  # (B,)
+    gap = hardest_pos[valid] - hardest_neg[valid]  # (A,)
+    per_anchor = F.softplus(gap) if soft else torch.relu(gap + margin_value)  # (A,)
+    loss = reduce_losses(per_anchor, reduction=reduction, anchor=embeddings)
+    if not return_stats:
+        return loss
+    sorted_neg, _ = sorted_negative_distances(dist.detach(), neg)
+    stats = triplet_stats(
+        dist, pos, sorted_neg, margin=margin_value, num_active=(per_anchor > 0).sum(), num_items=valid.sum()
+    )
+    return loss, stats

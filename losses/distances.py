@@ -1,0 +1,97 @@
+"""Distance matrices (pairwise and paired) and the per-anchor sorted negative distances."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .validation import check_choice, check_embeddings, check_same_shape
+
+METRICS = ("euclidean", "squared_euclidean", "cosine")
+
+
+def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """x (B, D) float -> (B, B) distances; diagonal and duplicate rows exactly 0, finite gradients.
+
+    "euclidean" is sqrt(|x_i - x_j|^2), "squared_euclidean" |x_i - x_j|^2, "cosine"
+    1 - cos(x_i, x_j) (rows L2-normalised, clamped to [0, 2]). The squared distance uses
+    the expansion |a|^2 + |b|^2 - 2ab (O(B^2) memory and a matrix product; the difference
+    form needs a (B, B, D) tensor), clamped at 0, after subtracting the rounded batch mean
+    (which leaves distances unchanged and shrinks the cancellation error for translated
+    batches). Rows that are exactly equal get exactly 0 (the expansion would leave a
+    rounding residue of about eps * |x|^2), and the square root is safe at 0: its
+    gradient there is 0, as for torch.cdist, never NaN.
+    """
+    check_embeddings(x, name="x")
+    check_choice(metric, name="metric", valid=METRICS)
+    return _pairwise_distances(x, metric=metric)
+
+
+def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact)."""
+    check_embeddings(a, name="a")
+    check_embeddings(b, name="b")
+    check_same_shape(a=a, b=b)
+    check_choice(metric, name="metric", valid=METRICS)
+    return _paired_distances(a, b, metric=metric)
+
+
+def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """a (N, D), b (N, D) -> (N,), unchecked."""
+    if metric == "cosine":
+        cos = (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(dim=1)  # (N,)
+        return (1.0 - cos).clamp(0.0, 2.0)
+    sq = (a - b).pow(2).sum(dim=1)  # (N,)
+    return _safe_sqrt(sq) if metric == "euclidean" else sq
+
+
+def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """x (B, D) -> (B, B), unchecked."""
+    if metric == "cosine":
+        x = F.normalize(x, dim=1)
+        d = (1.0 - x @ x.T).clamp(0.0, 2.0)  # (B, B)
+    else:
+        x = x - torch.round(x.detach().mean(dim=0))
+        sq = (x * x).sum(dim=1)  # (B,)
+        d = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)  # (B, B)
+    d = d.masked_fill(_equal_rows(x.detach()), 0.0)
+    return _safe_sqrt(d) if metric == "euclidean" else d
+
+
+def _equal_rows(x: torch.Tensor) -> torch.Tensor:
+    """x (B, D) -> (B, B) bool, True where rows i and j are exactly equal (diagonal included)."""
+    _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
+    return group[:, None] == group[None, :]
+
+
+def _safe_sqrt(sq: torch.Tensor) -> torch.Tensor:
+    """sq (...) >= 0 -> sqrt(sq), with value and gradient exactly 0 where sq == 0."""
+    zero = sq == 0
+    return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, 1.0, sq)))
+
+
+def sorted_negative_distances(dist: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dist (B, B), negatives (B, B) bool -> (sorted (B, B), count (B,) int64).
+
+    Row a of `sorted` holds the negative distances d(a, n) ascending, padded with +inf
+    after the count[a] negatives. Differentiable through the sort.
+    """
+    padded = torch.where(negatives, dist, torch.inf)  # (B, B)
+    values, _ = torch.sort(padded, dim=1)
+    return values, negatives.sum(dim=1)
+
+
+def batch_distances(
+    embeddings: torch.Tensor, labels: torch.Tensor, *, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """embeddings (B, D) float, labels (B,) int -> dist (B, B), positives (B, B) bool, negatives (B, B) bool.
+
+    Validates both inputs and the metric; the shared first step of every batch variant.
+    """
+    from .masks import negative_mask, positive_mask
+    from .validation import check_labels
+
+    check_embeddings(embeddings)
+    check_labels(labels, batch_size=embeddings.shape[0], device=embeddings.device)
+    check_choice(metric, name="metric", valid=METRICS)
+    return _pairwise_distances(embeddings, metric=metric), positive_mask(labels), negative_mask(labels)

@@ -1,0 +1,37 @@
+"""Boolean masks of valid pairs and triplets from integer labels."""
+
+from __future__ import annotations
+
+import torch
+
+from .validation import check_labels
+
+
+def positive_mask(labels: torch.Tensor) -> torch.Tensor:
+    """labels (B,) int -> (B, B) bool, True where i != j and y_i == y_j."""
+    labels = _checked(labels)
+    same = labels[:, None] == labels[None, :]  # (B, B)
+    return same & ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+
+
+def negative_mask(labels: torch.Tensor) -> torch.Tensor:
+    """labels (B,) int -> (B, B) bool, True where y_i != y_j."""
+    labels = _checked(labels)
+    return labels[:, None] != labels[None, :]
+
+
+def triplet_mask(labels: torch.Tensor) -> torch.Tensor:
+    """labels (B,) int -> (B, B, B) bool, True at (i, j, k) where i, j, k distinct and y_i == y_j != y_k.
+
+    Memory is B^3 bytes: the readable reference, not for large batches.
+    """
+    pos = positive_mask(labels)  # (B, B), i != j
+    neg = negative_mask(labels)  # (B, B); y_i != y_k implies i != k and j != k
+    return pos[:, :, None] & neg[:, None, :]
+
+
+def _checked(labels: torch.Tensor) -> torch.Tensor:
+    """labels (B,) int -> labels, validated on their own device."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"expected labels to be a torch.Tensor, got {type(labels).__name__}")
+    return check_labels(labels, batch_size=labels.shape[0] if labels.dim() else -1, device=labels.device)

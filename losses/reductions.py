@@ -1,0 +1,61 @@
+"""Reductions of per-item losses to a scalar; empty sets give a 0 still attached to the graph."""
+
+from __future__ import annotations
+
+import torch
+
+from .validation import check_choice
+
+REDUCTIONS = ("mean", "mean_positive", "sum", "none")
+
+
+def reduce_losses(per_item: torch.Tensor, *, reduction: str, anchor: torch.Tensor) -> torch.Tensor:
+    """per_item (N,) float, anchor (any) float -> scalar, or per_item itself for "none".
+
+    "mean" averages over the N valid items, "mean_positive" over the items with loss > 0
+    (PML's AvgNonZeroReducer), "sum" adds them up. With N == 0, or no positive item for
+    "mean_positive", the result is 0, attached to the graph of `anchor` (zero gradient).
+    """
+    check_choice(reduction, name="reduction", valid=REDUCTIONS)
+    if reduction == "none":
+        return per_item
+    if per_item.numel() == 0:
+        return attached_zero(anchor)
+    total = per_item.sum()
+    if reduction == "sum":
+        return total
+    count = per_item.numel() if reduction == "mean" else (per_item > 0).sum()
+    return _divide(total, count)
+
+
+def reduce_total(
+    total: torch.Tensor,
+    *,
+    num_items: torch.Tensor,
+    num_positive: torch.Tensor,
+    reduction: str,
+    anchor: torch.Tensor,
+) -> torch.Tensor:
+    """total () float sum of the per-item losses, num_items () int, num_positive () int -> scalar.
+
+    The same reductions as `reduce_losses` (except "none") when only the sum and the two
+    counts are known. No branch on the counts, so no device synchronisation: with no item
+    the total is an attached 0 and the division by max(count, 1) keeps it 0.
+    """
+    check_choice(reduction, name="reduction", valid=REDUCTIONS[:3])
+    total = total + attached_zero(anchor)
+    if reduction == "sum":
+        return total
+    return _divide(total, num_items if reduction == "mean" else num_positive)
+
+
+def attached_zero(anchor: torch.Tensor) -> torch.Tensor:
+    """anchor (any) float -> () zero attached to anchor's graph (zero gradient), as PML does."""
+    return (anchor * 0).sum()
+
+
+def _divide(total: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+    """total () float, count () int or int -> total / max(count, 1)."""
+    if isinstance(count, int):
+        return total / max(count, 1)
+    return total / count.clamp_min(1).to(total.dtype)

@@ -1,0 +1,61 @@
+"""Batch statistics that training logs: active fraction, pos_ratio and margin-violation rate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TripletStats:
+    """Detached 0-dim tensors describing one batch.
+
+    active_fraction: share of the variant's own valid items (triplets, anchors or positive
+        pairs) whose loss is > 0 (0 when there is no valid item);
+    pos_ratio: share of all valid triplets (a, p, n) of the batch with d_ap < d_an;
+    violation_rate: share of all valid triplets with d_ap + margin > d_an;
+    num_items: number of valid items of the variant (int64).
+    """
+
+    active_fraction: torch.Tensor
+    pos_ratio: torch.Tensor
+    violation_rate: torch.Tensor
+    num_items: torch.Tensor
+
+
+def triplet_stats(
+    dist: torch.Tensor,
+    positives: torch.Tensor,
+    sorted_neg: torch.Tensor,
+    *,
+    margin: float,
+    num_active: torch.Tensor,
+    num_items: torch.Tensor,
+) -> TripletStats:
+    """dist (B, B), positives (B, B) bool, sorted_neg (B, B) (+inf padded), counts () int -> TripletStats.
+
+    O(B^2 log B): for each positive pair the negatives closer than d_ap (resp. d_ap + margin)
+    are counted by binary search in the anchor's sorted negative distances.
+    """
+    with torch.no_grad():
+        d_ap = dist.detach()
+        sorted_neg = sorted_neg.detach()
+        num_neg = torch.isfinite(sorted_neg).sum(dim=1, keepdim=True)  # (B, 1)
+        not_farther = torch.searchsorted(sorted_neg, d_ap, right=True)  # (B, B): # d_an <= d_ap
+        violating = torch.searchsorted(sorted_neg, d_ap + margin)  # (B, B): # d_an < d_ap + margin
+        zero = torch.zeros((), dtype=torch.long, device=dist.device)
+        triplets = torch.where(positives, num_neg, zero).sum()
+        ordered = torch.where(positives, num_neg - not_farther, zero).sum()
+        violated = torch.where(positives, violating, zero).sum()
+        return TripletStats(
+            active_fraction=_ratio(num_active, num_items, dist.dtype),
+            pos_ratio=_ratio(ordered, triplets, dist.dtype),
+            violation_rate=_ratio(violated, triplets, dist.dtype),
+            num_items=num_items.detach().to(torch.long),
+        )
+
+
+def _ratio(part: torch.Tensor, whole: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """part () int, whole () int -> part / whole as dtype, 0 when whole == 0."""
+    return (part.detach().to(dtype) / whole.detach().clamp_min(1).to(dtype)).detach()

@@ -1,0 +1,70 @@
+"""Input checks shared by every loss: each raises ValueError naming the argument and what it got."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+
+def check_choice(value: object, *, name: str, valid: Sequence[str]) -> str:
+    """value str, valid names -> value; unknown names raise, listing the valid ones."""
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
+    return value
+
+
+def check_margin(margin: object, *, name: str = "margin") -> float:
+    """margin real number -> float; bools, non-numbers and non-finite values raise."""
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
+        raise ValueError(f"expected {name} to be a finite real number, got {margin!r}")
+    value = float(margin)
+    if not math.isfinite(value):
+        raise ValueError(f"expected {name} to be finite, got {value!r}")
+    return value
+
+
+def check_embeddings(x: object, *, name: str = "embeddings") -> torch.Tensor:
+    """x (B, D) floating tensor -> x; wrong type, rank, dtype or non-finite entries raise."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected {name} to be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"expected {name} of shape (B, D), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected {name} to have a floating dtype, got {x.dtype}")
+    bad = int((~torch.isfinite(x.detach())).sum())
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf) out of {x.numel()}")
+    return x
+
+
+def check_labels(labels: object, *, batch_size: int, device: torch.device) -> torch.Tensor:
+    """labels (B,) integer tensor on the embeddings' device -> labels; anything else raises."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"expected labels to be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dim() != 1:
+        raise ValueError(f"expected labels of shape (B,), got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"expected labels to have an integer dtype, got {labels.dtype}")
+    if labels.shape[0] != batch_size:
+        raise ValueError(f"expected labels of length {batch_size} (the batch size), got {labels.shape[0]}")
+    if labels.device != device:
+        raise ValueError(f"expected labels on {device} (the embeddings' device), got {labels.device}")
+    return labels
+
+
+def check_same_shape(**tensors: torch.Tensor) -> None:
+    """named (N, D) tensors -> None; raises unless all have one shape."""
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"expected {', '.join(shapes)} of the same shape, got {listed}")
+
+
+def check_flag(value: object, *, name: str) -> bool:
+    """value bool -> value; anything else raises (a truthy string is not a flag)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"expected {name} to be a bool, got {value!r}")
+    return value
