@@ -40,5 +40,4 @@ class DwaWeighting(Weighting):
             self.lambdas.copy_(len(self.components) * torch.softmax(ratio / self.temperature, dim=0))
 
     def _combine(self, values, shared):
-        weights = self.lambdas.to(values.dtype)
-        return (weights * values).sum(), weights, None
+        return (self.lambdas.to(values.dtype) * values).sum(), self.lambdas, None

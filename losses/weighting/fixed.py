@@ -22,5 +22,4 @@ class FixedWeighting(Weighting):
         self.register_buffer("weights", torch.tensor(values, dtype=torch.float64))
 
     def _combine(self, values, shared):
-        weights = self.weights.to(values.dtype)
-        return (weights * values).sum(), weights, None
+        return (self.weights.to(values.dtype) * values).sum(), self.weights, None

@@ -26,7 +26,9 @@ class GradNormWeighting(Weighting):
          ``shared``, the last shared layer as in the paper); G_i = w_i g_i.
       2. L_i(0) = mean of L_i over the first ``initial_steps`` steps (a running mean while
          they last); r_i = (L_i / L_i(0)) / mean_j (L_j / L_j(0)), divisions eps-guarded.
-      3. L_grad = sum_i |G_i - mean(G) r_i^alpha|, the target detached.
+      3. L_grad = sum_i |G_i - mean(G) r_i^alpha|, the target detached, divided by mean(G)
+         (detached): same minimiser, but the step no longer scales with the gradients,
+         so weights that must differ by orders of magnitude get there in a few hundred steps.
       4. The total uses the current w, detached (the network's loss never moves w).
       5. The logits take one Adam step on L_grad (own update rule, learning rate ``lr``,
          ``betas``; its moments are buffers). The next step uses the new weights.
@@ -82,7 +84,8 @@ class GradNormWeighting(Weighting):
             relative = ratio / ratio.mean().clamp_min(self.eps)  # r_i
             G = weights * norms
             target = (G.mean() * relative.pow(self.alpha)).detach()
-            (grad,) = torch.autograd.grad((G - target).abs().sum(), self.logits)
+            l_grad = (G - target).abs().sum() / G.mean().detach().clamp_min(self.eps)
+            (grad,) = torch.autograd.grad(l_grad, self.logits)
         total = (weights.detach().to(values.dtype) * values).sum()
         self._adam_step(grad)
         self.num_steps += 1

@@ -36,5 +36,5 @@ class InverseEmaWeighting(Weighting):
         else:
             self.ema.mul_(self.momentum).add_(current, alpha=1.0 - self.momentum)
         self.num_steps += 1
-        weights = normalise_to_count(1.0 / (self.ema + self.eps)).to(values.dtype)
-        return (weights * values).sum(), weights, None
+        weights = normalise_to_count(1.0 / (self.ema + self.eps))  # (T,) float64
+        return (weights.to(values.dtype) * values).sum(), weights, None
