@@ -1,0 +1,108 @@
+"""`build_report(store_dir, out_dir=None) -> Path`: a results store -> the comparison report.
+
+Writes into out_dir (default store_dir/report): report.html (self-contained),
+summary.md, figures/*.png and *.svg, tables/*.csv.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from reports import html
+from reports.curves import curve_figures
+from reports.figures import Figure
+from reports.formatting import display_leaderboard
+from reports.leaderboard import select
+from reports.protocol import gaps, protocol_items
+from reports.sensitivity import margin_lr_table, sensitivity_figures
+from reports.store_view import StoreView, read_store
+from reports.summary import render_summary
+from reports.umap_panel import pick_embeddings, selected_table, umap_figure
+from reports.variants import annotate
+
+CONFIDENCE = 0.95
+STATUS_COLUMNS = ["run_id", "variant", "seed", "status", "error", "diverged_step",
+                  "diverged_component", "wall_time_s"]
+
+
+def build_report(store_dir: str | Path, out_dir: str | Path | None = None, *,
+                 umap_epochs: int = 200, umap_max_points: int = 1000, random_state: int = 0,
+                 max_curve_points: int = 200) -> Path:
+    """store_dir -> path of report.html written in out_dir (default store_dir/report).
+
+    umap_epochs, umap_max_points, random_state: UMAP settings (fixed seed); max_curve_points:
+    curves are averaged into at most this many step bins. A partial or failing grid still
+    gives a report that says what is missing.
+    """
+    view = read_store(store_dir)
+    out = Path(store_dir) / "report" if out_dir is None else Path(out_dir)
+    return write_report(view, out, umap_epochs=umap_epochs, umap_max_points=umap_max_points,
+                        random_state=random_state, max_curve_points=max_curve_points)
+
+
+def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_points: int,
+                 random_state: int, max_curve_points: int) -> Path:
+    """A StoreView -> the report files under `out`; returns out/report.html."""
+    for name, value in (("umap_epochs", umap_epochs), ("umap_max_points", umap_max_points),
+                        ("max_curve_points", max_curve_points)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    runs = annotate(view.runs)
+    selection = select(runs, confidence=CONFIDENCE)
+    variants = sorted(runs["variant"].unique()) if not runs.empty else []
+    palette = dict(zip(variants, sns.color_palette("tab10" if len(variants) <= 10 else "husl",
+                                                   len(variants))))
+    picked, notes = pick_embeddings(selection.selected_runs, view.embeddings)
+    figures = [*curve_figures(_selected_steps(view.steps, selection.selected_runs),
+                              out_dir=out / "figures", palette=palette, confidence=CONFIDENCE,
+                              max_points=max_curve_points),
+               *sensitivity_figures(runs, out_dir=out / "figures", palette=palette,
+                                    confidence=CONFIDENCE),
+               umap_figure(picked, out_dir=out / "figures", random_state=random_state,
+                           n_epochs=umap_epochs, max_points=umap_max_points)]
+    describe = dict(zip(selection.configs["config_key"], selection.configs["config"]))
+    missing = gaps(runs, describe=describe, notes=notes) + [
+        f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None]
+    protocol = protocol_items(runs, picked)
+    _write_tables(out / "tables", runs=runs, selection=selection, picked=picked, missing=missing)
+    board = display_leaderboard(selection.leaderboard)
+    (out / "summary.md").write_text(render_summary(protocol=protocol, gaps=missing,
+                                                   leaderboard=board, figures=figures),
+                                    encoding="utf-8")
+    page = html.render(title="tripletlab comparison report", protocol=protocol, gaps=missing,
+                       leaderboard=board, figures=figures,
+                       configs=selection.configs.drop(columns=["config_key"]),
+                       grid_text=view.grid_text)
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _selected_steps(steps: pd.DataFrame, selected_runs: dict) -> pd.DataFrame:
+    """steps -> the steps of the finished runs of each selected configuration, with `variant`."""
+    ids = {rid: v for v, runs in selected_runs.items()
+           for rid in runs.loc[runs["status"] == "finished", "run_id"]}
+    if steps.empty or not {"step", "loss"} <= set(steps.columns) or not ids:
+        return pd.DataFrame()
+    part = steps[steps["run_id"].isin(ids)]
+    return part.assign(variant=part["run_id"].map(ids))
+
+
+def _write_tables(tables: Path, *, runs: pd.DataFrame, selection, picked: dict,
+                  missing: list[str]) -> None:
+    """tables/*.csv: leaderboard, configurations, sensitivity, run status, UMAP runs, missing."""
+    selection.leaderboard.to_csv(tables / "leaderboard.csv", index=False)
+    selection.configs.to_csv(tables / "configurations.csv", index=False)
+    margin_lr_table(runs).to_csv(tables / "sensitivity_margin_lr.csv", index=False)
+    status = runs.reindex(columns=STATUS_COLUMNS)
+    status.to_csv(tables / "runs_status.csv", index=False)
+    selected_table(picked).to_csv(tables / "umap_runs.csv", index=False)
+    pd.DataFrame({"missing": missing}).to_csv(tables / "missing.csv", index=False)
+
+
+__all__ = ["build_report", "write_report", "Figure"]

@@ -1,0 +1,46 @@
+"""The one place reports read a results store: `read_store(store_dir) -> StoreView`.
+
+Reports never look at training internals; everything they show comes from the
+four tables and the embeddings that `ablations.store.ResultsStore` exposes
+(columns in ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+Embeddings = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """What a report reads: the consolidated tables, the grid text and an embeddings getter."""
+
+    runs: pd.DataFrame
+    steps: pd.DataFrame
+    epochs: pd.DataFrame
+    grid_text: str
+    embeddings: Embeddings   # run_id -> (X (N, E) float32, y (N,) int64); raises when missing
+
+
+def read_store(store_dir: str | Path) -> StoreView:
+    """store_dir (a results-store directory) -> StoreView read through ResultsStore."""
+    from ablations.store import ResultsStore
+
+    path = Path(store_dir)
+    if not path.is_dir():
+        raise ValueError(f"store_dir must be an existing results-store directory, got {str(path)!r}")
+    store = ResultsStore(path)
+    return StoreView(runs=_frame(store.runs()), steps=_frame(store.steps()),
+                     epochs=_frame(store.epochs()), grid_text=store.grid_text() or "",
+                     embeddings=store.embeddings)
+
+
+def _frame(table: pd.DataFrame | None) -> pd.DataFrame:
+    """A store table, or an empty frame when the store has none yet."""
+    return pd.DataFrame() if table is None else table.reset_index(drop=True)

@@ -1,0 +1,24 @@
+"""summary.md: the protocol, the leaderboard and what is missing, in Markdown."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from reports.figures import Figure
+from reports.formatting import markdown_table
+
+
+def render_summary(*, protocol: list[tuple[str, str]], gaps: list[str], leaderboard: pd.DataFrame,
+                   figures: list[Figure]) -> str:
+    """The report's parts -> Markdown text (figures linked as files under figures/)."""
+    lines = ["# tripletlab comparison report", "", "## Protocol", ""]
+    lines += [f"- **{field}**: {text}" for field, text in protocol]
+    lines += ["", "## Leaderboard", "",
+              "Test metrics: mean [95% t-interval] over finished seeds; selection on validation MAP@R.",
+              "", markdown_table(leaderboard), "## What is missing", ""]
+    lines += [f"- {g}" for g in gaps] or ["Nothing."]
+    lines += ["", "## Figures", ""]
+    for fig in figures:
+        lines.append(f"- [{fig.title}](figures/{fig.name}.png)" if fig.png is not None
+                     else f"- {fig.title}: not drawn ({fig.reason})")
+    return "\n".join(lines) + "\n"
