@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from ablations.config import config_hash
 from ablations.dask_executor import DaskExecutor, task_key
+from ablations.grid import expand, load_grid
+from ablations.runner import run_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dask_cluster import LocalDaskCluster  # noqa: E402
@@ -154,3 +159,108 @@ def test_abandoning_the_iteration_cancels_the_remaining_tasks(cluster):
     while _scheduler_task_count(cluster) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _scheduler_task_count(cluster) == 0
+
+
+# ---------------------------------------------------------------- whole grids through run_grid
+
+TIMING_COLUMNS = ["wall_time_s", "train_time_s"]  # the only columns allowed to differ
+
+
+def _write_grid(path: Path, *, epochs: int) -> Path:
+    path.write_text(f"""
+[base]
+dataset = "digits"
+epochs = {epochs}
+eval_every = 1
+
+[grid]
+loss = ["batch_hard", "batch_all"]
+margin = [0.1, 0.2]
+""")
+    return path
+
+
+def _expected_run_ids(grid_path: Path) -> list[str]:
+    return sorted(config_hash(c) for c in expand(load_grid(grid_path)))
+
+
+def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    return frame.sort_values(by).reset_index(drop=True)
+
+
+def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_path):
+    grid = _write_grid(tmp_path / "grid.toml", epochs=2)
+    local = run_grid(grid, tmp_path / "local", workers=1)
+    dask = run_grid(grid, tmp_path / "dask", scheduler=cluster.address)
+    run_ids = _expected_run_ids(grid)
+
+    local_runs, dask_runs = (_sorted(s.runs(), ["run_id"]) for s in (local, dask))
+    assert list(dask_runs["run_id"]) == run_ids
+    assert (dask_runs["status"] == "finished").all()
+    pd.testing.assert_frame_equal(dask_runs.drop(columns=TIMING_COLUMNS),
+                                  local_runs.drop(columns=TIMING_COLUMNS), check_exact=True)
+    for table in ("steps", "epochs"):
+        local_table = _sorted(getattr(local, table)(), ["run_id", "epoch", *(["step"] * (table == "steps"))])
+        dask_table = _sorted(getattr(dask, table)(), ["run_id", "epoch", *(["step"] * (table == "steps"))])
+        assert set(dask_table["run_id"]) == set(run_ids)
+        pd.testing.assert_frame_equal(dask_table, local_table, check_exact=True)
+    for run_id in run_ids:
+        for local_array, dask_array in zip(local.embeddings(run_id), dask.embeddings(run_id)):
+            np.testing.assert_array_equal(dask_array, local_array)
+
+
+@pytest.fixture
+def own_cluster(tmp_path_factory):
+    """A cluster of its own, for a test that kills one of its workers."""
+    cl = LocalDaskCluster(tmp_path_factory.mktemp("dask-kill"), n_workers=2)
+    try:
+        yield cl.start()
+    finally:
+        cl.stop()
+
+
+def _kill_a_busy_worker_after_the_first_result(cluster, store_dir: Path, killed: dict) -> None:
+    """Wait (bounded) for the first stored run, then SIGKILL a worker that has a run in flight."""
+    try:
+        with cluster.client() as client:
+            deadline = time.monotonic() + 60
+            while not any((store_dir / "runs").glob("*/result.json")):
+                if time.monotonic() > deadline:
+                    killed["error"] = "no run finished within 60 s"
+                    return
+                time.sleep(0.02)
+            names = {addr: name for name, addr in cluster.worker_addresses(client).items()}
+            for address, keys in client.processing().items():
+                if keys:
+                    cluster.kill(names[address])
+                    killed.update(name=names[address], keys=list(keys))
+                    return
+            killed["error"] = "no worker had a run in flight after the first result"
+    except Exception as err:  # noqa: BLE001 - reported by the test
+        killed["error"] = repr(err)
+
+
+def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(own_cluster, tmp_path):
+    grid = _write_grid(tmp_path / "grid.toml", epochs=8)
+    out = tmp_path / "store"
+    killed: dict = {}
+    killer = threading.Thread(target=_kill_a_busy_worker_after_the_first_result,
+                              args=(own_cluster, out, killed), daemon=True)
+    killer.start()
+    store = run_grid(grid, out, scheduler=own_cluster.address)
+    killer.join(timeout=30)
+    run_ids = _expected_run_ids(grid)
+
+    assert "error" not in killed, killed.get("error")
+    assert own_cluster.procs[killed["name"]].poll() is not None  # the worker is dead
+    killed_ids = [key.removeprefix("run_one-") for key in killed["keys"]]
+    assert set(killed_ids) <= set(run_ids)
+    run_dirs = sorted(p.name for p in (out / "runs").iterdir())
+    assert run_dirs == run_ids
+    assert all((out / "runs" / run_id / "result.json").is_file() for run_id in run_ids)
+    consolidated = pd.read_parquet(out / "runs.parquet")
+    assert sorted(consolidated["run_id"]) == run_ids  # each run once
+    assert (consolidated["status"] == "finished").all()
+    steps = store.steps()
+    assert set(steps["run_id"]) == set(run_ids)
+    assert not steps.duplicated(["run_id", "step"]).any()
