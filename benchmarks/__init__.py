@@ -1,0 +1,1 @@
+"""tripletlab benchmarks: pytest-benchmark cases, run apart from tests/ (`make bench`)."""

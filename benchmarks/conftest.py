@@ -1,0 +1,60 @@
+"""Benchmark session set-up: torch threads, cell skips, and the ratio table at the end.
+
+The ratio table is printed after pytest-benchmark's own table and saved, with the
+raw medians and the skipped cells, to `.benchmarks/last_run.json`, so
+`python -m benchmarks.ratios` reprints it from the same run. A run with
+`--benchmark-json=PATH` also carries the skipped cells under "tripletlab_skipped".
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import ratios
+from benchmarks.workloads import use_machine_threads
+
+SKIPPED = pytest.StashKey[list]()
+
+
+def pytest_configure(config):
+    config.stash[SKIPPED] = []
+    use_machine_threads()
+
+
+@pytest.fixture
+def cell(request, benchmark):
+    """-> a function cell(kind, case, B, **info) that labels this benchmark and returns skip(reason)."""
+    def label(kind: str, case: str, batch_size: int, **info):
+        benchmark.group = f"B={batch_size}" if kind in ("ours", "pml", "floor") else kind
+        benchmark.extra_info.update(kind=kind, case=case, B=batch_size, **info)
+
+        def skip(reason: str):
+            request.config.stash[SKIPPED].append({"kind": kind, "case": case, "B": batch_size, "reason": reason})
+            pytest.skip(reason)
+        return skip
+    return label
+
+
+def _run_record(config) -> dict:
+    session = config._benchmarksession
+    return {
+        "benchmarks": [bench.as_dict(include_data=False) for bench in session.benchmarks],
+        "tripletlab_skipped": config.stash[SKIPPED],
+    }
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    output_json["tripletlab_skipped"] = config.stash[SKIPPED]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not hasattr(config, "_benchmarksession") or not config._benchmarksession.benchmarks:
+        return
+    record = _run_record(config)
+    out = Path(config.rootpath) / ratios.DEFAULT_RECORD
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, default=str))
+    terminalreporter.write_sep("-", "tripletlab ratios (one run)")
+    terminalreporter.write_line(ratios.report(record))
+    terminalreporter.write_line(f"saved to {out} (reprint: python -m benchmarks.ratios {out})")
