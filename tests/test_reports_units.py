@@ -1,0 +1,212 @@
+"""Unit tests of reports/: statistics, selection on validation, CIs over finished seeds, curves.
+
+`fake_view` builds a small in-memory store (the columns of ARCHITECTURE.md) for the
+cases a real grid cannot produce on demand; tests/test_reports.py runs a real one.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from reports.build import write_report
+from reports.curves import seed_band
+from reports.leaderboard import select
+from reports.sensitivity import sensitivity_figures
+from reports.stats import mean_ci, paired_test, t_half_width
+from reports.store_view import StoreView
+from reports.variants import annotate, variant_label
+
+matplotlib.use("Agg")
+METRICS = [f"{split}_{m}" for split in ("val", "test")
+           for m in ("precision_at_1", "r_precision", "map_at_r", "nmi")]
+
+
+def run_row(run_id: str, *, seed: int, val: float, test: float, status: str = "finished",
+            **config) -> dict:
+    """One runs.parquet row; val/test set every validation/test metric (NaN unless finished)."""
+    ok = status == "finished"
+    row = {"run_id": run_id, "dataset": "digits", "loss": "batch_hard", "weighting": "fixed",
+           "margin": 0.2, "lr": 1e-3, "w_pos": 1.0, **config, "seed": seed, "status": status,
+           "error": None if status != "failed" else "RuntimeError: boom",
+           "diverged_step": 7 if status == "diverged" else None,
+           "diverged_component": "triplet" if status == "diverged" else None,
+           "wall_time_s": 1.0, "train_time_s": 0.9}
+    row.update({m: (val if m.startswith("val") else test) if ok else np.nan for m in METRICS})
+    return row
+
+
+def fake_view(*, seeds=(0, 1, 2), steps_per_run: int = 12, seed: int = 0) -> StoreView:
+    """A small store: batch_hard and batch_all over margin x lr, combined[fixed] over w_pos."""
+    rng = np.random.default_rng(seed)
+    configs = [dict(loss=loss, margin=m, lr=lr) for loss, m, lr in
+               itertools.product(("batch_hard", "batch_all"), (0.1, 0.3), (1e-3, 1e-2))]
+    configs += [dict(loss="combined", margin=m, w_pos=w) for m, w in
+                itertools.product((0.1, 0.3), (0.5, 1.0))]
+    runs, steps, embeddings = [], [], {}
+    for i, (config, s) in enumerate(itertools.product(configs, seeds)):
+        run_id = f"run{i:03d}"
+        quality = rng.uniform(0.3, 0.8)
+        runs.append(run_row(run_id, seed=s, val=quality, test=quality + rng.normal(0, 0.03),
+                            **config))
+        for step in range(steps_per_run):
+            row = {"run_id": run_id, "epoch": step // 4, "step": step, "lr": 1e-3, "margin": 0.2,
+                   "loss_triplet": np.exp(-step / 5) + rng.normal(0, 0.01), "weight_triplet": 1.0,
+                   "gradnorm_triplet": np.nan, "active_fraction": rng.uniform(),
+                   "pos_ratio": rng.uniform(), "violation_rate": rng.uniform()}
+            if config["loss"] == "combined":
+                row.update(loss_ce_pos=0.5, loss_ce_neg=0.3, weight_ce_pos=config["w_pos"],
+                           weight_ce_neg=1.0, gradnorm_triplet=1.0, gradnorm_ce_pos=0.5,
+                           gradnorm_ce_neg=0.2)
+            row["loss"] = sum(v for k, v in row.items() if k.startswith("loss_"))
+            steps.append(row)
+        labels = np.repeat([7, 8, 9], 20)
+        embeddings[run_id] = ((rng.normal(size=(60, 4)) + labels[:, None]).astype(np.float32),
+                              labels.astype(np.int64))
+
+    def get(run_id):
+        if run_id not in embeddings:
+            raise ValueError(f"run_id {run_id!r}: no embeddings stored")
+        return embeddings[run_id]
+
+    return StoreView(runs=pd.DataFrame(runs), steps=pd.DataFrame(steps),
+                     epochs=pd.DataFrame(columns=["run_id", "epoch"]), grid_text="[base]\n",
+                     embeddings=get)
+
+
+# ---------------------------------------------------------------- statistics
+@pytest.mark.parametrize("n", [2, 3, 7])
+def test_mean_ci_is_the_student_t_interval(n):
+    x = np.random.default_rng(n).normal(0.5, 0.1, size=n)
+    ci = mean_ci(x, confidence=0.95)
+    low, high = st.t.interval(0.95, n - 1, loc=x.mean(), scale=st.sem(x))
+    assert (ci.n, ci.mean) == (n, pytest.approx(x.mean()))
+    assert (ci.low, ci.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_mean_ci_drops_nan_and_is_undefined_below_two_values():
+    ci = mean_ci([0.4, np.nan, 0.6], confidence=0.95)
+    assert ci.n == 2 and ci.mean == pytest.approx(0.5)
+    one = mean_ci([0.4, np.nan], confidence=0.95)
+    assert one.n == 1 and one.mean == pytest.approx(0.4) and np.isnan(one.low)
+    assert mean_ci([], confidence=0.95).n == 0
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 95])
+def test_mean_ci_rejects_bad_confidence(confidence):
+    with pytest.raises(ValueError, match="confidence"):
+        mean_ci([1.0, 2.0], confidence=confidence)
+
+
+def test_t_half_width_matches_scipy_and_is_nan_for_one_seed():
+    half = t_half_width([0.1, 0.2, 0.3], [1, 2, 5], confidence=0.95)
+    assert np.isnan(half[0])
+    assert half[1] == pytest.approx(st.t.ppf(0.975, 1) * 0.2 / np.sqrt(2))
+    assert half[2] == pytest.approx(st.t.ppf(0.975, 4) * 0.3 / np.sqrt(5))
+
+
+def test_paired_test_is_ttest_rel_over_common_finite_seeds():
+    a = {0: 0.50, 1: 0.61, 2: 0.55, 3: 0.70, 4: np.nan}
+    b = {1: 0.58, 2: 0.49, 3: 0.66, 4: 0.40, 5: 0.9}
+    result = paired_test(a, b)
+    expected = st.ttest_rel([0.61, 0.55, 0.70], [0.58, 0.49, 0.66])
+    assert result.n == 3 and result.note == ""
+    assert result.p_value == pytest.approx(expected.pvalue)
+    assert result.mean_diff == pytest.approx(np.mean([0.03, 0.06, 0.04]))
+
+
+@pytest.mark.parametrize("b", [{0: 0.5}, {7: 0.5, 8: 0.4}, {0: np.nan, 1: 0.3}], ids=["one", "none", "nan"])
+def test_paired_test_is_na_below_two_common_seeds(b):
+    result = paired_test({0: 0.6, 1: 0.7}, b)
+    assert result.n < 2 and np.isnan(result.p_value) and result.note.startswith("n/a")
+
+
+# ----------------------------------------------------------------- selection
+def test_variant_names_include_the_weighting_only_for_combined_objectives():
+    assert variant_label(pd.Series({"loss": "batch_hard", "weighting": "fixed"})) == "batch_hard"
+    assert variant_label(pd.Series({"loss": "combined", "weighting": "dwa"})) == "combined [dwa]"
+    assert variant_label(pd.Series({"loss": "triplet_ce", "weighting": "fixed",
+                                    "id_variant": "batch_all"})) == "triplet_ce(batch_all) [fixed]"
+
+
+def test_selection_uses_validation_never_test():
+    # margin 0.1: best on validation, worst on test; margin 0.3 the opposite.
+    runs = pd.DataFrame([run_row(f"a{s}", seed=s, val=0.8, test=0.2, margin=0.1) for s in range(3)]
+                        + [run_row(f"b{s}", seed=s, val=0.3, test=0.9, margin=0.3) for s in range(3)])
+    board = select(annotate(runs), confidence=0.95).leaderboard
+    assert board["config"].tolist() == ["margin=0.1"]
+    assert board["test_map_at_r_mean"].iloc[0] == pytest.approx(0.2)
+
+
+def test_leaderboard_ci_is_over_the_seeds_that_finished():
+    test_values = {0: 0.61, 1: 0.52, 2: np.nan, 3: 0.58}
+    runs = [run_row(f"h{s}", seed=s, val=0.7, test=t, status="failed" if s == 2 else "finished")
+            for s, t in test_values.items()]
+    runs += [run_row(f"a{s}", seed=s, val=0.5, test=0.4 + s / 100, loss="batch_all")
+             for s in range(4)]
+    board = select(annotate(pd.DataFrame(runs)), confidence=0.95).leaderboard.set_index("variant")
+    kept = np.array([0.61, 0.52, 0.58])
+    low, high = st.t.interval(0.95, 2, loc=kept.mean(), scale=st.sem(kept))
+    best = board.loc["batch_hard"]
+    assert best["seeds_finished"] == "3/4" and best["test_map_at_r_n"] == 3
+    assert (best["test_map_at_r_low"], best["test_map_at_r_high"]) == (pytest.approx(low),
+                                                                      pytest.approx(high))
+    other = board.loc["batch_all"]
+    expected = st.ttest_rel([0.40, 0.41, 0.43], kept)   # seeds 0, 1, 3 in common
+    assert other["paired_n"] == 3 and other["paired_p"] == pytest.approx(expected.pvalue)
+
+
+def test_a_variant_without_finished_runs_is_left_out_of_the_leaderboard():
+    runs = pd.DataFrame([run_row("h0", seed=0, val=0.7, test=0.6),
+                         run_row("x0", seed=0, val=0.0, test=0.0, loss="batch_all", status="failed")])
+    board = select(annotate(runs), confidence=0.95).leaderboard
+    assert board["variant"].tolist() == ["batch_hard"]
+    assert board["paired_note"].iloc[0].startswith("reference")
+
+
+# ---------------------------------------------------------- curves, figures
+def test_seed_band_is_mean_and_t_interval_over_runs_per_step_bin():
+    steps = pd.DataFrame({"run_id": np.repeat(["r0", "r1", "r2"], 4), "variant": "v",
+                          "step": np.tile(np.arange(4), 3),
+                          "loss": [1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 12.0]})
+    band = seed_band(steps, "loss", hue="variant", confidence=0.95, max_points=2)
+    assert band["step"].tolist() == [0, 2]   # two bins of two steps
+    per_run = np.array([[1.5, 2.5, 3.5], [3.5, 4.5, 8.5]])   # bin means of each run
+    for row, values in zip(band.itertuples(), per_run):
+        low, high = st.t.interval(0.95, 2, loc=values.mean(), scale=st.sem(values))
+        assert (row.mean, row.low, row.high, row.n) == (pytest.approx(values.mean()),
+                                                       pytest.approx(low), pytest.approx(high), 3)
+
+
+def test_sensitivity_figures_draw_weight_heatmaps_for_combined(tmp_path):
+    runs = annotate(fake_view(seeds=(0, 1)).runs)
+    figures = {f.name: f for f in sensitivity_figures(runs, out_dir=tmp_path, confidence=0.95,
+                                                       palette=_palette(runs))}
+    assert set(figures) == {"sensitivity_margin_lr", "sensitivity_weights", "map_vs_margin"}
+    for name, fig in figures.items():
+        assert fig.png.startswith(b"\x89PNG") and (tmp_path / f"{name}.svg").stat().st_size > 0
+
+
+def test_write_report_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="umap_epochs"):
+        write_report(fake_view(), tmp_path, umap_epochs=0, umap_max_points=10, random_state=0,
+                     max_curve_points=10)
+
+
+def test_an_empty_store_still_gives_a_report_that_says_so(tmp_path):
+    empty = StoreView(runs=pd.DataFrame(), steps=pd.DataFrame(), epochs=pd.DataFrame(),
+                      grid_text="", embeddings=lambda run_id: (_ for _ in ()).throw(ValueError()))
+    page = write_report(empty, tmp_path, umap_epochs=5, umap_max_points=10, random_state=0,
+                        max_curve_points=10).read_text()
+    assert "holds no run yet" in page and "<img" not in page
+    assert page.count("Not drawn:") == 10
+    assert pd.read_csv(tmp_path / "tables" / "leaderboard.csv").empty
+
+
+def _palette(runs):
+    return {v: f"C{i}" for i, v in enumerate(sorted(runs["variant"].unique()))}
