@@ -1,0 +1,197 @@
+"""One run's configuration: the flat, frozen `RunConfig`, its validation and its hash.
+
+Every key has a documented default (the dataclass below). A grid file sets some of
+them in `[base]` and varies some in `[grid]`; `resolve_config` validates a dict of
+keys, fills in the defaults and *canonicalises keys that cannot affect the run*
+(e.g. the weighting of a single-component loss, mining parameters when mining is
+"none") back to their defaults, so two cells that train the same thing get the
+same `run_id` and run once. The rules are in `_IRRELEVANT` below.
+
+`config_hash` is the first 12 hex digits of the sha256 of the canonical JSON of
+the resolved configuration (sorted keys, no whitespace); it is the run's id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+DATASETS = ("digits", "blobs", "npz")
+LOSSES = (
+    "naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml",
+    "combined", "triplet_ce", "multi_similarity", "circle", "contrastive",
+)
+# Batch variants that `triplet_ce` can put beside its class cross-entropy.
+BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml")
+# Losses trained on explicit (anchor, positive, negative) triplets drawn offline
+# (randomly, or by offline hard mining): the only ones `mining` applies to.
+EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
+RIVALS = ("multi_similarity", "circle", "contrastive")
+METRICS = ("euclidean", "squared_euclidean", "cosine")
+WEIGHTINGS = ("fixed", "inverse_ema", "log_normalised", "uncertainty", "grad_norm_balance",
+              "gradnorm", "dwa")
+MARGIN_SCHEDULES = ("constant", "linear")
+LR_SCHEDULES = ("constant", "warmup_cosine")
+MININGS = ("none", "offline_hard")
+CE_INPUTS = ("logits", "probabilities")
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": DATASETS, "loss": LOSSES, "metric": METRICS, "weighting": WEIGHTINGS,
+    "margin_schedule": MARGIN_SCHEDULES, "lr_schedule": LR_SCHEDULES, "mining": MININGS,
+    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run depends on; the defaults are the documentation."""
+
+    # --- data -------------------------------------------------------------
+    dataset: str = "digits"             # digits | blobs | npz (splits: ablations/data.py)
+    blobs_classes: int = 40             # blobs: number of Gaussian classes
+    blobs_dim: int = 32                 # blobs: feature dimension
+    blobs_points_per_class: int = 30    # blobs: points drawn per class
+    blobs_spread: float = 1.0           # blobs: std of points around their centre (centres ~ N(0, 1)*4)
+    blobs_label_noise: float = 0.0      # blobs: share of training labels replaced at random
+    data_seed: int = 0                  # blobs: seed of the generated data (not of training)
+    npz_path: str = ""                  # npz: file with X (N, D) float and y (N,) int
+    # --- objective --------------------------------------------------------
+    loss: str = "batch_hard"            # one of LOSSES
+    metric: str = "euclidean"           # distance used by the loss AND by evaluation
+    margin: float = 0.2                 # triplet margin (final value under a schedule)
+    margin_schedule: str = "constant"   # constant | linear (ramp from margin_start)
+    margin_start: float = 0.0           # linear: margin at step 0
+    margin_ramp_epochs: int = 10        # linear: epochs to reach `margin`
+    id_variant: str = "batch_hard"      # triplet_ce: batch variant beside the class CE
+    ce_input: str = "logits"            # combined/triplet_ce: "probabilities" is the documented bug, an ablation only
+    weighting: str = "fixed"            # combined/triplet_ce: losses.weighting method
+    w_triplet: float = 1.0              # fixed weighting: weight of the triplet term
+    w_pos: float = 1.0                  # fixed weighting: CE on (anchor, positive) pairs (combined)
+    w_neg: float = 1.0                  # fixed weighting: CE on (anchor, negative) pairs (combined)
+    w_ce: float = 1.0                   # fixed weighting: class CE (triplet_ce)
+    # --- optimisation -----------------------------------------------------
+    lr: float = 1e-3                    # Adam learning rate (peak under warmup_cosine)
+    lr_schedule: str = "constant"       # constant | warmup_cosine
+    warmup_epochs: int = 2              # warmup_cosine: linear warmup length
+    epochs: int = 30
+    seed: int = 0                       # model init, sampling, mining
+    sampler_p: int = 5                  # classes per batch
+    sampler_k: int = 16                 # samples per class in a batch (batch = P * K)
+    # --- model ------------------------------------------------------------
+    hidden_layers: int = 1              # hidden Linear+ReLU layers of the MLP
+    width: int = 128                    # hidden width
+    embedding_dim: int = 32
+    normalize: bool = True              # L2-normalise the embeddings
+    # --- offline hard mining (naive and combined only) ---------------------
+    mining: str = "none"                # none (random triplets) | offline_hard (BallTree)
+    mining_refresh_epochs: int = 5      # rebuild the BallTree every N epochs
+    mining_neighbours: int = 20         # neighbours queried per anchor for a hard negative
+    mining_random_rate: float = 0.5     # share of negatives always drawn at random
+    mining_hard_start: float = 0.0      # hard share of the other negatives at epoch 0 ...
+    mining_hard_end: float = 1.0        # ... ramped linearly to this at the last epoch
+    # --- evaluation -------------------------------------------------------
+    eval_every: int = 10                # validation every N epochs, and always after the last
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
+
+_POSITIVE_INTS = ("blobs_classes", "blobs_dim", "blobs_points_per_class", "margin_ramp_epochs",
+                  "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
+                  "mining_refresh_epochs", "mining_neighbours", "eval_every")
+_NON_NEGATIVE = ("blobs_spread", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
+                 "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed")
+_UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
+                  "mining_hard_end")
+
+
+def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
+    """Keys that cannot change what `cfg` trains (reset to defaults before hashing)."""
+    loss = cfg["loss"]
+    reset: list[str] = []
+    if cfg["dataset"] != "blobs":
+        reset += [k for k in FIELDS if k.startswith("blobs_")] + ["data_seed"]
+    if cfg["dataset"] != "npz":
+        reset.append("npz_path")
+    margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
+        loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft")
+    if margin_unused:
+        reset += ["margin", "margin_schedule", "margin_start", "margin_ramp_epochs"]
+    elif cfg["margin_schedule"] == "constant":
+        reset += ["margin_start", "margin_ramp_epochs"]
+    if loss != "triplet_ce":
+        reset.append("id_variant")
+    if loss not in ("combined", "triplet_ce"):
+        reset += ["ce_input", "weighting", "w_triplet", "w_pos", "w_neg", "w_ce"]
+    else:
+        if cfg["weighting"] != "fixed":
+            reset += ["w_triplet", "w_pos", "w_neg", "w_ce"]
+        reset += ["w_ce"] if loss == "combined" else ["w_pos", "w_neg"]
+    if cfg["lr_schedule"] == "constant":
+        reset.append("warmup_epochs")
+    if loss not in EXPLICIT_TRIPLET_LOSSES:
+        reset.append("mining")
+    if loss not in EXPLICIT_TRIPLET_LOSSES or cfg["mining"] == "none":
+        reset += [k for k in FIELDS if k.startswith("mining_")]
+    return reset
+
+
+def check_value(key: str, value: Any) -> Any:
+    """Validate one key's value; return it converted to the field's type (int -> float)."""
+    if key not in FIELDS:
+        raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(FIELDS)}")
+    kind = FIELDS[key].type
+    kind = {"str": str, "int": int, "float": float, "bool": bool}.get(kind, kind)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"key {key!r} must be of type {kind.__name__}, "
+                         f"got {type(value).__name__} {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"key {key!r} must be finite, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ValueError(f"key {key!r} got unknown value {value!r}; "
+                         f"valid choices: {', '.join(CHOICES[key])}")
+    if key in _POSITIVE_INTS and value < 1:
+        raise ValueError(f"key {key!r} must be >= 1, got {value!r}")
+    if key in _NON_NEGATIVE and value < 0:
+        raise ValueError(f"key {key!r} must be >= 0, got {value!r}")
+    if key == "lr" and value <= 0:
+        raise ValueError(f"key 'lr' must be > 0, got {value!r}")
+    if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+        raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
+    if key in ("sampler_p", "sampler_k") and value < 2:
+        raise ValueError(f"key {key!r} must be >= 2 (a batch needs positives and negatives), "
+                         f"got {value!r}")
+    return value
+
+
+def resolve_config(values: dict[str, Any]) -> RunConfig:
+    """Validate `values` (a subset of the keys), fill defaults, canonicalise unused keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config must be a dict, got {type(values).__name__}")
+    cfg = dict(DEFAULTS)
+    for key, value in values.items():
+        cfg[key] = check_value(key, value)
+    if cfg["dataset"] == "npz" and not cfg["npz_path"]:
+        raise ValueError("key 'npz_path' must name a .npz file when dataset = 'npz'")
+    for key in _keys_to_reset(cfg):
+        cfg[key] = DEFAULTS[key]
+    return RunConfig(**cfg)
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The flat dict of a RunConfig (JSON-serialisable)."""
+    return dataclasses.asdict(config)
+
+
+def config_hash(config: RunConfig | dict[str, Any]) -> str:
+    """First 12 hex digits of sha256 over the canonical JSON of the resolved config."""
+    if not isinstance(config, RunConfig):
+        config = resolve_config(config)
+    text = json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

@@ -1,0 +1,119 @@
+"""Executors: how the cells of a grid are run. The store is written by the caller.
+
+    class Executor(Protocol):
+        def map_unordered(self, fn, items) -> Iterator[dict]: ...
+
+`fn` is `ablations.train.run_one` (config dict -> result dict, no file I/O);
+results are yielded as they finish. `LocalExecutor` is a process pool on this
+machine; `ablations.dask_executor.DaskExecutor` runs on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Protocol
+
+__all__ = ["Executor", "LocalExecutor", "default_workers"]
+
+# modules imported once by the fork server, before any worker is forked from it
+PRELOAD = ("torch", "torch._dynamo", "ablations.train", "ablations.evaluate", "losses.weighting",
+           "sklearn.datasets", "sklearn.cluster", "sklearn.neighbors",
+           "pytorch_metric_learning.utils.accuracy_calculator",
+           "pytorch_metric_learning.utils.inference")
+
+
+class Executor(Protocol):
+    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
+        """fn (config dict -> result dict), N items -> the N results in finishing order."""
+        ...
+
+
+def default_workers() -> int:
+    """One worker per core available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _init_worker(torch_threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(torch_threads)
+
+
+class LocalExecutor:
+    """Run items on `workers` local processes, each with `torch_threads` torch threads.
+
+    workers=None: one per core. workers=1 runs in this process, one item after
+    the other (no pool to start; torch threads are set for the duration and
+    restored). Pools use the "forkserver" start method: workers are forked from
+    a clean server process that has imported PRELOAD once (torch, torch._dynamo
+    which Adam imports, scikit-learn, PML: seconds per process otherwise) but
+    never run a torch operation, so no
+    OpenMP thread state is inherited, and no worker pays the imports again. At most `workers` items are in
+    flight, so an interrupt (Ctrl-C) loses at most the runs in progress; the
+    pool is shut down and its processes ended when the iteration stops.
+    """
+
+    def __init__(self, workers: int | None = None, *, torch_threads: int = 1):
+        if workers is None:
+            workers = default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers: expected an int >= 1 or None, got {workers!r}")
+        if isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
+            raise ValueError(f"torch_threads: expected an int >= 1, got {torch_threads!r}")
+        self.workers = workers
+        self.torch_threads = torch_threads
+
+    def __repr__(self) -> str:
+        return f"LocalExecutor(workers={self.workers}, torch_threads={self.torch_threads})"
+
+    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
+        items = list(items)
+        if self.workers == 1 or len(items) <= 1:
+            return self._serial(fn, items)
+        return self._pool(fn, items)
+
+    def _serial(self, fn, items):
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.torch_threads)
+        try:
+            for item in items:
+                yield fn(item)
+        finally:
+            torch.set_num_threads(before)
+
+    def _pool(self, fn, items):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
+                                   initializer=_init_worker, initargs=(self.torch_threads,))
+        pending = iter(items)
+        running = set()
+        try:
+            for item in pending:
+                running.add(pool.submit(fn, item))
+                if len(running) >= 2 * self.workers:  # keep the pool queue fed
+                    break
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    nxt = next(pending, None)
+                    if nxt is not None:
+                        running.add(pool.submit(fn, nxt))
+                    yield result
+        finally:
+            for future in running:
+                future.cancel()
+            processes = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:  # do not wait for runs nobody will store
+                if proc.is_alive():
+                    proc.terminate()

@@ -1,0 +1,192 @@
+"""RunConfig -> the objective of a run: named, unweighted component losses + batch stats.
+
+Two kinds of objective, chosen by the loss:
+- batch objectives (`explicit_triplets = False`) see a P x K batch:
+  `forward(embeddings (B, E), labels (B,), margin) -> StepLoss`;
+  batch_all, batch_hard, batch_hard_soft, semi_hard_tf, semi_hard_pml,
+  triplet_ce (batch variant + class cross-entropy) and the rival losses.
+- explicit-triplet objectives (`explicit_triplets = True`) see offline
+  (anchor, positive, negative) triplets (random or mined, see ablations.mining):
+  `forward_triplets(a (T, E), p (T, E), n (T, E), margin) -> StepLoss`;
+  naive and combined (triplet + pair-classifier cross-entropy).
+
+The weighting (losses.weighting) then combines the components; an objective with
+one component is trained on it unweighted.
+
+Reductions follow each variant's reference: batch_all averages over active
+triplets ("mean_positive", PML / Moindrot), batch_hard over anchors ("mean",
+Hermans et al.), semi_hard_tf over positive pairs ("mean", TF-Addons),
+semi_hard_pml over active triplets ("mean_positive", PML), naive over triplets;
+batch_hard_soft (softplus(d_ap - d_an), Hermans et al.) has no margin.
+Stats for the rivals (which select no triplets) are pos_ratio and
+violation_rate of the batch's triplets at the run's margin; active_fraction is NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+import losses
+from ablations.config import RIVALS, RunConfig
+
+# batch variant -> (function name in losses, fixed keyword arguments)
+BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
+    "batch_all": ("batch_all_triplet_loss", {"reduction": "mean_positive"}),
+    "batch_hard": ("batch_hard_triplet_loss", {"reduction": "mean", "soft": False}),
+    "batch_hard_soft": ("batch_hard_triplet_loss", {"reduction": "mean", "soft": True}),
+    "semi_hard_tf": ("semi_hard_triplet_loss", {"semantics": "tf", "reduction": "mean"}),
+    "semi_hard_pml": ("semi_hard_triplet_loss", {"semantics": "pml", "reduction": "mean_positive"}),
+}
+RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
+               "contrastive": "contrastive_loss"}
+STAT_NAMES = ("active_fraction", "pos_ratio", "violation_rate")
+_NAN_STATS = dict.fromkeys(STAT_NAMES, float("nan"))
+
+
+@dataclass
+class StepLoss:
+    components: dict[str, torch.Tensor]  # name -> 0-dim unweighted loss (attached)
+    stats: dict[str, float]              # STAT_NAMES -> float (NaN where undefined)
+
+
+def _stats_dict(stats) -> dict[str, float]:
+    return {name: float(getattr(stats, name)) for name in STAT_NAMES}
+
+
+def batch_variant(name: str, *, metric: str):
+    """Variant name -> fn(embeddings, labels, margin) -> (loss, TripletStats)."""
+    fn_name, fixed = BATCH_VARIANT_CALLS[name]
+    fn = getattr(losses, fn_name)
+
+    soft = fixed.get("soft", False)
+
+    def call(embeddings, labels, margin):
+        return fn(embeddings, labels, margin=None if soft else margin, metric=metric,
+                  return_stats=True, **fixed)
+
+    return call
+
+
+class BatchObjective(nn.Module):
+    """One batch variant; component "triplet"."""
+
+    explicit_triplets = False
+    components = ("triplet",)
+
+    def __init__(self, variant: str, *, metric: str):
+        super().__init__()
+        self.variant = batch_variant(variant, metric=metric)
+
+    def forward(self, embeddings, labels, margin: float) -> StepLoss:
+        loss, stats = self.variant(embeddings, labels, margin)
+        return StepLoss({"triplet": loss}, _stats_dict(stats))
+
+
+class RivalObjective(nn.Module):
+    """Multi-Similarity, Circle or Contrastive loss with its paper defaults; component "loss"."""
+
+    explicit_triplets = False
+    components = ("loss",)
+
+    def __init__(self, name: str, *, metric: str):
+        super().__init__()
+        self.fn = getattr(losses, RIVAL_CALLS[name])
+        self.metric = metric
+        self.stats_of = batch_variant("batch_all", metric=metric)
+
+    def forward(self, embeddings, labels, margin: float) -> StepLoss:
+        loss = self.fn(embeddings, labels)
+        _, stats = self.stats_of(embeddings.detach(), labels, margin)
+        return StepLoss({"loss": loss}, {**_stats_dict(stats), "active_fraction": float("nan")})
+
+
+class TripletIdObjective(nn.Module):
+    """Batch variant + class cross-entropy over the training classes; "triplet", "ce_id"."""
+
+    explicit_triplets = False
+    components = ("triplet", "ce_id")
+
+    def __init__(self, variant: str, *, metric: str, num_classes: int, embedding_dim: int,
+                 ce_input: str):
+        super().__init__()
+        self.loss = losses.TripletWithIDLoss(
+            variant=variant, metric=metric, num_classes=num_classes,
+            embedding_dim=embedding_dim, ce_input=ce_input)
+
+    def forward(self, embeddings, labels, margin: float) -> StepLoss:
+        out = self.loss(embeddings, labels, margin=margin)
+        return StepLoss({c: out.components[c] for c in self.components}, _stats_dict(out.stats))
+
+
+class NaiveObjective(nn.Module):
+    """naive_triplet_loss on explicit triplets; component "triplet"; stats over the triplets."""
+
+    explicit_triplets = True
+    components = ("triplet",)
+
+    def __init__(self, *, metric: str):
+        super().__init__()
+        self.metric = metric
+
+    def forward_triplets(self, a, p, n, margin: float) -> StepLoss:
+        loss = losses.naive_triplet_loss(a, p, n, margin=margin, metric=self.metric)
+        return StepLoss({"triplet": loss}, explicit_triplet_stats(a, p, n, margin=margin,
+                                                                   metric=self.metric))
+
+
+class CombinedObjective(nn.Module):
+    """CombinedLoss on explicit triplets: "triplet", "ce_pos", "ce_neg" (+ pair accuracy)."""
+
+    explicit_triplets = True
+    components = ("triplet", "ce_pos", "ce_neg")
+
+    def __init__(self, *, metric: str, embedding_dim: int, ce_input: str):
+        super().__init__()
+        self.metric = metric
+        self.loss = losses.CombinedLoss(embedding_dim=embedding_dim, metric=metric,
+                                        ce_input=ce_input)
+
+    def forward_triplets(self, a, p, n, margin: float) -> StepLoss:
+        out = self.loss.forward_triplets(a, p, n, margin=margin)
+        stats = explicit_triplet_stats(a, p, n, margin=margin, metric=self.metric)
+        return StepLoss({c: out.components[c] for c in self.components}, stats)
+
+
+def explicit_triplet_stats(a, p, n, *, margin: float, metric: str) -> dict[str, float]:
+    """a, p, n (T, E) -> active_fraction (naive hinge > 0), pos_ratio, violation_rate."""
+    with torch.no_grad():
+        d_ap = losses.paired_distances(a, p, metric=metric)  # (T,)
+        d_an = losses.paired_distances(a, n, metric=metric)  # (T,)
+        if len(d_ap) == 0:
+            return dict.fromkeys(STAT_NAMES, 0.0)
+        violation = float((d_ap + margin > d_an).double().mean())
+        return {"active_fraction": violation,  # the naive hinge is > 0 exactly on violations
+                "pos_ratio": float((d_ap < d_an).double().mean()),
+                "violation_rate": violation}
+
+
+def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
+    """RunConfig, number of training classes -> objective module (may hold learnable heads)."""
+    loss, metric = config.loss, config.metric
+    if loss in BATCH_VARIANT_CALLS:
+        return BatchObjective(loss, metric=metric)
+    if loss in RIVALS:
+        return RivalObjective(loss, metric=metric)
+    if loss == "triplet_ce":
+        return TripletIdObjective(config.id_variant, metric=metric, num_classes=num_classes,
+                                  embedding_dim=config.embedding_dim, ce_input=config.ce_input)
+    if loss == "naive":
+        return NaiveObjective(metric=metric)
+    if loss == "combined":
+        return CombinedObjective(metric=metric, embedding_dim=config.embedding_dim,
+                                 ce_input=config.ce_input)
+    raise ValueError(f"loss: unknown {loss!r}")
+
+
+def fixed_weights(config: RunConfig, components: tuple[str, ...]) -> dict[str, float]:
+    """The config's fixed weight of each component (w_triplet, w_pos, w_neg, w_ce)."""
+    key = {"triplet": "w_triplet", "ce_pos": "w_pos", "ce_neg": "w_neg", "ce_id": "w_ce"}
+    return {c: getattr(config, key[c]) for c in components}

@@ -1,0 +1,235 @@
+"""The results store of a grid: one directory, atomic writes, resumable.
+
+Layout (the contract with reports/, see ARCHITECTURE.md):
+
+    DIR/grid.toml                   the grid file that created the store
+    DIR/runs/<run_id>/config.json   resolved config + run_id
+    DIR/runs/<run_id>/steps.parquet, epochs.parquet, embeddings.npz
+    DIR/runs/<run_id>/result.json   written LAST: its presence means the run is done
+    DIR/runs.parquet, steps.parquet, epochs.parquet   consolidated
+
+Every file is written to a temporary name in the same directory and renamed
+over the target (`os.replace`), so a kill at any moment leaves either the old
+file or the new one. The consolidated tables are a cache of the per-run files:
+`runs()`, `steps()` and `epochs()` add any finished run the cache misses
+(e.g. after a kill), so the store is always readable and complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablations.config import FIELDS
+
+METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
+                  for m in ("precision_at_1", "r_precision", "map_at_r", "nmi")]
+RUN_COLUMNS = (["run_id", *FIELDS, "status", "error", "diverged_step", "diverged_component",
+                "wall_time_s", "train_time_s", *METRIC_COLUMNS])
+# statuses that are a run's final outcome; "failed" runs are retried on the next run_grid
+DONE_STATUSES = ("finished", "diverged")
+STATUSES = ("finished", "diverged", "failed")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=True).encode())
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class ResultsStore:
+    """Read and write the results store at `root` (created on first write)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+
+    # ------------------------------------------------------------------ grid
+    def grid_text(self) -> str | None:
+        """The grid file that created the store, or None for an empty directory."""
+        path = self.root / "grid.toml"
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def claim(self, grid_text: str, *, grid_name: str = "the grid file", extend: bool = False) -> None:
+        """Bind the store to `grid_text`; refuse a store made by another grid unless `extend`.
+
+        With `extend=True` the new grid text replaces grid.toml (the previous one
+        is kept as grid.<n>.toml) and its runs are added beside the existing ones.
+        """
+        old = self.grid_text()
+        if old is not None and old != grid_text:
+            if not extend:
+                raise ValueError(
+                    f"store {str(self.root)!r} was created by a different grid file; "
+                    f"to add the runs of {grid_name} to it, run again with --extend "
+                    f"(run_grid(..., extend=True)), or choose another --out directory")
+            n = 1
+            while (self.root / f"grid.{n}.toml").exists():
+                n += 1
+            atomic_write_bytes(self.root / f"grid.{n}.toml", old.encode("utf-8"))
+        if old != grid_text:
+            atomic_write_bytes(self.root / "grid.toml", grid_text.encode("utf-8"))
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_temporaries()
+
+    def _remove_temporaries(self) -> None:
+        """Delete temporary files left by a killed writer (never a finished file)."""
+        for tmp in self.root.glob("**/.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ runs
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def result(self, run_id: str) -> dict | None:
+        """The run's result.json, or None when the run has not finished."""
+        path = self.run_dir(run_id) / "result.json"
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def stored_ids(self) -> list[str]:
+        """run_ids with a result.json (any status), sorted."""
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.runs_dir.glob("*/result.json"))
+
+    def done_ids(self) -> set[str]:
+        """run_ids whose outcome is final (finished or diverged): skipped on a rerun."""
+        return {rid for rid in self.stored_ids() if self.result(rid)["status"] in DONE_STATUSES}
+
+    def write_run(self, result: dict) -> None:
+        """Write one run_one result; result.json last. Rewriting a run_id replaces it."""
+        run_id = result["run_id"]
+        d = self.run_dir(run_id)
+        old = d / "result.json"
+        old.unlink(missing_ok=True)  # a replaced run is "not done" until its new result lands
+        atomic_write_json(d / "config.json", {**result["config"], "run_id": run_id})
+        atomic_write_parquet(d / "steps.parquet", steps_frame(run_id, result["steps"]))
+        atomic_write_parquet(d / "epochs.parquet", epochs_frame(run_id, result["epochs"]))
+        emb = result.get("embeddings")
+        if emb is not None:
+            atomic_write_npz(d / "embeddings.npz", X=np.asarray(emb["X"], dtype=np.float32),
+                             y=np.asarray(emb["y"], dtype=np.int64))
+        else:
+            (d / "embeddings.npz").unlink(missing_ok=True)
+        summary = {k: result.get(k) for k in ("run_id", "status", "error", "diverged_step",
+                                              "diverged_component", "wall_time_s",
+                                              "train_time_s")}
+        summary["metrics"] = result.get("metrics", {})
+        atomic_write_json(old, summary)
+
+    def _run_row(self, run_id: str) -> dict:
+        d = self.run_dir(run_id)
+        res = json.loads((d / "result.json").read_text(encoding="utf-8"))
+        row = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        row.update({k: res.get(k) for k in RUN_COLUMNS if k in res})
+        for col in METRIC_COLUMNS:
+            row[col] = res.get("metrics", {}).get(col, float("nan"))
+        return row
+
+    # ------------------------------------------------------------- consolidate
+    def consolidate(self) -> None:
+        """Rewrite runs/steps/epochs.parquet from the per-run files (atomically)."""
+        for name in ("runs", "steps", "epochs"):
+            frame = self._table(name)  # cheap when already consolidated
+            atomic_write_parquet(self.root / f"{name}.parquet", frame)
+
+    def _runs_frame(self, ids: list[str]) -> pd.DataFrame:
+        frame = pd.DataFrame([self._run_row(r) for r in ids])
+        for col in RUN_COLUMNS:
+            if col not in frame:
+                frame[col] = pd.Series(dtype=object)
+        extra = [c for c in frame.columns if c not in RUN_COLUMNS]
+        frame = frame[RUN_COLUMNS + extra]
+        for col in ("diverged_step",):
+            frame[col] = frame[col].astype("Int64")
+        return frame
+
+    def _table(self, name: str) -> pd.DataFrame:
+        """Consolidated table `name`; rebuilt from the per-run files when it is stale."""
+        ids = self.stored_ids()
+        path = self.root / f"{name}.parquet"
+        newest = max((self.run_dir(r).joinpath("result.json").stat().st_mtime_ns for r in ids),
+                     default=0)
+        if path.is_file() and path.stat().st_mtime_ns >= newest:
+            cached = pd.read_parquet(path)
+            if set(cached["run_id"]) <= set(ids) and (name != "runs" or len(cached) == len(ids)):
+                return cached
+        if name == "runs":
+            return self._runs_frame(ids)
+        return _concat([pd.read_parquet(self.run_dir(r) / f"{name}.parquet") for r in ids], name)
+
+    def runs(self) -> pd.DataFrame:
+        """One row per stored run (RUN_COLUMNS first)."""
+        return self._table("runs")
+
+    def steps(self) -> pd.DataFrame:
+        """One row per training step per stored run."""
+        return self._table("steps")
+
+    def epochs(self) -> pd.DataFrame:
+        """One row per validation evaluation per stored run."""
+        return self._table("epochs")
+
+    def embeddings(self, run_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """-> X (N, E) float32, y (N,) int64: the run's test embeddings."""
+        path = self.run_dir(run_id) / "embeddings.npz"
+        if not path.is_file():
+            raise ValueError(f"run_id {run_id!r}: no embeddings stored in {str(self.root)!r}")
+        with np.load(path) as data:
+            return data["X"], data["y"]
+
+    def remove(self) -> None:
+        """Delete the whole store directory."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def steps_frame(run_id: str, rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "run_id", run_id)
+    return frame
+
+
+def epochs_frame(run_id: str, rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=None if rows else ["epoch"])
+    frame.insert(0, "run_id", run_id)
+    return frame
+
+
+def _concat(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({"run_id": pd.Series(dtype=str), "epoch": pd.Series(dtype="int64")})
+    return pd.concat(frames, ignore_index=True, sort=False)

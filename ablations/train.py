@@ -1,0 +1,205 @@
+"""`run_one(config: dict) -> dict`: train, evaluate and report one run. Pure: no file I/O.
+
+Deterministic given the config (CPU): the seed fixes the model initialisation
+(`torch.manual_seed`), the batches (a `torch.Generator`) and the offline
+triplets and mining (`numpy.random.default_rng`). The caller sets the number
+of torch threads (executors use one per worker).
+
+The result dict:
+    run_id, config (resolved, flat), status ("finished" | "diverged" | "failed"),
+    error (str | None), diverged_step, diverged_component (None unless diverged),
+    metrics {val_precision_at_1, val_r_precision, val_map_at_r, val_nmi, test_...},
+    steps  [one dict per step: epoch, step, lr, margin, loss, loss_<c>, weight_<c>,
+            gradnorm_<c>, active_fraction, pos_ratio, violation_rate],
+    epochs [one dict per validation: epoch, val_precision_at_1, ...],
+    embeddings {"X": (N, E) float32, "y": (N,) int64} of the test split, or None,
+    wall_time_s (whole call), train_time_s (inside training steps only).
+
+A step whose loss component (or weighted total) is NaN or infinite stops the run
+with status "diverged", the step and the component; its row is kept. Any
+exception inside training is caught: status "failed" with the error text.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ablations.config import RunConfig, config_hash, config_to_dict, resolve_config
+from ablations.data import Split, load_split
+from ablations.evaluate import METRIC_NAMES, retrieval_metrics
+from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
+from ablations.model import EmbeddingMLP
+from ablations.objectives import STAT_NAMES, build_objective, fixed_weights
+from ablations.sampler import PKSampler
+from ablations.schedules import hard_share_at, lr_at, margin_at
+
+NAN = float("nan")
+_SPLITS: dict[tuple, Split] = {}  # per-process cache of loaded datasets
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, component: str):
+        super().__init__(f"non-finite {component} at step {step}")
+        self.step, self.component = step, component
+
+
+def cached_split(config: RunConfig) -> Split:
+    """The run's data split, loaded once per process per dataset configuration."""
+    key = (config.dataset, config.npz_path, config.data_seed, config.blobs_classes,
+           config.blobs_dim, config.blobs_points_per_class, config.blobs_spread,
+           config.blobs_label_noise)
+    if key not in _SPLITS:
+        _SPLITS[key] = load_split(config)
+    return _SPLITS[key]
+
+
+def run_one(config: dict[str, Any]) -> dict[str, Any]:
+    """config dict (RunConfig keys, optionally "run_id") -> result dict (module docstring)."""
+    start = time.perf_counter()
+    values = {k: v for k, v in config.items() if k != "run_id"}
+    cfg = resolve_config(values)
+    run_id = config_hash(cfg)
+    if config.get("run_id", run_id) != run_id:
+        raise ValueError(f"run_id {config['run_id']!r} does not match the config's hash {run_id!r}")
+    result: dict[str, Any] = {
+        "run_id": run_id, "config": config_to_dict(cfg), "status": "finished", "error": None,
+        "diverged_step": None, "diverged_component": None,
+        "metrics": {f"{s}_{m}": NAN for s in ("val", "test") for m in METRIC_NAMES},
+        "steps": [], "epochs": [], "embeddings": None, "train_time_s": 0.0,
+    }
+    try:
+        _train(cfg, result)
+    except Diverged as err:
+        result.update(status="diverged", error=str(err), diverged_step=err.step,
+                      diverged_component=err.component)
+    except Exception as err:  # noqa: BLE001 - a failed run is recorded, the grid goes on
+        result.update(status="failed", error=f"{type(err).__name__}: {err}")
+    result["wall_time_s"] = time.perf_counter() - start
+    return result
+
+
+def _embed(model: EmbeddingMLP, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    model.train()
+    return out
+
+
+def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    split = cached_split(cfg)
+    classes, y_np = np.unique(split.y_train, return_inverse=True)  # labels -> 0..C-1
+    x_train = torch.from_numpy(split.x_train)
+    y_train = torch.from_numpy(y_np.astype(np.int64))
+
+    model = EmbeddingMLP(split.num_features, hidden_layers=cfg.hidden_layers, width=cfg.width,
+                         embedding_dim=cfg.embedding_dim, normalize=cfg.normalize)
+    objective = build_objective(cfg, num_classes=len(classes))
+    components = objective.components
+    weighting = None
+    if len(components) > 1:
+        from losses.weighting import make_weighting
+
+        params = {"weights": fixed_weights(cfg, components)} if cfg.weighting == "fixed" else {}
+        weighting = make_weighting(cfg.weighting, components=components, **params)
+    params = list(model.parameters()) + list(objective.parameters())
+    if weighting is not None:
+        params += [p for p in weighting.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+
+    batch_size = cfg.sampler_p * cfg.sampler_k
+    sampler = None if objective.explicit_triplets else PKSampler(
+        split.y_train, p=cfg.sampler_p, k=cfg.sampler_k, generator=generator)
+    steps_per_epoch = len(sampler) if sampler is not None else max(1, len(y_np) // batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    hard = None
+    train_time = 0.0
+    step = 0
+    for epoch in range(cfg.epochs):
+        if sampler is not None:
+            batches = iter(sampler)
+        else:
+            triplets = random_triplets(y_np, rng=rng)
+            if cfg.mining == "offline_hard":
+                if epoch % cfg.mining_refresh_epochs == 0:
+                    hard = hard_negatives(_embed(model, x_train).numpy(), y_np,
+                                          neighbours=cfg.mining_neighbours, metric=cfg.metric)
+                share = hard_share_at(epoch, epochs=cfg.epochs, random_rate=cfg.mining_random_rate,
+                                      hard_start=cfg.mining_hard_start, hard_end=cfg.mining_hard_end)
+                triplets = mix_hard_negatives(triplets, hard, hard_share=share, rng=rng)
+            triplets = torch.from_numpy(triplets)
+            batches = (triplets[i * batch_size:(i + 1) * batch_size] for i in range(steps_per_epoch))
+        sums = dict.fromkeys(components, 0.0)
+        t0 = time.perf_counter()
+        for batch in batches:
+            row = _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train,
+                        step=step, epoch=epoch, total_steps=total_steps,
+                        steps_per_epoch=steps_per_epoch, rows=result["steps"])
+            for c in components:
+                sums[c] += row[f"loss_{c}"]
+            step += 1
+        train_time += time.perf_counter() - t0
+        result["train_time_s"] = train_time
+        if weighting is not None:
+            weighting.end_epoch({c: s / steps_per_epoch for c, s in sums.items()})
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            val = retrieval_metrics(_embed(model, torch.from_numpy(split.x_val)), split.y_val,
+                                    metric=cfg.metric, seed=cfg.seed)
+            result["epochs"].append({"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}})
+            result["metrics"].update({f"val_{k}": v for k, v in val.items()})
+    test_x = _embed(model, torch.from_numpy(split.x_test))
+    test = retrieval_metrics(test_x, split.y_test, metric=cfg.metric, seed=cfg.seed)
+    result["metrics"].update({f"test_{k}": v for k, v in test.items()})
+    result["embeddings"] = {"X": test_x.numpy().astype(np.float32),
+                            "y": split.y_test.astype(np.int64)}
+
+
+def _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, *, step, epoch,
+          total_steps, steps_per_epoch, rows) -> dict[str, float]:
+    """One optimisation step; appends and returns its log row; raises Diverged on NaN/inf."""
+    lr = lr_at(step, base_lr=cfg.lr, total_steps=total_steps, schedule=cfg.lr_schedule,
+               warmup_steps=cfg.warmup_epochs * steps_per_epoch)
+    margin = margin_at(step, margin=cfg.margin, schedule=cfg.margin_schedule,
+                       start=cfg.margin_start, ramp_steps=cfg.margin_ramp_epochs * steps_per_epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if objective.explicit_triplets:
+        T = len(batch)
+        emb = model(x_train[batch.reshape(-1)]).view(T, 3, -1)  # (T, 3, E)
+        out = objective.forward_triplets(emb[:, 0], emb[:, 1], emb[:, 2], margin)
+    else:
+        out = objective(model(x_train[batch]), y_train[batch], margin)
+    row: dict[str, float] = {"epoch": epoch, "step": step, "lr": lr, "margin": margin,
+                             "loss": NAN}
+    values = {c: float(v.detach()) for c, v in out.components.items()}
+    row.update({f"loss_{c}": v for c, v in values.items()})
+    bad = next((c for c, v in values.items() if not math.isfinite(v)), None)
+    weights = dict.fromkeys(values, 1.0)
+    norms = None
+    if bad is None:
+        if weighting is None:
+            total = next(iter(out.components.values()))
+        else:
+            w = weighting(out.components, step=step, shared=model.shared_parameters())
+            total, weights, norms = w.total, w.weights, w.grad_norms
+        row["loss"] = float(total.detach())
+        if not math.isfinite(row["loss"]):
+            bad = "total"
+    row.update({f"weight_{c}": weights.get(c, NAN) for c in values})
+    row.update({f"gradnorm_{c}": (norms or {}).get(c, NAN) for c in values})
+    row.update({k: out.stats.get(k, NAN) for k in STAT_NAMES})
+    rows.append(row)
+    if bad is not None:
+        raise Diverged(step, bad)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return row
