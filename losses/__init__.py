@@ -12,7 +12,7 @@ from .stats import TripletStats
 
 # --- weighting engineer: combined / rival losses (add the imports below this line) ---
 # from .combined import CombinedLoss, TripletWithIDLoss
-# from .rivals import circle_loss, contrastive_loss, multi_similarity_loss
+from .rivals import circle_loss, contrastive_loss, multi_similarity_loss
 # --- end of weighting engineer section ---
 
 __all__ = [
