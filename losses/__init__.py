@@ -11,7 +11,7 @@ from .semi_hard import SEMANTICS, semi_hard_triplet_loss
 from .stats import TripletStats
 
 # --- weighting engineer: combined / rival losses (add the imports below this line) ---
-# from .combined import CombinedLoss, TripletWithIDLoss
+from .combined import CombinedLoss, TripletWithIDLoss
 from .rivals import circle_loss, contrastive_loss, multi_similarity_loss
 # --- end of weighting engineer section ---
 
@@ -34,3 +34,4 @@ __all__ = [
     "semi_hard_triplet_loss",
     "triplet_mask",
 ]
+__all__ += ["CombinedLoss", "TripletWithIDLoss", "circle_loss", "contrastive_loss", "multi_similarity_loss"]  # weighting engineer
