@@ -1,25 +1,39 @@
 """Benchmark session set-up: torch threads, cell skips, and the ratio table at the end.
 
-The ratio table is printed after pytest-benchmark's own table and saved, with the
+Torch threads: the machine's cores, or $TRIPLETLAB_BENCH_THREADS (see
+benchmarks/workloads.py). The ratio table is printed after pytest-benchmark's own table and saved, with the
 raw medians and the skipped cells, to `.benchmarks/last_run.json`, so
 `python -m benchmarks.ratios` reprints it from the same run. A run with
 `--benchmark-json=PATH` also carries the skipped cells under "tripletlab_skipped".
 """
 
 import json
+import os
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from benchmarks import ratios
-from benchmarks.workloads import use_machine_threads
+from benchmarks.workloads import machine_threads, use_bench_threads
 
 SKIPPED = pytest.StashKey[list]()
+RUN = pytest.StashKey[dict]()
 
 
 def pytest_configure(config):
     config.stash[SKIPPED] = []
-    use_machine_threads()
+    config.stash[RUN] = {
+        "torch_threads": use_bench_threads(),
+        "cpu_cores": machine_threads(),
+        "loadavg_1min_start": os.getloadavg()[0],
+        "torch": version("torch"),
+        "pytorch_metric_learning": version("pytorch-metric-learning"),
+    }
+
+
+def _run_info(config) -> dict:
+    return dict(config.stash[RUN], loadavg_1min_end=os.getloadavg()[0])
 
 
 @pytest.fixture
@@ -41,11 +55,13 @@ def _run_record(config) -> dict:
     return {
         "benchmarks": [bench.as_dict(include_data=False) for bench in session.benchmarks],
         "tripletlab_skipped": config.stash[SKIPPED],
+        "tripletlab_run": _run_info(config),
     }
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["tripletlab_skipped"] = config.stash[SKIPPED]
+    output_json["tripletlab_run"] = _run_info(config)
 
 
 def pytest_terminal_summary(terminalreporter, config):

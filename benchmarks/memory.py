@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 from benchmarks.cases import VARIANTS_BY_NAME, floor
-from benchmarks.workloads import forward_backward, make_batch, use_machine_threads
+from benchmarks.workloads import forward_backward, make_batch, use_bench_threads
 
 METHOD = "VmHWM peak-RSS delta in a fresh subprocess"
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     if len(argv) != 2:
         print("usage: python -m benchmarks.memory CASE B", file=sys.stderr)
         return 2
-    use_machine_threads()
+    use_bench_threads()
     print(json.dumps(measure_here(argv[0], int(argv[1]))))
     return 0
 

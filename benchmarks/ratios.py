@@ -29,7 +29,8 @@ PEAK_BOUND_GB = 1.5
 def load(path) -> dict:
     """-> {"benchmarks": [...], "tripletlab_skipped": [...]} from a run record or --benchmark-json file."""
     data = json.loads(Path(path).read_text())
-    return {"benchmarks": data["benchmarks"], "tripletlab_skipped": data.get("tripletlab_skipped", [])}
+    return {"benchmarks": data["benchmarks"], "tripletlab_skipped": data.get("tripletlab_skipped", []),
+            "tripletlab_run": data.get("tripletlab_run", {})}
 
 
 def _index(record: dict) -> dict:
@@ -52,6 +53,14 @@ def _median(bench: Optional[dict]) -> Optional[float]:
 
 def _stat(bench: Optional[dict], name: str) -> Optional[float]:
     return None if bench is None else bench["stats"][name]
+
+
+def _paired(bench: Optional[dict], companion: str) -> Optional[float]:
+    """-> the cell's median per-round ratio to a companion timed between its rounds, or None."""
+    if bench is None:
+        return None
+    paired = bench["extra_info"].get("paired", {}).get(companion)
+    return None if paired is None else paired["ratio"]
 
 
 def _ms(seconds: Optional[float]) -> str:
@@ -77,17 +86,16 @@ def loss_rows(record: dict) -> list:
             ours = index.get(("ours", variant.name, size))
             pml = index.get(("pml", variant.pml, size))
             floor = index.get(("floor", "cdist", size))
-            ours_s, pml_s, floor_s = _median(ours), _median(pml), _median(floor)
-            rows.append({"variant": variant.name, "B": size, "pml": variant.pml, "ours_s": ours_s,
-                         "pml_s": pml_s, "floor_s": floor_s,
-                         "speedup": _ratio(pml_s, ours_s), "floor": _ratio(ours_s, floor_s),
+            rows.append({"variant": variant.name, "B": size, "pml": variant.pml, "ours_s": _median(ours),
+                         "pml_s": _median(pml), "floor_s": _median(floor),
+                         "speedup": _paired(pml, variant.name), "floor": _paired(ours, "floor"),
                          "speedup_min": _ratio(_stat(pml, "min"), _stat(ours, "min")),
                          "floor_min": _ratio(_stat(ours, "min"), _stat(floor, "min"))})
     return rows
 
 
 def loss_table(record: dict) -> str:
-    """-> Markdown table: median ms of ours, PML, floor; PML / ours; ours / floor (medians, then minima)."""
+    """-> Markdown table: median ms of ours, PML, floor (own cells); paired ratios; ratios of the cells' minima."""
     lines = ["| variant | B | ours ms | PML ms | floor ms | PML / ours | ours / floor "
              "| PML / ours (min) | ours / floor (min) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -157,10 +165,22 @@ def _goal(text: str, met: Optional[bool], value: str) -> str:
     return f"- {text}: {verdict} ({value})"
 
 
+def run_line(record: dict) -> str:
+    """-> one line: torch threads, cores, load average at start and end, versions."""
+    run = record.get("tripletlab_run") or {}
+    if not run:
+        return "Run conditions: not recorded."
+    return (f"torch threads {run['torch_threads']} of {run['cpu_cores']} cores; 1-min load average "
+            f"{run['loadavg_1min_start']:.1f} at start, {run['loadavg_1min_end']:.1f} at end; "
+            f"torch {run['torch']}, pytorch-metric-learning {run['pytorch_metric_learning']}.")
+
+
 def report(record: dict) -> str:
     """-> the whole Markdown report of one run."""
-    parts = ["### Forward + backward per call (D=128, K=8 per class, float32, CPU; times are medians, "
-             "ratios of medians, then of minima)",
+    parts = ["### Forward + backward per call (D=128, K=8 per class, float32, CPU)",
+             run_line(record),
+             "Times: median of each cell. PML / ours and ours / floor: median of per-round ratios, "
+             "the two timed back to back (robust to load drift). (min): ratio of the cells' minima.",
              loss_table(record)]
     for title, body in (("Skipped cells", skipped_lines(record)), ("Peak memory", memory_lines(record)),
                         ("Weighting cost per training step", weighting_table(record)),

@@ -1,7 +1,9 @@
 """Forward + backward time of our triplet variants, their PML equivalents and the cdist floor.
 
-One cell per (implementation, case, B); pytest-benchmark times them in one run
-and `benchmarks.ratios` turns the medians into ratios. No timing is asserted.
+One cell per (implementation, case, B), all in one pytest-benchmark run. Ratios
+are paired (benchmarks/timing.py): each of our cells times the floor between its
+rounds, each PML cell times the ours variants compared with it.
+`benchmarks.ratios` prints them. No timing is asserted.
 """
 
 import pytest
@@ -19,6 +21,18 @@ def _ours_or_skip(variant, skip):
         return variant.ours()
     except (ImportError, AttributeError) as error:
         skip(f"our function is not available: {error}")
+
+
+def _runnable_ours(pml_key: str, batch_size: int) -> dict:
+    """-> {variant name: loss_fn} of the ours variants compared with pml_key that run at this B."""
+    out = {}
+    for variant in VARIANTS:
+        if variant.pml == pml_key and skip_reason("ours", variant.name, batch_size) is None:
+            try:
+                out[variant.name] = variant.ours()
+            except (ImportError, AttributeError):
+                continue
+    return out
 
 
 @pytest.mark.parametrize("batch_size", SIZES, ids=lambda b: f"B{b}")
@@ -45,7 +59,9 @@ def test_ours(benchmark, cell, variant, batch_size):
         pml_value = forward_backward(PML_BUILDERS[variant.pml](), x, y)
         assert ours_value == pytest.approx(pml_value, rel=1e-4), (variant.name, ours_value, pml_value)
         torch.testing.assert_close(ours_grad, x.grad, rtol=1e-3, atol=1e-6)
-    run_timed(benchmark, lambda: forward_backward(loss_fn, x, y), skip_cell=skip)
+    floor_fn = floor()
+    run_timed(benchmark, lambda: forward_backward(loss_fn, x, y), skip_cell=skip,
+              companions={"floor": lambda: forward_backward(floor_fn, x, y)})
 
 
 @pytest.mark.parametrize("batch_size", SIZES, ids=lambda b: f"B{b}")
@@ -57,5 +73,7 @@ def test_pml(benchmark, cell, pml_key, batch_size):
         skip(reason)
     loss_fn = PML_BUILDERS[pml_key]()
     x, y = make_batch(batch_size)
-    run_timed(benchmark, lambda: forward_backward(loss_fn, x, y), skip_cell=skip,
+    companions = {name: (lambda fn=fn: forward_backward(fn, x, y))
+                  for name, fn in _runnable_ours(pml_key, batch_size).items()}
+    run_timed(benchmark, lambda: forward_backward(loss_fn, x, y), skip_cell=skip, companions=companions,
               max_call_s=PML_MAX_CALL_S, target_s=3.0)

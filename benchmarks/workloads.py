@@ -20,9 +20,27 @@ def machine_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def use_machine_threads() -> int:
-    """Set torch's intra-op threads to the machine's cores; -> that number."""
-    threads = machine_threads()
+THREADS_ENV = "TRIPLETLAB_BENCH_THREADS"
+
+
+def bench_threads() -> int:
+    """-> $TRIPLETLAB_BENCH_THREADS if set (an int >= 1), else the machine's cores.
+
+    On a machine busy with other work, several intra-op threads can be 10-100x slower
+    than one (each parallel region waits for its slowest, descheduled thread); set 1
+    there and say so next to the numbers.
+    """
+    raw = os.environ.get(THREADS_ENV)
+    if raw is None:
+        return machine_threads()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{THREADS_ENV} must be an int >= 1, got {raw!r}")
+    return int(raw)
+
+
+def use_bench_threads() -> int:
+    """Set torch's intra-op threads to bench_threads(); -> that number."""
+    threads = bench_threads()
     torch.set_num_threads(threads)
     return threads
 
