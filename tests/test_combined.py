@@ -221,3 +221,19 @@ def test_bad_call_input_raises_naming_it():
     ident = TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=2, embedding_dim=E).double()
     with pytest.raises(ValueError, match=r"labels in \[0, 2\) \(num_classes\), got range \[0, 3\]"):
         ident(emb, torch.arange(8) % 4, margin=0.1)
+
+
+@pytest.mark.cuda
+def test_cuda_combined_and_weighting_run_unchanged():
+    from losses.weighting import make_weighting
+
+    encoder, x, y = encoder_and_batch(8)
+    encoder, x, y = encoder.cuda(), x.cuda(), y.cuda()
+    loss = CombinedLoss(embedding_dim=E, metric="euclidean").double().cuda()
+    out = loss(encoder(x), y, margin=1.0)
+    for name, params in [("gradnorm", {}), ("grad_norm_balance", {}), ("inverse_ema", {}), ("uncertainty", {})]:
+        w = make_weighting(name, components=tuple(out.components), **params).cuda()
+        step = w(out.components, step=0, shared=list(encoder.parameters()))
+        assert step.total.device.type == "cuda" and torch.isfinite(step.total)
+    ident = TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=4, embedding_dim=E).double().cuda()
+    assert torch.isfinite(ident(encoder(x), y, margin=0.5).total)

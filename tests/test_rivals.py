@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
@@ -158,3 +160,34 @@ def test_bad_input_raises_naming_it(call, match):
     x, y = batch(0, B=6)
     with pytest.raises(ValueError, match=match):
         call(x, y)
+
+
+RIVALS = {"multi_similarity": multi_similarity_loss, "circle": circle_loss, "contrastive": contrastive_loss}
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    name=st.sampled_from(sorted(RIVALS)),
+    seed=st.integers(0, 2**16),
+    B=st.integers(2, 12),
+    classes=st.integers(1, 4),
+)
+def test_properties_finite_nonnegative_and_invariant(name, seed, B, classes):
+    """Finite, >= 0, unchanged by permuting the batch and by relabelling the classes."""
+    fn = RIVALS[name]
+    x, y = batch(seed, B=B, D=4, classes=classes)
+    loss = fn(x, y)
+    assert torch.isfinite(loss) and loss.item() >= 0
+    perm = torch.randperm(B, generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(fn(x[perm], y[perm]), loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fn(x, 7 * y + 3), loss, rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", sorted(RIVALS))
+def test_cuda_matches_cpu(name):
+    x, y = batch(1)
+    cpu_value, cpu_grad = value_and_grad(RIVALS[name], x, y)
+    value, grad = value_and_grad(RIVALS[name], x.cuda(), y.cuda())
+    torch.testing.assert_close(value.cpu(), cpu_value, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grad.cpu(), cpu_grad, rtol=1e-8, atol=1e-12)
