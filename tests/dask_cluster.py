@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,13 +67,17 @@ class LocalDaskCluster:
                     pass
             time.sleep(0.05)
         for name in self.worker_names:
-            self._spawn(
-                name,
-                ["worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
-                 "--nworkers", "1", "--no-dashboard", "--name", name, "--death-timeout", "30"],
-            )
+            self.spawn_worker(name)
         self.wait_for_workers(len(self.worker_names), deadline)
         return self
+
+    def spawn_worker(self, name: str) -> None:
+        """Start (or restart, after `kill`) the worker `name`; does not wait for it to register."""
+        self._spawn(
+            name,
+            ["worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
+             "--nworkers", "1", "--no-dashboard", "--name", name, "--death-timeout", "30"],
+        )
 
     def _check_alive(self, name: str, deadline: float) -> None:
         proc = self.procs[name]
@@ -130,3 +136,13 @@ class LocalDaskCluster:
             except ProcessLookupError:
                 pass
             proc.wait(timeout=10)
+
+
+@contextmanager
+def running_cluster(tmp_dir: Path, *, n_workers: int) -> Iterator[LocalDaskCluster]:
+    """A started LocalDaskCluster, stopped (every process group ended) on exit."""
+    cluster = LocalDaskCluster(tmp_dir, n_workers=n_workers)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

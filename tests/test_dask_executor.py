@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
@@ -17,9 +18,10 @@ from ablations.config import config_hash
 from ablations.dask_executor import DaskExecutor, task_key
 from ablations.grid import expand, load_grid
 from ablations.runner import run_grid
+from ablations.train import run_one
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dask_cluster import LocalDaskCluster  # noqa: E402
+from dask_cluster import LocalDaskCluster, running_cluster  # noqa: E402
 
 
 # ---------------------------------------------------------------- task functions
@@ -62,11 +64,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A scheduler and two single-threaded workers, shared by this module's tests."""
-    cl = LocalDaskCluster(tmp_path_factory.mktemp("dask"), n_workers=2)
-    try:
-        yield cl.start()
-    finally:
-        cl.stop()
+    with running_cluster(tmp_path_factory.mktemp("dask"), n_workers=2) as cl:
+        yield cl
 
 
 def _scheduler_task_count(cluster: LocalDaskCluster) -> int:
@@ -166,7 +165,7 @@ def test_abandoning_the_iteration_cancels_the_remaining_tasks(cluster):
 TIMING_COLUMNS = ["wall_time_s", "train_time_s"]  # the only columns allowed to differ
 
 
-def _write_grid(path: Path, *, epochs: int) -> Path:
+def _write_grid(path: Path, *, epochs: int, losses: list[str], margins: list[float]) -> Path:
     path.write_text(f"""
 [base]
 dataset = "digits"
@@ -174,8 +173,8 @@ epochs = {epochs}
 eval_every = 1
 
 [grid]
-loss = ["batch_hard", "batch_all"]
-margin = [0.1, 0.2]
+loss = {json.dumps(losses)}
+margin = {json.dumps(margins)}
 """)
     return path
 
@@ -189,7 +188,8 @@ def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_path):
-    grid = _write_grid(tmp_path / "grid.toml", epochs=2)
+    grid = _write_grid(tmp_path / "grid.toml", epochs=2, losses=["batch_hard", "batch_all"],
+                       margins=[0.2])
     local = run_grid(grid, tmp_path / "local", workers=1)
     dask = run_grid(grid, tmp_path / "dask", scheduler=cluster.address)
     run_ids = _expected_run_ids(grid)
@@ -199,9 +199,9 @@ def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_pa
     assert (dask_runs["status"] == "finished").all()
     pd.testing.assert_frame_equal(dask_runs.drop(columns=TIMING_COLUMNS),
                                   local_runs.drop(columns=TIMING_COLUMNS), check_exact=True)
-    for table in ("steps", "epochs"):
-        local_table = _sorted(getattr(local, table)(), ["run_id", "epoch", *(["step"] * (table == "steps"))])
-        dask_table = _sorted(getattr(dask, table)(), ["run_id", "epoch", *(["step"] * (table == "steps"))])
+    for table, order in (("steps", ["run_id", "step"]), ("epochs", ["run_id", "epoch"])):
+        local_table = _sorted(getattr(local, table)(), order)
+        dask_table = _sorted(getattr(dask, table)(), order)
         assert set(dask_table["run_id"]) == set(run_ids)
         pd.testing.assert_frame_equal(dask_table, local_table, check_exact=True)
     for run_id in run_ids:
@@ -209,24 +209,15 @@ def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_pa
             np.testing.assert_array_equal(dask_array, local_array)
 
 
-@pytest.fixture
-def own_cluster(tmp_path_factory):
-    """A cluster of its own, for a test that kills one of its workers."""
-    cl = LocalDaskCluster(tmp_path_factory.mktemp("dask-kill"), n_workers=2)
-    try:
-        yield cl.start()
-    finally:
-        cl.stop()
-
-
-def _kill_a_busy_worker_after_the_first_result(cluster, store_dir: Path, killed: dict) -> None:
+def _kill_a_busy_worker_after_the_first_result(cluster, store_dir: Path, killed: dict,
+                                               stop: threading.Event) -> None:
     """Wait (bounded) for the first stored run, then SIGKILL a worker that has a run in flight."""
     try:
         with cluster.client() as client:
             deadline = time.monotonic() + 60
             while not any((store_dir / "runs").glob("*/result.json")):
-                if time.monotonic() > deadline:
-                    killed["error"] = "no run finished within 60 s"
+                if time.monotonic() > deadline or stop.is_set():
+                    killed["error"] = "no run was stored within 60 s, or before the grid ended"
                     return
                 time.sleep(0.02)
             names = {addr: name for name, addr in cluster.worker_addresses(client).items()}
@@ -240,21 +231,29 @@ def _kill_a_busy_worker_after_the_first_result(cluster, store_dir: Path, killed:
         killed["error"] = repr(err)
 
 
-def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(own_cluster, tmp_path):
-    grid = _write_grid(tmp_path / "grid.toml", epochs=8)
+# Kills a worker of the shared cluster: keep it the module's last test (it restarts
+# the worker, without waiting for it, so the cluster is whole again for any later one).
+def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(cluster, tmp_path):
+    grid = _write_grid(tmp_path / "grid.toml", epochs=8, losses=["batch_hard", "batch_all"],
+                       margins=[0.1, 0.2])
     out = tmp_path / "store"
     killed: dict = {}
+    stop = threading.Event()
     killer = threading.Thread(target=_kill_a_busy_worker_after_the_first_result,
-                              args=(own_cluster, out, killed), daemon=True)
+                              args=(cluster, out, killed, stop), daemon=True)
     killer.start()
-    store = run_grid(grid, out, scheduler=own_cluster.address)
-    killer.join(timeout=30)
+    try:
+        store = run_grid(grid, out, scheduler=cluster.address)
+    finally:
+        stop.set()
+        killer.join(timeout=30)
+        if "name" in killed:
+            cluster.spawn_worker(killed["name"])
     run_ids = _expected_run_ids(grid)
 
-    assert "error" not in killed, killed.get("error")
-    assert own_cluster.procs[killed["name"]].poll() is not None  # the worker is dead
-    killed_ids = [key.removeprefix("run_one-") for key in killed["keys"]]
-    assert set(killed_ids) <= set(run_ids)
+    assert "error" not in killed, killed["error"]
+    assert killed["keys"]  # the worker died with runs of this grid in flight
+    assert set(killed["keys"]) <= {task_key(run_one, {"run_id": run_id}) for run_id in run_ids}
     run_dirs = sorted(p.name for p in (out / "runs").iterdir())
     assert run_dirs == run_ids
     assert all((out / "runs" / run_id / "result.json").is_file() for run_id in run_ids)
