@@ -41,8 +41,8 @@ def batch_hard_triplet_loss(
     check_flag(return_stats, name="return_stats")
     dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
     valid = pos.any(dim=1) & neg.any(dim=1)  # (B,) anchors with a positive and a negative
-    hardest_pos = torch.where(pos, dist, -torch.inf).max(dim=1).values  # (B,)
-    hardest_neg = torch.where(neg, dist, torch.inf).min(dim=1).values  # (B,)
+    hardest_pos = torch.where(pos, dist, -torch.inf).amax(dim=1)  # (B,)
+    hardest_neg = torch.where(neg, dist, torch.inf).amin(dim=1)  # (B,)
     gap = hardest_pos[valid] - hardest_neg[valid]  # (A,)
     per_anchor = F.softplus(gap) if soft else torch.relu(gap + margin_value)  # (A,)
     loss = reduce_losses(per_anchor, reduction=reduction, anchor=embeddings)

@@ -123,3 +123,45 @@ def triplet_shares(x: list[Vector], labels: list[int], margin: float, metric: st
     ordered = sum(1 for a, p, n in triplets if d[a][p] < d[a][n])
     violated = sum(1 for a, p, n in triplets if d[a][p] + margin > d[a][n])
     return ordered / len(triplets), violated / len(triplets)
+
+
+def named_batches() -> dict[str, tuple[list[Vector], list[int]]]:
+    """Edge-case batches (embeddings, labels) as plain lists, built deterministically.
+
+    "ties" holds +-1 or +-2 times a coordinate axis, so every distance (cosine included) is
+    exact in float64 and equal distances are exactly equal in both implementations; "duplicates" repeats rows exactly,
+    within and across classes.
+    """
+    import random
+
+    rng = random.Random(1234)
+
+    def gauss(b: int, d: int) -> list[Vector]:
+        return [[rng.gauss(0.0, 1.0) for _ in range(d)] for _ in range(b)]
+
+    base = gauss(6, 3)
+    axes = [[0.0, 0.0] for _ in range(14)]  # +-1 or +-2 times an axis: exact in every metric
+    for point in axes:
+        point[rng.randint(0, 1)] = float(rng.choice([-2, -1, 1, 2]))
+    return {
+        "random": (gauss(16, 4), [i % 4 for i in range(16)]),
+        "unbalanced": (gauss(13, 3), [0] * 6 + [1] * 4 + [2, 2, 3]),
+        "duplicates": (base + base[:4], [0, 1, 2, 0, 1, 2, 0, 1, 1, 0]),
+        "ties": (axes, [i % 3 for i in range(14)]),
+        "single_class": (gauss(6, 3), [7] * 6),
+        "all_distinct": (gauss(6, 3), list(range(6))),
+        "singletons_and_pairs": (gauss(9, 3), [0, 0, 1, 2, 2, 3, 4, 4, 5]),
+        "B=1": (gauss(1, 3), [0]),
+    }
+
+
+def expected_stats(items: list[float], x: list[Vector], labels: list[int], margin: float, metric: str) -> dict:
+    """TripletStats fields expected for a variant whose valid items have the losses `items`."""
+    pos_ratio, violation_rate = triplet_shares(x, labels, margin, metric)
+    active = sum(1 for v in items if v > 0)
+    return {
+        "active_fraction": active / len(items) if items else 0.0,
+        "pos_ratio": pos_ratio,
+        "violation_rate": violation_rate,
+        "num_items": len(items),
+    }
