@@ -5,7 +5,9 @@ them in `[base]` and varies some in `[grid]`; `resolve_config` validates a dict 
 keys, fills in the defaults and *canonicalises keys that cannot affect the run*
 (e.g. the weighting of a single-component loss, mining parameters when mining is
 "none") back to their defaults, so two cells that train the same thing get the
-same `run_id` and run once. The rules are in `_IRRELEVANT` below.
+same `run_id` and run once. The rules are in `_keys_to_reset` below; and the
+losses defined on cosine similarity (multi_similarity, circle) get
+metric = "cosine", which evaluation then uses too.
 
 `config_hash` is the first 12 hex digits of the sha256 of the canonical JSON of
 the resolved configuration (sorted keys, no whitespace); it is the run's id.
@@ -31,6 +33,8 @@ BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", 
 # (randomly, or by offline hard mining): the only ones `mining` applies to.
 EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
 RIVALS = ("multi_similarity", "circle", "contrastive")
+# Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
+COSINE_ONLY = ("multi_similarity", "circle")
 METRICS = ("euclidean", "squared_euclidean", "cosine")
 WEIGHTINGS = ("fixed", "inverse_ema", "log_normalised", "uncertainty", "grad_norm_balance",
               "gradnorm", "dwa")
@@ -181,6 +185,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
         raise ValueError("key 'npz_path' must name a .npz file when dataset = 'npz'")
     for key in _keys_to_reset(cfg):
         cfg[key] = DEFAULTS[key]
+    if cfg["loss"] in COSINE_ONLY:
+        cfg["metric"] = "cosine"
     return RunConfig(**cfg)
 
 

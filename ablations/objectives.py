@@ -32,13 +32,13 @@ from torch import nn
 import losses
 from ablations.config import RIVALS, RunConfig
 
-# batch variant -> (function name in losses, fixed keyword arguments)
+# our variant name -> (losses.VARIANTS name, its keyword arguments besides margin/metric)
 BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
-    "batch_all": ("batch_all_triplet_loss", {"reduction": "mean_positive"}),
-    "batch_hard": ("batch_hard_triplet_loss", {"reduction": "mean", "soft": False}),
-    "batch_hard_soft": ("batch_hard_triplet_loss", {"reduction": "mean", "soft": True}),
-    "semi_hard_tf": ("semi_hard_triplet_loss", {"semantics": "tf", "reduction": "mean"}),
-    "semi_hard_pml": ("semi_hard_triplet_loss", {"semantics": "pml", "reduction": "mean_positive"}),
+    "batch_all": ("batch_all", {"reduction": "mean_positive", "method": "sorted"}),
+    "batch_hard": ("batch_hard", {"reduction": "mean", "soft": False}),
+    "batch_hard_soft": ("batch_hard", {"reduction": "mean", "soft": True}),
+    "semi_hard_tf": ("semi_hard", {"semantics": "tf", "reduction": "mean"}),
+    "semi_hard_pml": ("semi_hard", {"semantics": "pml", "reduction": "mean_positive"}),
 }
 RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
                "contrastive": "contrastive_loss"}
@@ -58,9 +58,8 @@ def _stats_dict(stats) -> dict[str, float]:
 
 def batch_variant(name: str, *, metric: str):
     """Variant name -> fn(embeddings, labels, margin) -> (loss, TripletStats)."""
-    fn_name, fixed = BATCH_VARIANT_CALLS[name]
-    fn = getattr(losses, fn_name)
-
+    registry_name, fixed = BATCH_VARIANT_CALLS[name]
+    fn = losses.VARIANTS[registry_name]
     soft = fixed.get("soft", False)
 
     def call(embeddings, labels, margin):
@@ -94,11 +93,13 @@ class RivalObjective(nn.Module):
     def __init__(self, name: str, *, metric: str):
         super().__init__()
         self.fn = getattr(losses, RIVAL_CALLS[name])
-        self.metric = metric
+        # multi_similarity and circle are cosine by definition (config forces metric);
+        # contrastive takes the run's metric
+        self.kwargs = {"metric": metric} if name == "contrastive" else {}
         self.stats_of = batch_variant("batch_all", metric=metric)
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
-        loss = self.fn(embeddings, labels)
+        loss = self.fn(embeddings, labels, **self.kwargs)
         _, stats = self.stats_of(embeddings.detach(), labels, margin)
         return StepLoss({"loss": loss}, {**_stats_dict(stats), "active_fraction": float("nan")})
 
@@ -112,12 +113,14 @@ class TripletIdObjective(nn.Module):
     def __init__(self, variant: str, *, metric: str, num_classes: int, embedding_dim: int,
                  ce_input: str):
         super().__init__()
+        registry_name, params = BATCH_VARIANT_CALLS[variant]
+        self.soft = params.get("soft", False)
         self.loss = losses.TripletWithIDLoss(
-            variant=variant, metric=metric, num_classes=num_classes,
-            embedding_dim=embedding_dim, ce_input=ce_input)
+            variant=registry_name, variant_params=params, metric=metric,
+            num_classes=num_classes, embedding_dim=embedding_dim, ce_input=ce_input)
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
-        out = self.loss(embeddings, labels, margin=margin)
+        out = self.loss(embeddings, labels, margin=None if self.soft else margin)
         return StepLoss({c: out.components[c] for c in self.components}, _stats_dict(out.stats))
 
 
@@ -146,8 +149,11 @@ class CombinedObjective(nn.Module):
     def __init__(self, *, metric: str, embedding_dim: int, ce_input: str):
         super().__init__()
         self.metric = metric
+        # unit weights: the run's weighting method combines the components;
+        # the pair classifier is linear on concat(u, v, |u - v|, u * v)
         self.loss = losses.CombinedLoss(embedding_dim=embedding_dim, metric=metric,
-                                        ce_input=ce_input)
+                                        ce_input=ce_input, w_triplet=1.0, w_pos=1.0,
+                                        w_neg=1.0, hidden_dim=None, triplet_reduction="mean")
 
     def forward_triplets(self, a, p, n, margin: float) -> StepLoss:
         out = self.loss.forward_triplets(a, p, n, margin=margin)

@@ -15,8 +15,9 @@ The result dict:
     embeddings {"X": (N, E) float32, "y": (N,) int64} of the test split, or None,
     wall_time_s (whole call), train_time_s (inside training steps only).
 
-A step whose loss component (or weighted total) is NaN or infinite stops the run
-with status "diverged", the step and the component; its row is kept. Any
+A step whose embeddings, loss component or weighted total is NaN or infinite
+stops the run with status "diverged", the step and the component ("embeddings",
+a component name, or "total"); its row is kept. Any
 exception inside training is caught: status "failed" with the error text.
 """
 
@@ -171,14 +172,18 @@ def _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, 
                        start=cfg.margin_start, ramp_steps=cfg.margin_ramp_epochs * steps_per_epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    if objective.explicit_triplets:
-        T = len(batch)
-        emb = model(x_train[batch.reshape(-1)]).view(T, 3, -1)  # (T, 3, E)
-        out = objective.forward_triplets(emb[:, 0], emb[:, 1], emb[:, 2], margin)
-    else:
-        out = objective(model(x_train[batch]), y_train[batch], margin)
     row: dict[str, float] = {"epoch": epoch, "step": step, "lr": lr, "margin": margin,
                              "loss": NAN}
+    idx = batch.reshape(-1)  # (B,) or (T * 3,) for explicit triplets
+    emb = model(x_train[idx])
+    if not bool(torch.isfinite(emb.detach()).all()):
+        rows.append(row)
+        raise Diverged(step, "embeddings")
+    if objective.explicit_triplets:
+        emb = emb.view(len(batch), 3, -1)  # (T, 3, E)
+        out = objective.forward_triplets(emb[:, 0], emb[:, 1], emb[:, 2], margin)
+    else:
+        out = objective(emb, y_train[idx], margin)
     values = {c: float(v.detach()) for c, v in out.components.items()}
     row.update({f"loss_{c}": v for c, v in values.items()})
     bad = next((c for c, v in values.items() if not math.isfinite(v)), None)

@@ -1,0 +1,156 @@
+"""Grid files and run configs: validation errors name the key, expansion, stable hashes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ablations.config import (CHOICES, DEFAULTS, FIELDS, LOSSES, RunConfig, config_hash,
+                              config_to_dict, resolve_config)
+from ablations.grid import expand, load_grid, parse_grid_text
+
+
+def grid_text(base: str = "", grid: str = "") -> str:
+    return f"[base]\n{base}\n[grid]\n{grid}\n"
+
+
+@pytest.mark.parametrize("text, key, extra", [
+    (grid_text(base="lerning_rate = 0.1"), "lerning_rate", "valid keys"),
+    (grid_text(grid="lerning_rate = [0.1]"), "lerning_rate", "valid keys"),
+    (grid_text(base='epochs = "ten"'), "epochs", "int"),
+    (grid_text(base="epochs = 2.5"), "epochs", "int"),
+    (grid_text(base="normalize = 1"), "normalize", "bool"),
+    (grid_text(base="seed = true"), "seed", "int"),
+    (grid_text(grid="margin = []"), "margin", "empty"),
+    (grid_text(grid="margin = 0.2"), "margin", "list"),
+    (grid_text(grid="margin = [0.1, 0.1]"), "margin", "repeats"),
+    (grid_text(base="lr = -0.001"), "lr", "> 0"),
+    (grid_text(grid="lr = [0.01, 0.0]"), "lr", "> 0"),
+    (grid_text(base="margin = -1.0"), "margin", ">= 0"),
+    (grid_text(base="epochs = 0"), "epochs", ">= 1"),
+    (grid_text(base="sampler_k = 1"), "sampler_k", ">= 2"),
+    (grid_text(base="mining_random_rate = 1.5"), "mining_random_rate", "[0, 1]"),
+    (grid_text(grid='loss = ["batch_hard", "batch_easy"]'), "loss", "batch_all"),
+    (grid_text(base='metric = "manhattan"'), "metric", "squared_euclidean"),
+    (grid_text(base='weighting = "magic"'), "weighting", "inverse_ema"),
+    (grid_text(base='dataset = "mnist"'), "dataset", "digits"),
+    (grid_text(base='lr_schedule = "step"'), "lr_schedule", "warmup_cosine"),
+    (grid_text(base='margin_schedule = "cosine"'), "margin_schedule", "linear"),
+    (grid_text(base='mining = "online"'), "mining", "offline_hard"),
+    (grid_text(base="margin = 0.1", grid="margin = [0.2]"), "margin", "both"),
+    (grid_text(base='dataset = "npz"'), "npz_path", "npz"),
+    ("[bass]\nlr = 0.1\n", "bass", "valid sections"),
+    ("[base\nlr = 0.1\n", "TOML", "TOML"),
+])
+def test_invalid_grid_names_the_key(text, key, extra):
+    with pytest.raises(ValueError) as err:
+        parse_grid_text(text)
+    assert key in str(err.value) and extra in str(err.value)
+
+
+def test_unknown_choice_lists_every_valid_choice():
+    with pytest.raises(ValueError) as err:
+        parse_grid_text(grid_text(base='loss = "batch_easy"'))
+    assert all(name in str(err.value) for name in LOSSES)
+
+
+def test_expansion_is_the_product_in_grid_order():
+    grid = parse_grid_text(grid_text(base="epochs = 3", grid="margin = [0.1, 0.2, 0.3]\n"
+                                     "seed = [0, 1]"))
+    configs = expand(grid)
+    assert grid.num_cells == 6
+    assert [(c.margin, c.seed) for c in configs] == [(m, s) for m in (0.1, 0.2, 0.3)
+                                                     for s in (0, 1)]
+    assert all(c.epochs == 3 and isinstance(c, RunConfig) for c in configs)
+    assert len({config_hash(c) for c in configs}) == 6
+
+
+def test_integer_values_are_accepted_for_float_keys():
+    config = expand(parse_grid_text(grid_text(grid="lr = [1]")))[0]
+    assert isinstance(config.lr, float) and config.lr == 1.0
+
+
+def test_cells_that_train_the_same_thing_are_run_once():
+    # weighting cannot affect a single-component loss, mining cannot affect batch_hard
+    grid = parse_grid_text(grid_text(grid='loss = ["batch_hard", "combined"]\n'
+                                     'weighting = ["fixed", "uncertainty"]\n'
+                                     'mining = ["none", "offline_hard"]'))
+    configs = expand(grid)
+    assert grid.num_cells == 8
+    assert sum(c.loss == "batch_hard" for c in configs) == 1
+    assert sum(c.loss == "combined" for c in configs) == 4
+    only = [c for c in configs if c.loss == "batch_hard"][0]
+    assert only.weighting == DEFAULTS["weighting"] and only.mining == "none"
+
+
+def test_canonicalisation_keeps_every_key_that_matters():
+    base = {"loss": "combined", "weighting": "fixed", "mining": "offline_hard",
+            "margin_schedule": "linear", "lr_schedule": "warmup_cosine", "dataset": "blobs"}
+    changes = {"w_pos": 2.0, "w_neg": 0.5, "w_triplet": 3.0, "mining_random_rate": 0.3,
+               "margin_start": 0.05, "warmup_epochs": 3, "blobs_spread": 2.0, "data_seed": 4,
+               "ce_input": "probabilities", "margin": 0.5, "metric": "cosine", "seed": 1}
+    reference = config_hash(base)
+    for key, value in changes.items():
+        assert config_hash({**base, key: value}) != reference, key
+
+
+@pytest.mark.parametrize("loss, ignored", [
+    ("batch_hard_soft", {"margin": 0.7}),
+    ("multi_similarity", {"margin": 0.7, "margin_schedule": "linear"}),
+    ("batch_all", {"w_pos": 5.0, "weighting": "dwa", "mining_random_rate": 0.1}),
+    ("combined", {"w_ce": 9.0, "id_variant": "batch_all", "npz_path": "x.npz"}),
+    ("triplet_ce", {"w_pos": 9.0, "mining": "offline_hard"}),
+])
+def test_keys_a_run_cannot_use_do_not_change_its_hash(loss, ignored):
+    assert config_hash({"loss": loss, **ignored}) == config_hash({"loss": loss})
+
+
+def test_hash_is_stable_across_processes_and_key_order():
+    config = {"loss": "semi_hard_tf", "margin": 0.3, "seed": 7, "lr": 0.01}
+    reordered = dict(reversed(list(config.items())))
+    code = ("import json, sys; from ablations.config import config_hash; "
+            "print(config_hash(json.loads(sys.argv[1])))")
+    other = subprocess.run([sys.executable, "-c", code, json.dumps(reordered)], check=True,
+                           capture_output=True, text=True, env={"PYTHONHASHSEED": "123"},
+                           cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert other.stdout.strip() == config_hash(config)
+    assert len(config_hash(config)) == 12 and int(config_hash(config), 16) >= 0
+
+
+def test_resolved_config_is_flat_frozen_and_complete():
+    config = resolve_config({"margin": 0.4})
+    flat = config_to_dict(config)
+    assert set(flat) == set(FIELDS)
+    assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
+    with pytest.raises(Exception):
+        config.margin = 0.1  # frozen
+    for key, choices in CHOICES.items():
+        assert DEFAULTS[key] in choices
+
+
+def test_resolve_rejects_unknown_keys_naming_them():
+    with pytest.raises(ValueError, match="'marign'"):
+        resolve_config({"marign": 0.1})
+
+
+def test_bundled_grids_are_valid(tmp_path):
+    from pathlib import Path
+
+    grids = sorted((Path(__file__).parents[1] / "ablations" / "grids").glob("*.toml"))
+    assert {"demo.toml", "smoke.toml"} <= {g.name for g in grids}
+    for path in grids:
+        assert len(expand(load_grid(path))) >= 1
+
+
+def test_missing_grid_file_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        load_grid(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("loss", ["multi_similarity", "circle"])
+def test_cosine_losses_train_and_evaluate_with_cosine(loss):
+    assert resolve_config({"loss": loss, "metric": "euclidean"}).metric == "cosine"
+    assert resolve_config({"loss": "contrastive", "metric": "euclidean"}).metric == "euclidean"

@@ -1,0 +1,222 @@
+"""The results store through run_grid: layout, resume, extend, foreign grids, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ablations.train
+from ablations.config import FIELDS, config_hash
+from ablations.grid import expand, load_grid
+from ablations.runner import run_grid
+from ablations.store import METRIC_COLUMNS, RUN_COLUMNS, ResultsStore
+
+ROOT = Path(__file__).parents[1]
+GRID = """[base]
+epochs = 1
+eval_every = 1
+sampler_k = 8
+
+[grid]
+loss = ["batch_hard", "naive"]
+seed = [0, 1]
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count run_one calls made by run_grid (workers=1 runs in this process)."""
+    seen: list[str] = []
+    real = ablations.train.run_one
+
+    def spy(config):
+        seen.append(config["run_id"])
+        return real(config)
+
+    monkeypatch.setattr(ablations.train, "run_one", spy)
+    return seen
+
+
+def result_mtimes(store: ResultsStore) -> dict[str, int]:
+    return {r: (store.run_dir(r) / "result.json").stat().st_mtime_ns for r in store.stored_ids()}
+
+
+def test_grid_fills_the_store_layout(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", GRID)
+    store = run_grid(grid, tmp_path / "out", workers=1)
+    assert len(calls) == 4
+    assert (tmp_path / "out" / "grid.toml").read_text() == GRID
+    for name in ("runs", "steps", "epochs"):
+        assert (tmp_path / "out" / f"{name}.parquet").is_file()
+    runs = pd.read_parquet(tmp_path / "out" / "runs.parquet")
+    assert list(runs.columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
+    assert set(runs["status"]) == {"finished"} and runs["run_id"].is_unique
+    assert runs[METRIC_COLUMNS].notna().all().all()
+    expected = {config_hash(c) for c in expand(load_grid(grid))}
+    assert set(runs["run_id"]) == expected
+    steps = store.steps()
+    assert {"run_id", "epoch", "step", "lr", "margin", "loss", "loss_triplet", "weight_triplet",
+            "gradnorm_triplet", "active_fraction", "pos_ratio", "violation_rate"} <= set(steps)
+    assert steps.groupby("run_id")["step"].apply(lambda s: list(s) == list(range(len(s)))).all()
+    epochs = store.epochs()
+    assert list(epochs.columns) == ["run_id", "epoch"] + [c for c in METRIC_COLUMNS
+                                                          if c.startswith("val_")]
+    for run_id in expected:
+        d = store.run_dir(run_id)
+        config = json.loads((d / "config.json").read_text())
+        assert config["run_id"] == run_id and set(config) == set(FIELDS) | {"run_id"}
+        X, y = store.embeddings(run_id)
+        assert X.dtype == np.float32 and y.dtype == np.int64 and len(X) == len(y) > 0
+    assert store.grid_text() == GRID
+
+
+def test_rerun_skips_finished_runs_and_extend_adds_only_new_cells(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", GRID)
+    store = run_grid(grid, tmp_path / "out", workers=1)
+    before = result_mtimes(store)
+    run_grid(grid, tmp_path / "out", workers=1)
+    assert len(calls) == 4 and result_mtimes(store) == before
+    bigger = write(tmp_path / "g2.toml", GRID.replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+    with pytest.raises(ValueError, match="--extend"):
+        run_grid(bigger, tmp_path / "out", workers=1)
+    run_grid(bigger, tmp_path / "out", workers=1, extend=True)
+    assert len(calls) == 6 and len(set(calls)) == 6
+    after = result_mtimes(store)
+    assert {r: after[r] for r in before} == before
+    assert len(store.runs()) == 6 and store.grid_text() == bigger.read_text()
+    assert (tmp_path / "out" / "grid.1.toml").read_text() == GRID
+
+
+def test_foreign_grid_is_refused_before_anything_runs(tmp_path, calls):
+    run_grid(write(tmp_path / "a.toml", GRID), tmp_path / "out", workers=1)
+    other = write(tmp_path / "b.toml", GRID.replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(ValueError) as err:
+        run_grid(other, tmp_path / "out", workers=1)
+    assert "different grid file" in str(err.value) and "extend" in str(err.value)
+    assert len(calls) == 4 and ResultsStore(tmp_path / "out").grid_text() == GRID
+
+
+def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
+    import ablations.objectives as objectives
+
+    original = objectives.BatchObjective.forward
+
+    def flaky(self, embeddings, labels, margin):
+        out = original(self, embeddings, labels, margin)
+        if torch_seed() == 1:
+            out.components["triplet"] = out.components["triplet"] * float("nan")
+        return out
+
+    def broken(self, a, p, n, margin):
+        raise RuntimeError("naive is broken today")
+
+    import torch
+
+    torch_seed = lambda: int(torch.initial_seed())  # noqa: E731 - run_one seeds torch
+    monkeypatch.setattr(objectives.BatchObjective, "forward", flaky)
+    monkeypatch.setattr(objectives.NaiveObjective, "forward_triplets", broken)
+    grid = write(tmp_path / "g.toml", GRID)
+    store = run_grid(grid, tmp_path / "out", workers=1)
+    runs = store.runs().set_index(["loss", "seed"])
+    assert runs.loc[("batch_hard", 1), "status"] == "diverged"
+    assert runs.loc[("batch_hard", 1), "diverged_step"] == 0
+    assert runs.loc[("batch_hard", 1), "diverged_component"] == "triplet"
+    assert runs.loc[("batch_hard", 0), "status"] == "finished"
+    assert set(runs.loc["naive", "status"]) == {"failed"}
+    assert all("naive is broken today" in e for e in runs.loc["naive", "error"])
+    monkeypatch.undo()
+    store = run_grid(grid, tmp_path / "out", workers=1)
+    runs = store.runs().set_index(["loss", "seed"])
+    assert set(runs.loc["naive", "status"]) == {"finished"}  # failed runs re-ran
+    assert runs.loc[("batch_hard", 1), "status"] == "diverged"  # a final outcome: kept
+    assert len(runs) == 4
+
+
+def test_store_readable_after_sigkill_and_rerun_completes_each_cell_once(tmp_path):
+    text = GRID.replace("seed = [0, 1]", "seed = [0, 1, 2]").replace("epochs = 1", "epochs = 2")
+    grid = write(tmp_path / "g.toml", text)
+    out = tmp_path / "out"
+    code = ("import sys; from ablations.runner import run_grid; "
+            "run_grid(sys.argv[1], sys.argv[2], workers=1)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(grid), str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    store = ResultsStore(out)
+    deadline = time.monotonic() + 240
+    try:
+        while len(store.stored_ids()) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the grid ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-grid
+        proc.wait()
+    killed_with = result_mtimes(store)
+    assert 2 <= len(killed_with) < 6
+    runs = store.runs()  # readable: consolidated files missing or stale, per-run files complete
+    assert set(runs["run_id"]) == set(killed_with) and set(runs["status"]) == {"finished"}
+    assert set(store.steps()["run_id"]) == set(killed_with)
+    run_grid(grid, out, workers=1)
+    assert {r: t for r, t in result_mtimes(store).items() if r in killed_with} == killed_with
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert len(runs) == 6 and runs["run_id"].is_unique
+    assert set(runs["run_id"]) == {config_hash(c) for c in expand(load_grid(grid))}
+    assert set(runs["status"]) == {"finished"}
+    assert not list(out.glob("**/.*.tmp"))
+
+
+def test_local_pool_gives_the_serial_results(tmp_path):
+    grid = write(tmp_path / "g.toml", GRID.replace("seed = [0, 1]", "seed = [0]"))
+    serial = run_grid(grid, tmp_path / "serial", workers=1)
+    pooled = run_grid(grid, tmp_path / "pooled", workers=2)
+    key = ["run_id"]
+    a = serial.runs().sort_values(key).reset_index(drop=True)
+    b = pooled.runs().sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[key + METRIC_COLUMNS], b[key + METRIC_COLUMNS])
+    sa = serial.steps().sort_values(["run_id", "step"]).reset_index(drop=True)
+    sb = pooled.steps().sort_values(["run_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(sa, sb)
+
+
+def test_dry_run_creates_nothing(tmp_path, capsys, calls):
+    grid = write(tmp_path / "g.toml", GRID)
+    assert run_grid(grid, tmp_path / "out", dry_run=True) is None
+    out = capsys.readouterr().out
+    assert "4 runs" in out and "loss (2): batch_hard, naive" in out and "seed (2)" in out
+    assert not (tmp_path / "out").exists() and calls == []
+
+
+def test_sampler_larger_than_the_training_classes_is_refused_up_front(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", GRID.replace("sampler_k = 8", "sampler_k = 8\nsampler_p = 6"))
+    with pytest.raises(ValueError, match="sampler_p = 6"):
+        run_grid(grid, tmp_path / "out", workers=1)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    from ablations import store as store_module
+
+    path = tmp_path / "x.json"
+    store_module.atomic_write_json(path, {"a": 1})
+
+    def crash(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store_module.atomic_write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert list(tmp_path.iterdir()) == [path]
