@@ -19,7 +19,7 @@ from .naive import naive_triplet_loss
 from .reductions import REDUCTIONS, reduce_losses
 from .registry import VARIANTS
 from .stats import TripletStats
-from .validation import check_choice, check_embeddings, check_labels
+from .validation import check_choice, check_embeddings, check_flag, check_labels
 from .weighting.base import check_weight
 
 CE_INPUTS = ("logits", "probabilities")
@@ -49,7 +49,7 @@ class TripletWithIDOutput:
     total: torch.Tensor
     components: dict[str, torch.Tensor]
     id_accuracy: torch.Tensor
-    stats: TripletStats
+    stats: TripletStats | None
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ce_input: str, anchor: torch.Tensor) -> torch.Tensor:
@@ -92,6 +92,12 @@ def _check_variant_params(params: Mapping[str, object] | None) -> dict[str, obje
     if params.get("reduction") == "none":
         raise ValueError("variant_params: reduction 'none' gives per-item losses, a component must be a scalar")
     return params
+
+
+def _run_variant(variant, embeddings, labels, *, margin, metric, params, return_stats):
+    """-> (loss, TripletStats or None) from the batch variant."""
+    out = VARIANTS[variant](embeddings, labels, margin=margin, metric=metric, return_stats=check_flag(return_stats, name="return_stats"), **params)
+    return out if return_stats else (out, None)
 
 
 def _weighted_total(weights: Mapping[str, float], components: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -183,10 +189,15 @@ class CombinedLoss(nn.Module):
         _check_dim(anchor, name="anchor", embedding_dim=self.embedding_dim)
         return self._combine(triplet, anchor, positive, anchor, negative, stats=None)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float | None) -> CombinedOutput:
-        """embeddings (B, E) float, labels (B,) int -> CombinedOutput (triplets formed as documented)."""
-        triplet, stats = VARIANTS[self.variant](
-            embeddings, labels, margin=margin, metric=self.metric, return_stats=True, **self.variant_params
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float | None, return_stats: bool = True
+    ) -> CombinedOutput:
+        """embeddings (B, E) float, labels (B,) int -> CombinedOutput (triplets formed as documented).
+
+        return_stats=False skips the variant's TripletStats (stats None; they cost O(B^2 log B)).
+        """
+        triplet, stats = _run_variant(
+            self.variant, embeddings, labels, margin=margin, metric=self.metric, params=self.variant_params, return_stats=return_stats
         )  # validates embeddings and labels
         _check_dim(embeddings, name="embeddings", embedding_dim=self.embedding_dim)
         a_pos, p, a_neg, n = self._pair_indices(embeddings, labels)
@@ -249,8 +260,13 @@ class TripletWithIDLoss(nn.Module):
         self.weights = {"triplet": check_weight(w_triplet, name="w_triplet"), "ce_id": check_weight(w_ce, name="w_ce")}
         self.classifier = nn.Linear(self.embedding_dim, self.num_classes)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float | None) -> CombinedOutput:
-        """embeddings (B, E) float, labels (B,) int in [0, num_classes) -> CombinedOutput."""
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float | None, return_stats: bool = True
+    ) -> TripletWithIDOutput:
+        """embeddings (B, E) float, labels (B,) int in [0, num_classes) -> TripletWithIDOutput.
+
+        return_stats=False skips the variant's TripletStats (stats None).
+        """
         check_embeddings(embeddings)
         check_labels(labels, batch_size=embeddings.shape[0], device=embeddings.device)
         _check_dim(embeddings, name="embeddings", embedding_dim=self.embedding_dim)
@@ -258,8 +274,8 @@ class TripletWithIDLoss(nn.Module):
             raise ValueError(
                 f"expected labels in [0, {self.num_classes}) (num_classes), got range [{int(labels.min())}, {int(labels.max())}]"
             )
-        triplet, stats = VARIANTS[self.variant](
-            embeddings, labels, margin=margin, metric=self.metric, return_stats=True, **self.variant_params
+        triplet, stats = _run_variant(
+            self.variant, embeddings, labels, margin=margin, metric=self.metric, params=self.variant_params, return_stats=return_stats
         )
         logits = self.classifier(embeddings)  # (B, num_classes)
         components = {"triplet": triplet, "ce_id": cross_entropy(logits, labels, ce_input=self.ce_input, anchor=logits)}
