@@ -4,6 +4,9 @@ Every method is an ``nn.Module`` built with ``components`` (the names of the los
 combines, in a fixed order) and called as ``w(losses, step=step, shared=shared)``.
 All state a method needs to resume exactly lives in ``state_dict()`` (buffers and
 parameters); configuration (momentum, temperature, ...) is given at construction.
+Each call is one training step: stateful methods (inverse_ema, gradnorm) update their
+state on every call, so do not call them on validation batches. Move a method to the
+losses' device with ``.to(device)`` like any module.
 """
 
 from __future__ import annotations
