@@ -183,12 +183,12 @@ def test_triplet_with_id_loss_learns_the_classes():
     emb, y = separable_embeddings(6, 5, seed=3)
     loss = TripletWithIDLoss(variant="batch_all", metric="euclidean", num_classes=5, embedding_dim=E).double()
     opt = torch.optim.Adam(loss.parameters(), lr=0.1)
-    for _ in range(60):
-        out = loss(emb, y, margin=0.2)
+    for _ in range(30):
+        out = loss(emb, y, margin=0.2, return_stats=False)
         opt.zero_grad()
         out.total.backward()
         opt.step()
-    assert out.id_accuracy.item() == 1.0
+    assert out.id_accuracy.item() == 1.0 and out.stats is None
 
 
 @pytest.mark.parametrize(
