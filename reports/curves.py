@@ -120,6 +120,8 @@ def curve_figures(steps: pd.DataFrame, *, out_dir: Path, palette: dict, confiden
                                 f"{ci_text}", **kw))
     monitors = [m for m in MONITORS if m in steps.columns]
     fig = _panels(steps, [(m, m, steps) for m in monitors], **band_kw)
+    for ax in fig.axes:
+        ax.set_ylim(-0.03, 1.03)   # shares: the t-band may overshoot [0, 1] with few seeds
     out.append(save(fig, name="monitors", title=_TITLES["monitors"],
                     caption="Share of active items (loss > 0), of triplets with d_ap < d_an, and of "
                             "triplets violating the margin. Collapse shows as violation_rate stuck at 1; a "
