@@ -52,6 +52,17 @@ def fail_first_attempt(item: dict) -> dict:
     return {"run_id": item["run_id"], "attempts": attempts}
 
 
+def count_then_wait_for_go(item: dict) -> dict:
+    """Logs that the run started, then waits (at most 30 s) for a "go" file beside the log."""
+    marker_dir = Path(item["marker_dir"])
+    with open(marker_dir / f"{item['run_id']}.log", "a") as log:
+        log.write("started\n")
+    deadline = time.monotonic() + 30
+    while not (marker_dir / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"run_id": item["run_id"]}
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -147,6 +158,44 @@ def test_a_task_that_keeps_raising_raises_here(cluster, tmp_path):
     items = [{"run_id": "r0", "marker_dir": str(tmp_path)}]
     with pytest.raises(RuntimeError, match="first attempt of r0 fails"):
         list(DaskExecutor(cluster.address, retries=0).map_unordered(fail_first_attempt, items))
+
+
+def _wait_until(condition, *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout_s} s")
+        time.sleep(0.02)
+
+
+def test_a_run_resubmitted_while_in_flight_runs_once(cluster, tmp_path):
+    items = [{"run_id": "r0", "marker_dir": str(tmp_path)}]
+    key = task_key(count_then_wait_for_go, items[0])
+    results: list[list[dict]] = []
+
+    def submit() -> None:
+        results.append(list(DaskExecutor(cluster.address).map_unordered(count_then_wait_for_go, items)))
+
+    def clients_wanting_the_run() -> int:
+        with cluster.client() as client:
+            return client.run_on_scheduler(
+                lambda dask_scheduler: len(dask_scheduler.tasks[key].who_wants)
+                if key in dask_scheduler.tasks else 0)
+
+    first = threading.Thread(target=submit, daemon=True)
+    second = threading.Thread(target=submit, daemon=True)
+    try:
+        first.start()
+        _wait_until((tmp_path / "r0.log").exists, timeout_s=30, what="the run starting")
+        second.start()
+        _wait_until(lambda: clients_wanting_the_run() == 2, timeout_s=30,
+                    what="the second submission reaching the scheduler")
+    finally:
+        (tmp_path / "go").touch()
+        first.join(timeout=30)
+        second.join(timeout=30)
+    assert results == [[{"run_id": "r0"}], [{"run_id": "r0"}]]
+    assert (tmp_path / "r0.log").read_text() == "started\n"  # one execution for both
 
 
 def test_abandoning_the_iteration_cancels_the_remaining_tasks(cluster):
