@@ -85,14 +85,15 @@ class BatchObjective(nn.Module):
 
 
 class RivalObjective(nn.Module):
-    """Multi-Similarity, Circle or Contrastive loss with its paper defaults; component "loss"."""
+    """Multi-Similarity, Circle or Contrastive loss with its paper defaults; one component,
+    named after the loss ("multi_similarity", "circle" or "contrastive")."""
 
     explicit_triplets = False
-    components = ("loss",)
 
     def __init__(self, name: str, *, metric: str):
         super().__init__()
         self.fn = getattr(losses, RIVAL_CALLS[name])
+        self.components = (name,)
         # multi_similarity and circle are cosine by definition (config forces metric);
         # contrastive takes the run's metric
         self.kwargs = {"metric": metric} if name == "contrastive" else {}
@@ -101,7 +102,8 @@ class RivalObjective(nn.Module):
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
         loss = self.fn(embeddings, labels, **self.kwargs)
         _, stats = self.stats_of(embeddings.detach(), labels, margin)
-        return StepLoss({"loss": loss}, {**_stats_dict(stats), "active_fraction": float("nan")})
+        return StepLoss({self.components[0]: loss},
+                        {**_stats_dict(stats), "active_fraction": float("nan")})
 
 
 class TripletIdObjective(nn.Module):

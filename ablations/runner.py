@@ -86,8 +86,9 @@ def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int
     bar = tqdm(total=total, initial=total - len(items), unit="run", desc="runs",
                file=sys.stderr, dynamic_ncols=True)
     try:
-        if items:
-            for result in executor.map_unordered(fn, items):
+        results = executor.map_unordered(fn, items) if items else iter(())
+        try:
+            for result in results:
                 if result["run_id"] in stored:  # a retried task: stored once
                     continue
                 store.write_run(result)
@@ -98,6 +99,10 @@ def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int
                 if time.monotonic() - last > CONSOLIDATE_EVERY_S:
                     store.consolidate()
                     last = time.monotonic()
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:  # stop the workers / cancel the tasks nobody will store
+                close()
     finally:
         bar.close()
         store.consolidate()

@@ -34,6 +34,8 @@ METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
                   for m in ("precision_at_1", "r_precision", "map_at_r", "nmi")]
 RUN_COLUMNS = (["run_id", *FIELDS, "status", "error", "diverged_step", "diverged_component",
                 "wall_time_s", "train_time_s", *METRIC_COLUMNS])
+# added beside the contract's columns (process CPU seconds: independent of machine load)
+EXTRA_RUN_COLUMNS = ["cpu_time_s", "train_cpu_time_s"]
 # statuses that are a run's final outcome; "failed" runs are retried on the next run_grid
 DONE_STATUSES = ("finished", "diverged")
 STATUSES = ("finished", "diverged", "failed")
@@ -146,7 +148,7 @@ class ResultsStore:
             (d / "embeddings.npz").unlink(missing_ok=True)
         summary = {k: result.get(k) for k in ("run_id", "status", "error", "diverged_step",
                                               "diverged_component", "wall_time_s",
-                                              "train_time_s")}
+                                              "train_time_s", *EXTRA_RUN_COLUMNS)}
         summary["metrics"] = result.get("metrics", {})
         atomic_write_json(old, summary)
 
@@ -154,7 +156,7 @@ class ResultsStore:
         d = self.run_dir(run_id)
         res = json.loads((d / "result.json").read_text(encoding="utf-8"))
         row = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        row.update({k: res.get(k) for k in RUN_COLUMNS if k in res})
+        row.update({k: res.get(k) for k in RUN_COLUMNS + EXTRA_RUN_COLUMNS if k in res})
         for col in METRIC_COLUMNS:
             row[col] = res.get("metrics", {}).get(col, float("nan"))
         return row

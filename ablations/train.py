@@ -13,7 +13,8 @@ The result dict:
             gradnorm_<c>, active_fraction, pos_ratio, violation_rate],
     epochs [one dict per validation: epoch, val_precision_at_1, ...],
     embeddings {"X": (N, E) float32, "y": (N,) int64} of the test split, or None,
-    wall_time_s (whole call), train_time_s (inside training steps only).
+    wall_time_s (whole call), train_time_s (inside training steps only), and the
+    same as process CPU time, cpu_time_s and train_cpu_time_s (load-independent).
 
 A step whose embeddings, loss component or weighted total is NaN or infinite
 stops the run with status "diverged", the step and the component ("embeddings",
@@ -61,7 +62,7 @@ def cached_split(config: RunConfig) -> Split:
 
 def run_one(config: dict[str, Any]) -> dict[str, Any]:
     """config dict (RunConfig keys, optionally "run_id") -> result dict (module docstring)."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     values = {k: v for k, v in config.items() if k != "run_id"}
     cfg = resolve_config(values)
     run_id = config_hash(cfg)
@@ -72,6 +73,7 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
         "diverged_step": None, "diverged_component": None,
         "metrics": {f"{s}_{m}": NAN for s in ("val", "test") for m in METRIC_NAMES},
         "steps": [], "epochs": [], "embeddings": None, "train_time_s": 0.0,
+        "train_cpu_time_s": 0.0,
     }
     try:
         _train(cfg, result)
@@ -81,6 +83,7 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - a failed run is recorded, the grid goes on
         result.update(status="failed", error=f"{type(err).__name__}: {err}")
     result["wall_time_s"] = time.perf_counter() - start
+    result["cpu_time_s"] = time.process_time() - cpu_start
     return result
 
 
@@ -114,7 +117,7 @@ def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
     params = list(model.parameters()) + list(objective.parameters())
     if weighting is not None:
         params += [p for p in weighting.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)  # fused: ~2x faster step on CPU
 
     batch_size = cfg.sampler_p * cfg.sampler_k
     sampler = None if objective.explicit_triplets else PKSampler(
@@ -122,7 +125,7 @@ def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
     steps_per_epoch = len(sampler) if sampler is not None else max(1, len(y_np) // batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     hard = None
-    train_time = 0.0
+    train_time = train_cpu = 0.0
     step = 0
     for epoch in range(cfg.epochs):
         if sampler is not None:
@@ -139,7 +142,7 @@ def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
             triplets = torch.from_numpy(triplets)
             batches = (triplets[i * batch_size:(i + 1) * batch_size] for i in range(steps_per_epoch))
         sums = dict.fromkeys(components, 0.0)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for batch in batches:
             row = _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train,
                         step=step, epoch=epoch, total_steps=total_steps,
@@ -148,7 +151,8 @@ def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
                 sums[c] += row[f"loss_{c}"]
             step += 1
         train_time += time.perf_counter() - t0
-        result["train_time_s"] = train_time
+        train_cpu += time.process_time() - c0
+        result["train_time_s"], result["train_cpu_time_s"] = train_time, train_cpu
         if weighting is not None:
             weighting.end_epoch({c: s / steps_per_epoch for c, s in sums.items()})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
