@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distances import batch_distances, sorted_negative_distances
+from .distances import batch_distances, sorted_positive_distances
 from .masks import triplet_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
@@ -32,11 +32,13 @@ def batch_all_triplet_loss(
     losses in lexicographic (a, p, n) order (memory O(T)).
 
     method="mask" is the textbook (B, B, B) version, kept as the readable reference.
-    method="sorted" gives the same value and gradient in O(B^2 log B) time and O(B^2)
-    memory: per anchor the negative distances are sorted once; for a positive pair with
-    threshold t = d_ap + margin, c = #(d_an < t) by binary search and the hinge sum over
-    negatives is c * t - (sum of the c smallest d_an), a prefix sum. Values are centred
-    per anchor before the prefix sum to limit float32 cancellation.
+    method="sorted" gives the same value and gradient in O(B^2 log P) time and O(B^2)
+    memory, P the largest number of positives of an anchor (K - 1 in P x K batches):
+    per anchor the thresholds t_p = d_ap + margin are sorted once; for each negative n,
+    the c = #(t_p > d_an) active positives are found by binary search (strict, as relu's
+    zero gradient at the kink), and their hinge sum is (sum of the c largest t_p) - c * d_an,
+    a suffix sum. Sorting the P positives instead of the B negatives makes the search
+    cost log P instead of a full (B, B) sort.
     """
     margin = check_margin(margin)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
@@ -44,7 +46,7 @@ def batch_all_triplet_loss(
     check_flag(return_stats, name="return_stats")
     dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
     num_items = (pos.sum(dim=1) * neg.sum(dim=1)).sum()  # () valid triplets
-    sorted_neg = None
+    sorted_pos = None
     if method == "mask" or reduction == "none":
         if method == "mask":
             per_triplet = _per_triplet_mask(dist, labels, margin)  # (T,)
@@ -53,16 +55,15 @@ def batch_all_triplet_loss(
         loss = reduce_losses(per_triplet, reduction=reduction, anchor=embeddings)
         num_active = (per_triplet > 0).sum()
     else:
-        sorted_neg, num_neg = sorted_negative_distances(dist, neg)  # (B, B), (B,)
-        t = dist + margin  # (B, B): threshold of pair (a, p)
-        end = torch.searchsorted(sorted_neg, t.detach())  # (B, B): # d_an < t, strict like relu's kink
-        total, num_active = window_hinge_sum(t, pos, sorted_neg, num_neg, start=torch.zeros_like(end), end=end)
+        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
+        start = torch.searchsorted(sorted_pos + margin, dist.detach(), right=True)  # (B, B): first t_p > d_an
+        total, num_active = window_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, start=start)
         loss = reduce_total(total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings)
     if not return_stats:
         return loss
-    if sorted_neg is None:
-        sorted_neg, _ = sorted_negative_distances(dist.detach(), neg)
-    stats = triplet_stats(dist, pos, sorted_neg, margin=margin, num_active=num_active, num_items=num_items)
+    if sorted_pos is None:
+        sorted_pos, _ = sorted_positive_distances(dist.detach(), pos)
+    stats = triplet_stats(dist, neg, sorted_pos, margin=margin, num_active=num_active, num_items=num_items)
     return loss, stats
 
 
@@ -91,30 +92,60 @@ def pair_hinges(
 
 
 def window_hinge_sum(
-    t: torch.Tensor,
-    pairs: torch.Tensor,
-    sorted_neg: torch.Tensor,
-    num_neg: torch.Tensor,
+    dist: torch.Tensor,
+    negatives: torch.Tensor,
+    sorted_pos: torch.Tensor,
+    pos_index: torch.Tensor,
     *,
+    margin: float,
     start: torch.Tensor,
-    end: torch.Tensor,
+    end: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """t (B, B), pairs (B, B) bool, sorted_neg (B, B), num_neg (B,), start/end (B, B) int -> (sum (), count ()).
+    """dist (B, B), negatives (B, B) bool, sorted_pos/pos_index (B, P), start/end (B, B) int -> (sum (), count ()).
 
-    Sum over the selected pairs (a, p) of sum_{start <= k < end} (t_ap - sorted_neg[a, k]),
-    by prefix sums over each anchor's sorted negatives (centred per anchor on their
-    detached mean). Gradient flows through t and the sorted distances, exactly as the
-    direct sum of the same terms.
+    Sum over negatives (a, n) and sorted positive positions start <= j < end (end
+    defaults to P) of t_j - d_an, t_j = sorted_pos[a, j] + margin: the hinges of those
+    triplets, all active when start is past every t_j <= d_an. `count` is the number of
+    terms. Differentiable in dist with the exact gradient, in O(B^2) memory.
     """
-    B = sorted_neg.shape[0]
-    valid = torch.arange(B, device=t.device)[None, :] < num_neg[:, None]  # (B, B)
-    zero = torch.zeros((), dtype=t.dtype, device=t.device)
-    centre = (torch.where(valid, sorted_neg.detach(), zero).sum(dim=1) / num_neg.clamp_min(1))[:, None]  # (B, 1)
-    prefix = F.pad(torch.where(valid, sorted_neg - centre, zero).cumsum(dim=1), (1, 0))  # (B, B + 1)
-    count = (end - start).clamp_min(0)  # (B, B)
-    start = torch.minimum(start, end)
-    window = prefix.gather(1, start + count) - prefix.gather(1, start)  # (B, B)
-    hinge = count * (t - centre) - window  # (B, B)
-    total = torch.where(pairs, hinge, zero).sum()
-    active = torch.where(pairs, count, torch.zeros_like(count)).sum()
-    return total, active
+    width = sorted_pos.shape[1]
+    end = torch.full_like(start, width) if end is None else end
+    return _WindowHingeSum.apply(dist, negatives, sorted_pos.detach(), pos_index, start, end, margin)
+
+
+class _WindowHingeSum(torch.autograd.Function):
+    """Forward: the hinge sum by prefix sums. Backward: counts, not a graph of (B, B) temporaries.
+
+    d total / d d_an = -(number of terms of (a, n)); d total / d d_ap = number of
+    negatives whose window holds p's position (a histogram of window starts and ends).
+    """
+
+    @staticmethod
+    def forward(ctx, dist, negatives, sorted_pos, pos_index, start, end, margin):
+        B, P = sorted_pos.shape
+        d = dist.detach()
+        valid = torch.isfinite(sorted_pos)  # (B, P) real positives, not padding
+        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        t = torch.where(valid, sorted_pos + margin, zero)  # (B, P)
+        centre = (t.sum(dim=1) / valid.sum(dim=1).clamp_min(1))[:, None]  # (B, 1): keeps float32 sums small
+        prefix = F.pad(torch.where(valid, t - centre, zero).cumsum(dim=1), (1, 0))  # (B, P + 1)
+        count = torch.where(negatives, (end - start).clamp_min(0), 0)  # (B, B) terms per (a, n)
+        start = torch.minimum(start, end)
+        stop = start + count
+        window = prefix.gather(1, stop) - prefix.gather(1, start)  # (B, B)
+        total = torch.where(negatives, window - count * (d - centre), zero).sum()
+        # backward: +1 at each window start, -1 at its stop, cumulated over positions
+        hits = torch.zeros((B, P + 1), dtype=d.dtype, device=d.device)
+        ones = negatives.to(d.dtype)
+        hits.scatter_add_(1, start, ones).scatter_add_(1, stop, -ones)
+        per_position = torch.where(valid, hits.cumsum(dim=1)[:, :P], zero)  # (B, P)
+        grad = torch.zeros_like(d).scatter_(1, pos_index, per_position) - count  # (B, B)
+        active = count.sum()
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(active)
+        return total, active
+
+    @staticmethod
+    def backward(ctx, grad_total, grad_count):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total, None, None, None, None, None, None

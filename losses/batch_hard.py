@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distances import batch_distances, sorted_negative_distances
+from .distances import batch_distances, sorted_positive_distances
 from .reductions import REDUCTIONS, reduce_losses
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_margin
@@ -48,8 +48,8 @@ def batch_hard_triplet_loss(
     loss = reduce_losses(per_anchor, reduction=reduction, anchor=embeddings)
     if not return_stats:
         return loss
-    sorted_neg, _ = sorted_negative_distances(dist.detach(), neg)
+    sorted_pos, _ = sorted_positive_distances(dist.detach(), pos)
     stats = triplet_stats(
-        dist, pos, sorted_neg, margin=margin_value, num_active=(per_anchor > 0).sum(), num_items=valid.sum()
+        dist, neg, sorted_pos, margin=margin_value, num_active=(per_anchor > 0).sum(), num_items=valid.sum()
     )
     return loss, stats

@@ -70,15 +70,18 @@ def _safe_sqrt(sq: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, 1.0, sq)))
 
 
-def sorted_negative_distances(dist: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """dist (B, B), negatives (B, B) bool -> (sorted (B, B), count (B,) int64).
+def sorted_positive_distances(dist: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dist (B, B), positives (B, B) bool -> (values (B, P), index (B, P) int64), P = max(1, most positives).
 
-    Row a of `sorted` holds the negative distances d(a, n) ascending, padded with +inf
-    after the count[a] negatives. Differentiable through the sort.
+    Row a holds the anchor's positive distances d(a, p) ascending, after -inf padding
+    in front when a has fewer than P positives; index holds the matching p (any
+    column for padding). Differentiable through `values`. In P x K batches P = K - 1,
+    so binary searches in these rows cost log K, far less than sorting the negatives.
     """
-    padded = torch.where(negatives, dist, torch.inf)  # (B, B)
-    values, _ = torch.sort(padded, dim=1)
-    return values, negatives.sum(dim=1)
+    width = max(int(positives.sum(dim=1).max()), 1) if positives.numel() else 1
+    padded = torch.where(positives, dist, -torch.inf)  # (B, B)
+    values, index = torch.topk(padded, k=width, dim=1, largest=True, sorted=True)  # descending
+    return values.flip(1), index.flip(1)
 
 
 def batch_distances(

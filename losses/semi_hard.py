@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .batch_all import pair_hinges, window_hinge_sum
-from .distances import batch_distances, sorted_negative_distances
+from .distances import batch_distances, sorted_positive_distances
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_margin
@@ -36,47 +36,69 @@ def semi_hard_triplet_loss(
     reduction="mean_positive" is PML's default AvgNonZeroReducer, "mean" its MeanReducer;
     "none" gives one loss per such triplet in (a, p, n) order (memory O(P * B)).
 
-    Both find the negatives by binary search in each anchor's sorted negative distances:
-    O(B^2 log B) time, O(B^2) memory.
+    Both sort each anchor's P positive distances and place every negative among them by
+    binary search: O(B^2 log P) time, O(B^2) memory, no (B, B, B) tensor.
     """
     margin = check_margin(margin)
     check_choice(semantics, name="semantics", valid=SEMANTICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")
     dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
-    sorted_neg, num_neg = sorted_negative_distances(dist, neg)  # (B, B), (B,)
+    sorted_pos, pos_index = sorted_positive_distances(dist, pos)  # (B, P) ascending, -inf padded
     if semantics == "tf":
-        loss, num_active, num_items = _tf(dist, pos, sorted_neg, num_neg, margin, reduction, embeddings)
+        loss, num_active, num_items = _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings)
     else:
-        loss, num_active, num_items = _pml(dist, pos, neg, sorted_neg, num_neg, margin, reduction, embeddings)
+        loss, num_active, num_items = _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings)
     if not return_stats:
         return loss
-    stats = triplet_stats(dist, pos, sorted_neg, margin=margin, num_active=num_active, num_items=num_items)
+    stats = triplet_stats(dist, neg, sorted_pos, margin=margin, num_active=num_active, num_items=num_items)
     return loss, stats
 
 
-def _tf(dist, pos, sorted_neg, num_neg, margin, reduction, embeddings):
-    """(B, B) tensors -> (loss, # active pairs, # valid pairs); TF-Addons semantics."""
-    pairs = pos & (num_neg > 0)[:, None]  # (B, B) valid positive pairs
-    last = (num_neg - 1).clamp_min(0)[:, None]  # (B, 1) index of the farthest negative
-    above = torch.searchsorted(sorted_neg, dist.detach(), right=True)  # (B, B) first d_an > d_ap
-    chosen = torch.minimum(above, last)  # falls back to the farthest negative when none is farther
-    d_an = sorted_neg.gather(1, chosen)  # (B, B)
-    per_pair = torch.relu(dist[pairs] - d_an[pairs] + margin)  # (P,)
+def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
+    """(B, B) tensors, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
+
+    Negative n of anchor a falls in bucket b = #(d_ap < d_an); the positive at sorted
+    position j needs the nearest negative in buckets > j: a suffix minimum over buckets.
+    """
+    B, P = sorted_pos.shape
+    d = dist.detach()
+    bucket = torch.where(neg, torch.searchsorted(sorted_pos.detach(), d), P + 1)  # (B, B); P + 1: not a negative
+    bucket_min = torch.full((B, P + 2), torch.inf, dtype=d.dtype, device=d.device)
+    bucket_min = bucket_min.scatter_reduce(1, bucket, d, "amin", include_self=False)  # (B, P + 2)
+    column = torch.arange(B, device=d.device).expand(B, B)
+    attains = neg & (d == bucket_min.gather(1, bucket))  # (B, B) negatives at their bucket's minimum
+    bucket_arg = torch.full((B, P + 2), B, dtype=torch.long, device=d.device)
+    bucket_arg = bucket_arg.scatter_reduce(1, bucket, torch.where(attains, column, B), "amin", include_self=False)
+    reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
+    farther_exists = torch.isfinite(reversed_min.flip(1))  # (B, P): a negative farther than position j
+    nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (B, P) negative index
+    farthest = torch.where(neg, d, -torch.inf).argmax(dim=1, keepdim=True)  # (B, 1)
+    chosen = torch.where(farther_exists, nearest_farther, farthest)  # (B, P)
+    d_an = dist.gather(1, chosen.clamp_max(B - 1))  # (B, P), differentiable
+    per_position = torch.relu(sorted_pos - d_an + margin)  # (B, P); -inf padding gives 0
+    per_pair = torch.zeros_like(dist).scatter(1, pos_index, per_position)  # (B, B) back to (a, p)
+    pairs = pos & neg.any(dim=1, keepdim=True)  # (B, B) valid positive pairs
+    per_pair = per_pair[pairs]  # (N,) row-major (a, p)
     loss = reduce_losses(per_pair, reduction=reduction, anchor=embeddings)
     return loss, (per_pair > 0).sum(), pairs.sum()
 
 
-def _pml(dist, pos, neg, sorted_neg, num_neg, margin, reduction, embeddings):
-    """(B, B) tensors -> (loss, # active triplets, # semi-hard triplets); PML semantics."""
-    t = dist + margin  # (B, B) upper bound d_ap + margin
-    start = torch.searchsorted(sorted_neg, dist.detach(), right=True)  # first d_an > d_ap
-    end_all = torch.searchsorted(sorted_neg, t.detach(), right=True)  # past the last d_an <= t
-    mined = torch.where(pos, (end_all - start).clamp_min(0), torch.zeros_like(start)).sum()
+def _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
+    """(B, B) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
+
+    For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
+    window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
+    """
+    thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos
+    d = dist.detach()
+    end = torch.searchsorted(sorted_pos.detach(), d)  # (B, B): # d_ap < d_an (padding included)
+    start_mined = torch.searchsorted(thresholds, d)  # # t_p < d_an
+    mined = torch.where(neg, (end - start_mined).clamp_min(0), torch.zeros_like(end)).sum()
     if reduction == "none":
         per_triplet = pair_hinges(dist, pos, neg, margin=margin, semi_hard=True)  # (T,)
         return per_triplet, (per_triplet > 0).sum(), mined
-    end = torch.searchsorted(sorted_neg, t.detach())  # past the last d_an < t (loss > 0)
-    total, active = window_hinge_sum(t, pos, sorted_neg, num_neg, start=start, end=end)
+    start = torch.searchsorted(thresholds, d, right=True)  # # t_p <= d_an: loss 0 below
+    total, active = window_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, start=start, end=end)
     loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
     return loss, active, mined

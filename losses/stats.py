@@ -26,28 +26,29 @@ class TripletStats:
 
 def triplet_stats(
     dist: torch.Tensor,
-    positives: torch.Tensor,
-    sorted_neg: torch.Tensor,
+    negatives: torch.Tensor,
+    sorted_pos: torch.Tensor,
     *,
     margin: float,
     num_active: torch.Tensor,
     num_items: torch.Tensor,
 ) -> TripletStats:
-    """dist (B, B), positives (B, B) bool, sorted_neg (B, B) (+inf padded), counts () int -> TripletStats.
+    """dist (B, B), negatives (B, B) bool, sorted_pos (B, P) (-inf padded), counts () int -> TripletStats.
 
-    O(B^2 log B): for each positive pair the negatives closer than d_ap (resp. d_ap + margin)
-    are counted by binary search in the anchor's sorted negative distances.
+    O(B^2 log P): for each (anchor, negative) the positives closer than d_an (resp. with
+    d_ap + margin > d_an) are counted by binary search in the anchor's sorted positives.
     """
     with torch.no_grad():
-        d_ap = dist.detach()
-        sorted_neg = sorted_neg.detach()
-        num_neg = torch.isfinite(sorted_neg).sum(dim=1, keepdim=True)  # (B, 1)
-        not_farther = torch.searchsorted(sorted_neg, d_ap, right=True)  # (B, B): # d_an <= d_ap
-        violating = torch.searchsorted(sorted_neg, d_ap + margin)  # (B, B): # d_an < d_ap + margin
+        d_an = dist.detach()
+        sorted_pos = sorted_pos.detach()
+        padding = torch.isinf(sorted_pos).sum(dim=1, keepdim=True)  # (B, 1)
+        num_pos = sorted_pos.shape[1] - padding  # (B, 1)
+        closer = torch.searchsorted(sorted_pos, d_an) - padding  # (B, B): # d_ap < d_an
+        not_violating = torch.searchsorted(sorted_pos + margin, d_an, right=True) - padding  # # d_ap + m <= d_an
         zero = torch.zeros((), dtype=torch.long, device=dist.device)
-        triplets = torch.where(positives, num_neg, zero).sum()
-        ordered = torch.where(positives, num_neg - not_farther, zero).sum()
-        violated = torch.where(positives, violating, zero).sum()
+        triplets = torch.where(negatives, num_pos, zero).sum()
+        ordered = torch.where(negatives, closer, zero).sum()
+        violated = torch.where(negatives, num_pos - not_violating, zero).sum()
         return TripletStats(
             active_fraction=_ratio(num_active, num_items, dist.dtype),
             pos_ratio=_ratio(ordered, triplets, dist.dtype),
