@@ -24,6 +24,7 @@ violation_rate of the batch's triplets at the run's margin; active_fraction is N
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,7 @@ _NAN_STATS = dict.fromkeys(STAT_NAMES, float("nan"))
 class StepLoss:
     components: dict[str, torch.Tensor]  # name -> 0-dim unweighted loss (attached)
     stats: dict[str, float]              # STAT_NAMES -> float (NaN where undefined)
+    extras: dict[str, float] = dataclasses.field(default_factory=dict)  # e.g. pair_accuracy
 
 
 def _stats_dict(stats) -> dict[str, float]:
@@ -122,8 +124,10 @@ class TripletIdObjective(nn.Module):
             num_classes=num_classes, embedding_dim=embedding_dim, ce_input=ce_input)
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
-        out = self.loss(embeddings, labels, margin=None if self.soft else margin)
-        return StepLoss({c: out.components[c] for c in self.components}, _stats_dict(out.stats))
+        out = self.loss(embeddings, labels, margin=None if self.soft else margin,
+                        return_stats=True)
+        return StepLoss({c: out.components[c] for c in self.components}, _stats_dict(out.stats),
+                        {"id_accuracy": float(out.id_accuracy)})
 
 
 class NaiveObjective(nn.Module):
@@ -160,7 +164,8 @@ class CombinedObjective(nn.Module):
     def forward_triplets(self, a, p, n, margin: float) -> StepLoss:
         out = self.loss.forward_triplets(a, p, n, margin=margin)
         stats = explicit_triplet_stats(a, p, n, margin=margin, metric=self.metric)
-        return StepLoss({c: out.components[c] for c in self.components}, stats)
+        return StepLoss({c: out.components[c] for c in self.components}, stats,
+                        {"pair_accuracy": float(out.pair_accuracy)})
 
 
 def explicit_triplet_stats(a, p, n, *, margin: float, metric: str) -> dict[str, float]:

@@ -10,7 +10,8 @@ The result dict:
     error (str | None), diverged_step, diverged_component (None unless diverged),
     metrics {val_precision_at_1, val_r_precision, val_map_at_r, val_nmi, test_...},
     steps  [one dict per step: epoch, step, lr, margin, loss, loss_<c>, weight_<c>,
-            gradnorm_<c>, active_fraction, pos_ratio, violation_rate],
+            gradnorm_<c>, active_fraction, pos_ratio, violation_rate, and
+            pair_accuracy (combined) or id_accuracy (triplet_ce)],
     epochs [one dict per validation: epoch, val_precision_at_1, ...],
     embeddings {"X": (N, E) float32, "y": (N,) int64} of the test split, or None,
     wall_time_s (whole call), train_time_s (inside training steps only), and the
@@ -205,6 +206,7 @@ def _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, 
     row.update({f"weight_{c}": weights.get(c, NAN) for c in values})
     row.update({f"gradnorm_{c}": (norms or {}).get(c, NAN) for c in values})
     row.update({k: out.stats.get(k, NAN) for k in STAT_NAMES})
+    row.update(out.extras)
     rows.append(row)
     if bad is not None:
         raise Diverged(step, bad)

@@ -101,6 +101,7 @@ def test_gradient_weighting_logs_grad_norms_and_weights():
     row = result["steps"][-1]
     for c in ("triplet", "ce_pos", "ce_neg"):
         assert math.isfinite(row[f"gradnorm_{c}"]) and row[f"weight_{c}"] > 0
+    assert 0.0 <= row["pair_accuracy"] <= 1.0
     fixed = run_one({**TINY, "loss": "combined", "w_pos": 0.25})
     assert fixed["steps"][0]["weight_ce_pos"] == 0.25
     assert math.isnan(fixed["steps"][0]["gradnorm_ce_pos"])
