@@ -23,6 +23,15 @@ PARAMS = {
 EPOCH = 5  # steps per epoch in these runs
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Thousands of tiny ops: intra-op threads only add overhead (and thrash on a loaded machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_every_method_is_covered():
     assert set(PARAMS) == set(WEIGHTINGS)
 
