@@ -54,7 +54,7 @@ def _draw_bands(ax, band: pd.DataFrame, *, hue: str, palette: dict) -> None:
                             alpha=0.2, linewidth=0)
     ax.set_ylabel("")
     if ax.get_legend() is not None:
-        ax.legend(fontsize=7, title=None)
+        ax.get_legend().remove()   # one legend for the whole figure (see _shared_legend)
 
 
 def _panels(steps: pd.DataFrame, panels: list[tuple[str, str, pd.DataFrame]], *, hue: str,
@@ -68,7 +68,19 @@ def _panels(steps: pd.DataFrame, panels: list[tuple[str, str, pd.DataFrame]], *,
         else:
             _draw_bands(ax, band, hue=hue, palette=palette)
         ax.set_title(title, fontsize=9)
+    _shared_legend(fig, axes)
     return fig
+
+
+def _shared_legend(fig, axes) -> None:
+    """One legend below the panels, with every label drawn in any of them."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="upper center", fontsize=8,
+                   bbox_to_anchor=(0.5, 0.0), ncols=min(4, len(entries)), frameon=False)
 
 
 def _present(steps: pd.DataFrame, prefix: str) -> list[str]:

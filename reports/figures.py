@@ -29,8 +29,9 @@ def save(fig, *, name: str, title: str, caption: str, out_dir: Path) -> Figure:
     """A matplotlib figure -> figures/<name>.png and .svg written, Figure with the PNG bytes."""
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    fig.savefig(out_dir / f"{name}.svg", format="svg")
+    # bbox "tight": keeps legends placed outside the axes (below the panels) in the image
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.svg", format="svg", bbox_inches="tight")
     plt.close(fig)
     png = buffer.getvalue()
     (out_dir / f"{name}.png").write_bytes(png)

@@ -17,6 +17,9 @@ import pandas as pd
 RESULT_COLUMNS = ("run_id", "status", "error", "diverged_step", "diverged_component",
                   "wall_time_s", "train_time_s")
 RESULT_PREFIXES = ("val_", "test_")
+# Further result columns a store may add are timings in seconds ("cpu_time_s"); no config key
+# ends in "_s". A new non-timing result column must be listed in RESULT_COLUMNS.
+RESULT_SUFFIXES = ("_s",)
 ANNOTATIONS = ("variant", "config_key")   # added by `annotate`
 SEED = "seed"
 # Losses with several components; their variant name includes the weighting.
@@ -26,7 +29,8 @@ COMBINED_LOSSES = ("combined", "triplet_ce")
 def config_columns(runs: pd.DataFrame) -> list[str]:
     """runs table -> the config-key columns (every column that is not a result), seed included."""
     return [c for c in runs.columns
-            if c not in RESULT_COLUMNS + ANNOTATIONS and not c.startswith(RESULT_PREFIXES)]
+            if c not in RESULT_COLUMNS + ANNOTATIONS and not c.startswith(RESULT_PREFIXES)
+            and not c.endswith(RESULT_SUFFIXES)]
 
 
 def varying_columns(runs: pd.DataFrame) -> list[str]:

@@ -136,6 +136,7 @@ def test_leaderboard_matches_a_hand_computation_from_the_store(report, runs):
     for variant, row in board.iterrows():
         chosen = done[(done["variant"] == variant) & (done["config_key"] == best_key[variant])]
         assert row["val_map_at_r_mean"] == pytest.approx(means[variant].max())
+        assert row["seeds_finished"] == f"{len(chosen)}/{len(chosen)}"   # no run failed here
         for metric in ("test_precision_at_1", "test_r_precision", "test_map_at_r"):
             x = chosen[metric].to_numpy()
             low, high = st.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=st.sem(x))

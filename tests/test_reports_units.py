@@ -20,7 +20,7 @@ from reports.leaderboard import select
 from reports.sensitivity import sensitivity_figures
 from reports.stats import mean_ci, paired_test, t_half_width
 from reports.store_view import StoreView
-from reports.variants import annotate, variant_label
+from reports.variants import annotate, config_columns, variant_label
 
 matplotlib.use("Agg")
 METRICS = [f"{split}_{m}" for split in ("val", "test")
@@ -159,6 +159,13 @@ def test_leaderboard_ci_is_over_the_seeds_that_finished():
     other = board.loc["batch_all"]
     expected = st.ttest_rel([0.40, 0.41, 0.43], kept)   # seeds 0, 1, 3 in common
     assert other["paired_n"] == 3 and other["paired_p"] == pytest.approx(expected.pvalue)
+
+
+def test_result_columns_a_store_adds_do_not_split_configurations():
+    runs = pd.DataFrame([run_row(f"h{s}", seed=s, val=0.7, test=0.6, cpu_time_s=1.0 + s)
+                         for s in range(3)])
+    assert annotate(runs)["config_key"].nunique() == 1
+    assert "cpu_time_s" not in config_columns(runs) and "margin" in config_columns(runs)
 
 
 def test_a_variant_without_finished_runs_is_left_out_of_the_leaderboard():
