@@ -9,17 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from losses import CombinedLoss, TripletWithIDLoss, batch_hard_triplet_loss, naive_triplet_loss, pairwise_distances, semi_hard_triplet_loss
+from test_weighting import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 E = 6
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of tiny ops: intra-op threads only add overhead (and thrash on a loaded machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def encoder_and_batch(seed: int, *, B: int = 16, D_in: int = 5, classes: int = 4):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from losses.weighting import WEIGHTINGS, make_weighting
+from test_weighting import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 COMPONENTS = ("big", "small")
 PARAMS = {
@@ -21,15 +22,6 @@ PARAMS = {
     "dwa": {"temperature": 2.0},
 }
 EPOCH = 5  # steps per epoch in these runs
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of tiny ops: intra-op threads only add overhead (and thrash on a loaded machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_every_method_is_covered():
