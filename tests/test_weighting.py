@@ -168,3 +168,16 @@ def test_log_normalised_is_sum_of_log1p():
     expected = sum(torch.log1p(losses[k]) for k in COMPONENTS)
     torch.testing.assert_close(out.total, expected)
     assert out.weights["big"] == pytest.approx(1 / (1 + losses["big"].item()))
+
+
+def test_gradnorm_initial_losses_are_the_mean_of_the_first_steps():
+    theta = torch.nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
+    w = make_weighting("gradnorm", components=("a", "b"), initial_steps=3)
+    seen = []
+    for step, scale in enumerate([1.0, 2.0, 4.0, 8.0, 16.0]):
+        losses = {"a": scale * theta.sum() ** 2, "b": theta.pow(2).sum() / scale}
+        seen.append([losses["a"].item(), losses["b"].item()])
+        w(losses, step=step, shared=[theta])
+    expected = [sum(row[i] for row in seen[:3]) / 3 for i in range(2)]  # steps 3 and 4 do not count
+    assert w.initial_losses.tolist() == pytest.approx(expected, rel=1e-12)
+    assert int(w.num_steps) == 5
