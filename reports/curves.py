@@ -131,6 +131,10 @@ def curve_figures(steps: pd.DataFrame, *, out_dir: Path, palette: dict, confiden
                         caption=f"Gradient norm per component (where the weighting method computes it). "
                                 f"{ci_text}", **kw))
     monitors = [m for m in MONITORS if m in steps.columns]
+    if not monitors:
+        out.append(missing(name="monitors", title=_TITLES["monitors"],
+                           reason=f"the step logs have none of the columns {', '.join(MONITORS)}"))
+        return out
     fig = _panels(steps, [(m, m, steps) for m in monitors], **band_kw)
     for ax in fig.axes:
         ax.set_ylim(-0.03, 1.03)   # shares: the t-band may overshoot [0, 1] with few seeds

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats as st
 
 from reports.build import write_report
-from reports.curves import seed_band
+from reports.curves import MONITORS, curve_figures, seed_band
 from reports.leaderboard import select
 from reports.sensitivity import sensitivity_figures
 from reports.stats import mean_ci, paired_test, t_half_width
@@ -188,6 +188,18 @@ def test_seed_band_is_mean_and_t_interval_over_runs_per_step_bin():
         low, high = st.t.interval(0.95, 2, loc=values.mean(), scale=st.sem(values))
         assert (row.mean, row.low, row.high, row.n) == (pytest.approx(values.mean()),
                                                        pytest.approx(low), pytest.approx(high), 3)
+
+
+def test_curves_without_monitor_columns_or_combined_runs_say_why(tmp_path):
+    steps = fake_view(seeds=(0, 1), steps_per_run=4).steps
+    steps = steps[steps["run_id"].isin(["run000", "run001"])].drop(columns=list(MONITORS))
+    figures = curve_figures(steps.assign(variant="batch_hard"), out_dir=tmp_path,
+                            palette={"batch_hard": "C0"}, confidence=0.95, max_points=10)
+    reasons = {f.name: f.reason for f in figures if f.png is None}
+    assert [f.name for f in figures if f.png is not None] == ["loss_curves"]
+    assert "active_fraction" in reasons["monitors"]
+    assert "no combined objective" in reasons["components"]
+    assert "gradient norms" in reasons["grad_norms"]
 
 
 def test_sensitivity_figures_draw_weight_heatmaps_for_combined(tmp_path):
