@@ -19,6 +19,14 @@ Determinism: each task sets torch to ``torch_threads`` intra-op threads
 (default 1) before running, whatever the worker's ``--nthreads`` and
 environment, so a worker does not oversubscribe its cores and a run gives the
 same numbers on a worker as in a local process.
+
+Workers: ``dask worker tcp://HOST:PORT --nthreads 1 --nworkers N``, in an
+environment where this checkout's ``losses`` and ``ablations`` import (the
+project installed with ``pip install -e .``, or ``PYTHONPATH=<repo root>``;
+the ``dask`` command does not put its working directory on ``sys.path``).
+Workers need no shared filesystem: results travel back to the calling
+process, which writes the store. An ``npz`` dataset's ``npz_path`` must exist
+on every worker.
 """
 
 from __future__ import annotations
@@ -91,9 +99,11 @@ class DaskExecutor:
             )
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries: expected an int >= 0, got {retries!r}")
-        if isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
+        if (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
+                or torch_threads < 1):
             raise ValueError(f"torch_threads: expected an int >= 1, got {torch_threads!r}")
-        if isinstance(connect_timeout_s, bool) or not isinstance(connect_timeout_s, (int, float)) or not connect_timeout_s > 0:
+        if (isinstance(connect_timeout_s, bool) or not isinstance(connect_timeout_s, (int, float))
+                or not connect_timeout_s > 0):
             raise ValueError(f"connect_timeout_s: expected a number > 0, got {connect_timeout_s!r}")
         self.address = address
         self.retries = retries
@@ -101,10 +111,11 @@ class DaskExecutor:
         self.connect_timeout_s = float(connect_timeout_s)
 
     def __repr__(self) -> str:
-        return f"DaskExecutor({self.address!r}, retries={self.retries}, torch_threads={self.torch_threads})"
+        return (f"DaskExecutor({self.address!r}, retries={self.retries}, "
+                f"torch_threads={self.torch_threads})")
 
     def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
-        """fn (config dict -> result dict), N config dicts -> iterator of N results, in finishing order.
+        """fn (config dict -> result dict), N config dicts -> the N results, in finishing order.
 
         The items must be distinct runs (distinct run_ids). A task that raised (after
         ``retries``) or died with too many workers re-raises its error here,
@@ -117,7 +128,8 @@ class DaskExecutor:
             raise ValueError(f"items: expected distinct run_ids, got duplicates {dupes}")
         return self._iterate(fn, items, keys)
 
-    def _iterate(self, fn: Callable[[dict], dict], items: list[dict], keys: list[str]) -> Iterator[dict]:
+    def _iterate(self, fn: Callable[[dict], dict], items: list[dict],
+                 keys: list[str]) -> Iterator[dict]:
         if not items:
             return
         from distributed import Client, as_completed

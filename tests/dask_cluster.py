@@ -24,8 +24,9 @@ DASK_CLI = Path(sys.executable).with_name("dask")
 class LocalDaskCluster:
     """One scheduler and named workers, each `--nthreads 1 --nworkers 1`, run from the repo root.
 
-    The processes get the repo root and tests/ on their PYTHONPATH, so tasks can be
-    functions of the test modules, pickled by reference.
+    The processes get the repo root and tests/ on their PYTHONPATH: the workers
+    import this checkout (the code under test, whatever the venv has installed) and
+    tasks can be functions of the test modules, pickled by reference.
     """
 
     def __init__(self, tmp_dir: Path, *, n_workers: int, start_timeout_s: float = 60.0) -> None:
@@ -37,9 +38,9 @@ class LocalDaskCluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.tmp_dir / f"{name}.log", "wb")
-        # The tests' task functions live in tests/: let the workers import them.
         paths = [str(REPO_ROOT), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(p for p in paths if p))
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(p for p in paths if p))
         self.procs[name] = subprocess.Popen(
             [str(DASK_CLI), *args],
             cwd=REPO_ROOT,
@@ -51,6 +52,8 @@ class LocalDaskCluster:
         log.close()
 
     def start(self) -> "LocalDaskCluster":
+        if not DASK_CLI.exists():
+            raise FileNotFoundError(f"the dask command is not beside {sys.executable}: {DASK_CLI}")
         sched_file = self.tmp_dir / "scheduler.json"
         self._spawn(
             "scheduler",
@@ -76,7 +79,8 @@ class LocalDaskCluster:
         self._spawn(
             name,
             ["worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
-             "--nworkers", "1", "--no-dashboard", "--name", name, "--death-timeout", "30"],
+             "--nworkers", "1", "--no-dashboard", "--name", name, "--death-timeout", "30",
+             "--local-directory", str(self.tmp_dir / name)],
         )
 
     def _check_alive(self, name: str, deadline: float) -> None:
@@ -84,7 +88,8 @@ class LocalDaskCluster:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}: {self.log(name)}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} not ready within {self.start_timeout_s} s: {self.log(name)}")
+            raise TimeoutError(f"{name} not ready within {self.start_timeout_s} s: "
+                               f"{self.log(name)}")
 
     def log(self, name: str) -> str:
         path = self.tmp_dir / f"{name}.log"

@@ -150,7 +150,8 @@ def test_every_item_yields_its_result_once_with_the_torch_threads_asked(cluster,
 
 def test_a_raising_task_is_retried_then_succeeds(cluster, tmp_path):
     items = [{"run_id": f"r{i}", "marker_dir": str(tmp_path)} for i in range(2)]
-    results = list(DaskExecutor(cluster.address, retries=1).map_unordered(fail_first_attempt, items))
+    executor = DaskExecutor(cluster.address, retries=1)
+    results = list(executor.map_unordered(fail_first_attempt, items))
     assert sorted((r["run_id"], r["attempts"]) for r in results) == [("r0", 2), ("r1", 2)]
 
 
@@ -174,7 +175,8 @@ def test_a_run_resubmitted_while_in_flight_runs_once(cluster, tmp_path):
     results: list[list[dict]] = []
 
     def submit() -> None:
-        results.append(list(DaskExecutor(cluster.address).map_unordered(count_then_wait_for_go, items)))
+        executor = DaskExecutor(cluster.address)
+        results.append(list(executor.map_unordered(count_then_wait_for_go, items)))
 
     def clients_wanting_the_run() -> int:
         with cluster.client() as client:
@@ -213,7 +215,7 @@ def test_abandoning_the_iteration_cancels_the_remaining_tasks(cluster):
 
 
 def _without_timings(runs: pd.DataFrame) -> pd.DataFrame:
-    """runs.parquet minus the wall and CPU times (`*_time_s`), the only columns allowed to differ."""
+    """runs.parquet minus the wall and CPU times (`*_time_s`): the only columns that may differ."""
     return runs.drop(columns=[c for c in runs.columns if c.endswith("_time_s")])
 
 
