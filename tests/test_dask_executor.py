@@ -241,6 +241,7 @@ def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return frame.sort_values(by).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_path):
     grid = _write_grid(tmp_path / "grid.toml", epochs=2, losses=["batch_hard", "batch_all"],
                        margins=[0.2])
@@ -288,6 +289,7 @@ def _kill_a_busy_worker_after_the_first_result(cluster, store_dir: Path, killed:
 
 # Kills a worker of the shared cluster: keep it the module's last test (it restarts
 # the worker, without waiting for it, so the cluster is whole again for any later one).
+@pytest.mark.slow
 def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(cluster, tmp_path):
     grid = _write_grid(tmp_path / "grid.toml", epochs=8, losses=["batch_hard", "batch_all"],
                        margins=[0.1, 0.2])
