@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from reports import html
-from reports.curves import curve_figures
+from reports.curves import curve_figures, validation_figure
 from reports.figures import Figure
 from reports.formatting import display_leaderboard
 from reports.leaderboard import select
@@ -58,9 +58,12 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     palette = dict(zip(variants, sns.color_palette("tab10" if len(variants) <= 10 else "husl",
                                                    len(variants))))
     picked, notes = pick_embeddings(selection.selected_runs, view.embeddings)
-    figures = [*curve_figures(_selected_steps(view.steps, selection.selected_runs),
+    figures = [*curve_figures(_selected(view.steps, selection.selected_runs, needs=("step", "loss")),
                               out_dir=out / "figures", palette=palette, confidence=CONFIDENCE,
                               max_points=max_curve_points),
+               validation_figure(_selected(view.epochs, selection.selected_runs,
+                                           needs=("epoch", "val_map_at_r")),
+                                 out_dir=out / "figures", palette=palette, confidence=CONFIDENCE),
                *sensitivity_figures(runs, out_dir=out / "figures", palette=palette,
                                     confidence=CONFIDENCE),
                umap_figure(picked, out_dir=out / "figures", random_state=random_state,
@@ -83,13 +86,14 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     return path
 
 
-def _selected_steps(steps: pd.DataFrame, selected_runs: dict) -> pd.DataFrame:
-    """steps -> the steps of the finished runs of each selected configuration, with `variant`."""
+def _selected(table: pd.DataFrame, selected_runs: dict, *, needs: tuple[str, ...]) -> pd.DataFrame:
+    """steps or epochs -> the rows of the finished runs of each selected configuration, with
+    `variant`; empty when the table lacks a column in `needs`."""
     ids = {rid: v for v, runs in selected_runs.items()
            for rid in runs.loc[runs["status"] == "finished", "run_id"]}
-    if steps.empty or not {"step", "loss"} <= set(steps.columns) or not ids:
+    if table.empty or not set(needs) <= set(table.columns) or not ids:
         return pd.DataFrame()
-    part = steps[steps["run_id"].isin(ids)]
+    part = table[table["run_id"].isin(ids)]
     return part.assign(variant=part["run_id"].map(ids))
 
 

@@ -18,6 +18,7 @@ from reports.stats import t_half_width
 from reports.variants import is_combined
 
 MONITORS = ("active_fraction", "pos_ratio", "violation_rate")
+VALIDATION_TITLE = "Validation MAP@R over epochs"
 PANEL = (4.2, 3.0)
 
 
@@ -143,6 +144,22 @@ def curve_figures(steps: pd.DataFrame, *, out_dir: Path, palette: dict, confiden
                             "triplets violating the margin. Collapse shows as violation_rate stuck at 1; a "
                             f"miner out of hard triplets as active_fraction near 0. {ci_text}", **kw))
     return out
+
+
+def validation_figure(epochs: pd.DataFrame, *, out_dir: Path, palette: dict,
+                      confidence: float) -> Figure:
+    """epochs of the selected runs (with `variant`) -> validation MAP@R over epochs, t-band."""
+    if epochs.empty or "val_map_at_r" not in epochs.columns:
+        return missing(name="validation_curves", title=VALIDATION_TITLE,
+                       reason="no validation evaluations stored for the selected configurations")
+    rows = epochs.rename(columns={"step": "step_logged"}).rename(columns={"epoch": "step"})
+    fig = _panels(rows, [("validation MAP@R", "val_map_at_r", rows)], hue="variant",
+                  palette=palette, confidence=confidence, max_points=int(rows["step"].max()) + 1)
+    fig.axes[0].set_xlabel("epoch")
+    return save(fig, name="validation_curves", title=VALIDATION_TITLE, out_dir=out_dir,
+                caption=f"Validation MAP@R at each evaluation (the selection metric) of each "
+                        f"variant's selected configuration; mean over seeds with a {confidence:.0%} "
+                        "t-band.")
 
 
 def _shares(combined: pd.DataFrame, components: list[str], *, out_dir: Path) -> Figure:

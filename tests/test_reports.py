@@ -39,9 +39,9 @@ margin = [0.1, 0.3]
 lr = [0.003, 0.01]
 seed = [0, 1]
 """
-FIGURES = ("loss_curves", "components", "component_shares", "weights", "grad_norms", "monitors",
+FIGURES = ("loss_curves", "validation_curves", "components", "component_shares", "weights", "grad_norms", "monitors",
            "sensitivity_margin_lr", "sensitivity_weights", "map_vs_margin", "umap")
-ALWAYS_DRAWN = ("loss_curves", "monitors", "sensitivity_margin_lr", "map_vs_margin", "umap")
+ALWAYS_DRAWN = ("loss_curves", "validation_curves", "monitors", "sensitivity_margin_lr", "map_vs_margin", "umap")
 COMBINED_FIGURES = ("components", "component_shares", "weights", "grad_norms")
 UMAP = dict(umap_epochs=30, umap_max_points=300, random_state=0, max_curve_points=100)
 
