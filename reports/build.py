@@ -13,7 +13,6 @@ import seaborn as sns
 
 from reports import html
 from reports.curves import curve_figures, validation_figure
-from reports.figures import Figure
 from reports.formatting import display_leaderboard
 from reports.leaderboard import select
 from reports.protocol import gaps, protocol_items
@@ -50,8 +49,10 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
                         ("max_curve_points", max_curve_points)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for folder, patterns in (("figures", ("*.png", "*.svg")), ("tables", ("*.csv",))):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for stale in (p for pattern in patterns for p in (out / folder).glob(pattern)):
+            stale.unlink()   # a figure not drawn this time must not survive from an earlier build
     runs = annotate(view.runs)
     selection = select(runs, confidence=CONFIDENCE)
     variants = sorted(runs["variant"].unique()) if not runs.empty else []
@@ -108,5 +109,3 @@ def _write_tables(tables: Path, *, runs: pd.DataFrame, selection, picked: dict,
     selected_table(picked).to_csv(tables / "umap_runs.csv", index=False)
     pd.DataFrame({"missing": missing}).to_csv(tables / "missing.csv", index=False)
 
-
-__all__ = ["build_report", "write_report", "Figure"]

@@ -217,6 +217,17 @@ def test_write_report_rejects_bad_settings(tmp_path):
                      max_curve_points=10)
 
 
+def test_a_rebuild_leaves_no_stale_figure(tmp_path):
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "umap.png").write_bytes(b"old")
+    view = fake_view(seeds=(0,))
+    view = StoreView(runs=view.runs.iloc[:0], steps=view.steps.iloc[:0], epochs=view.epochs,
+                     grid_text="", embeddings=view.embeddings)
+    write_report(view, tmp_path, umap_epochs=5, umap_max_points=10, random_state=0,
+                 max_curve_points=10)
+    assert not (tmp_path / "figures" / "umap.png").exists()
+
+
 def test_an_empty_store_still_gives_a_report_that_says_so(tmp_path):
     empty = StoreView(runs=pd.DataFrame(), steps=pd.DataFrame(), epochs=pd.DataFrame(),
                       grid_text="", embeddings=lambda run_id: (_ for _ in ()).throw(ValueError()))
