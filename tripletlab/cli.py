@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
             path = build_report(args.store, args.out)
             print(f"report written to {path}")
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"tripletlab {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
