@@ -56,8 +56,9 @@ def batch_all_triplet_loss(
         num_active = (per_triplet > 0).sum()
     else:
         sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
-        start = torch.searchsorted(sorted_pos + margin, dist.detach(), right=True)  # (B, B): first t_p > d_an
-        total, num_active = window_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, start=start)
+        d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty window
+        start = torch.searchsorted(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
+        total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
         loss = reduce_total(total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings)
     if not return_stats:
         return loss
@@ -93,7 +94,6 @@ def pair_hinges(
 
 def window_hinge_sum(
     dist: torch.Tensor,
-    negatives: torch.Tensor,
     sorted_pos: torch.Tensor,
     pos_index: torch.Tensor,
     *,
@@ -101,16 +101,16 @@ def window_hinge_sum(
     start: torch.Tensor,
     end: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dist (B, B), negatives (B, B) bool, sorted_pos/pos_index (B, P), start/end (B, B) int -> (sum (), count ()).
+    """dist (B, B), sorted_pos/pos_index (B, P), start/end (B, B) int -> (sum (), count ()).
 
-    Sum over negatives (a, n) and sorted positive positions start <= j < end (end
-    defaults to P) of t_j - d_an, t_j = sorted_pos[a, j] + margin: the hinges of those
-    triplets, all active when start is past every t_j <= d_an. `count` is the number of
-    terms. Differentiable in dist with the exact gradient, in O(B^2) memory.
+    Sum over (a, n) and sorted positive positions start <= j < end (end defaults to P)
+    of t_j - d_an, t_j = sorted_pos[a, j] + margin: the hinges of those triplets, all
+    active when start is past every t_j <= d_an. Pairs (a, n) that are not negatives
+    must have an empty window (searches done on +inf there give start = end = P).
+    `count` is the number of terms. Differentiable in dist with the exact gradient,
+    in O(B^2) memory.
     """
-    width = sorted_pos.shape[1]
-    end = torch.full_like(start, width) if end is None else end
-    return _WindowHingeSum.apply(dist, negatives, sorted_pos.detach(), pos_index, start, end, margin)
+    return _WindowHingeSum.apply(dist, sorted_pos.detach(), pos_index, start, end, margin)
 
 
 class _WindowHingeSum(torch.autograd.Function):
@@ -121,7 +121,7 @@ class _WindowHingeSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, dist, negatives, sorted_pos, pos_index, start, end, margin):
+    def forward(ctx, dist, sorted_pos, pos_index, start, end, margin):
         B, P = sorted_pos.shape
         d = dist.detach()
         valid = torch.isfinite(sorted_pos)  # (B, P) real positives, not padding
@@ -129,18 +129,22 @@ class _WindowHingeSum(torch.autograd.Function):
         t = torch.where(valid, sorted_pos + margin, zero)  # (B, P)
         centre = (t.sum(dim=1) / valid.sum(dim=1).clamp_min(1))[:, None]  # (B, 1): keeps float32 sums small
         prefix = F.pad(torch.where(valid, t - centre, zero).cumsum(dim=1), (1, 0))  # (B, P + 1)
-        count = torch.where(negatives, (end - start).clamp_min(0), 0)  # (B, B) terms per (a, n)
-        start = torch.minimum(start, end)
-        stop = start + count
-        window = prefix.gather(1, stop) - prefix.gather(1, start)  # (B, B)
-        total = torch.where(negatives, window - count * (d - centre), zero).sum()
-        # backward: +1 at each window start, -1 at its stop, cumulated over positions
         hits = torch.zeros((B, P + 1), dtype=d.dtype, device=d.device)
-        ones = negatives.to(d.dtype)
-        hits.scatter_add_(1, start, ones).scatter_add_(1, stop, -ones)
-        per_position = torch.where(valid, hits.cumsum(dim=1)[:, :P], zero)  # (B, P)
-        grad = torch.zeros_like(d).scatter_(1, pos_index, per_position) - count  # (B, B)
-        active = count.sum()
+        if end is None:  # window [start, P): a suffix sum
+            count = P - start.to(d.dtype)  # (B, B)
+            window = prefix[:, P:] - prefix.gather(1, start)  # (B, B)
+            hits.scatter_add_(1, start, torch.ones_like(d))
+        else:
+            terms = (end - start).clamp_min(0)  # (B, B)
+            start = torch.minimum(start, end)
+            stop = start + terms
+            window = prefix.gather(1, stop) - prefix.gather(1, start)  # (B, B)
+            count = terms.to(d.dtype)
+            hits.scatter_add_(1, start, torch.ones_like(d)).scatter_add_(1, stop, -torch.ones_like(d))
+        total = torch.addcmul(window, count, d - centre, value=-1).sum()
+        per_position = torch.where(valid, hits.cumsum(dim=1)[:, :P], zero)  # (B, P) negatives per positive
+        grad = torch.zeros_like(d).scatter_(1, pos_index, per_position).sub_(count)  # (B, B)
+        active = count.sum().to(torch.long)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(active)
         return total, active
@@ -148,4 +152,4 @@ class _WindowHingeSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total, grad_count):
         (grad,) = ctx.saved_tensors
-        return grad * grad_total, None, None, None, None, None, None
+        return grad * grad_total, None, None, None, None, None

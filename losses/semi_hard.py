@@ -91,14 +91,13 @@ def _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
     window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
     """
     thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos
-    d = dist.detach()
-    end = torch.searchsorted(sorted_pos.detach(), d)  # (B, B): # d_ap < d_an (padding included)
-    start_mined = torch.searchsorted(thresholds, d)  # # t_p < d_an
-    mined = torch.where(neg, (end - start_mined).clamp_min(0), torch.zeros_like(end)).sum()
+    d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty windows
+    end = torch.searchsorted(sorted_pos.detach(), d_an)  # (B, B): # d_ap < d_an (padding included)
+    mined = (end - torch.searchsorted(thresholds, d_an)).clamp_min(0).sum()  # t_p >= d_an > d_ap
     if reduction == "none":
         per_triplet = pair_hinges(dist, pos, neg, margin=margin, semi_hard=True)  # (T,)
         return per_triplet, (per_triplet > 0).sum(), mined
-    start = torch.searchsorted(thresholds, d, right=True)  # # t_p <= d_an: loss 0 below
-    total, active = window_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, start=start, end=end)
+    start = torch.searchsorted(thresholds, d_an, right=True)  # # t_p <= d_an: loss 0 below
+    total, active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start, end=end)
     loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
     return loss, active, mined
