@@ -169,12 +169,14 @@ def test_tables_have_one_row_per_run_configuration_and_cell(report, runs):
     assert set(umap_runs["variant"]) == set(done["variant"]) and (umap_runs["n_points"] > 0).all()
 
 
-def test_header_states_the_protocol(report, runs):
+def test_header_states_the_protocol(report, runs, store_dir):
     page = report.read_text()
     counts = runs["status"].value_counts()
     assert f"{len(runs)} stored: {counts.get('finished', 0)} finished" in page
+    _, y = ResultsStore(store_dir).embeddings(runs["run_id"].iloc[0])
+    classes = ", ".join(str(c) for c in np.unique(y))
     for text in ("digits", "validation MAP@R", "Student-t", "paired t-test", "class-disjoint",
-                 "test classes 7, 8, 9"):
+                 f"test classes {classes} ({len(y)} points"):
         assert text in page
 
 
