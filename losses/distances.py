@@ -50,12 +50,38 @@ def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     if metric == "cosine":
         x = F.normalize(x, dim=1)
         d = (1.0 - x @ x.T).clamp(0.0, 2.0)  # (B, B)
-    else:
-        x = x - torch.round(x.detach().mean(dim=0))
-        sq = (x * x).sum(dim=1)  # (B,)
-        d = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)  # (B, B)
-    d = d.masked_fill(_equal_rows(x.detach()), 0.0)
-    return _safe_sqrt(d) if metric == "euclidean" else d
+        return d.masked_fill(_equal_rows(x.detach()), 0.0)
+    return _EuclideanDistances.apply(x, metric == "euclidean")
+
+
+class _EuclideanDistances(torch.autograd.Function):
+    """x (B, D) -> (B, B) euclidean (root=True) or squared euclidean distances.
+
+    Forward: |a|^2 + |b|^2 - 2ab on the batch centred by its rounded mean, clamped at 0,
+    exactly 0 for equal rows, in place on one (B, B) buffer. Backward: with W = dL/d(d^2)
+    (0 where the distance is 0: the safe root), dL/dx = 2 ((rowsum W + colsum W) x - (W + W^T) x),
+    one matrix product instead of a graph of (B, B) temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, x, root):
+        xc = x.detach() - torch.round(x.detach().mean(dim=0))  # (B, D), distances unchanged
+        sq = (xc * xc).sum(dim=1)  # (B,)
+        d = (sq[:, None] + sq[None, :]).sub_(xc @ xc.T, alpha=2.0).clamp_min_(0.0)  # (B, B)
+        d.masked_fill_(_equal_rows(xc), 0.0)
+        if root:
+            d.sqrt_()
+        ctx.save_for_backward(xc, d)
+        ctx.root = root
+        return d
+
+    @staticmethod
+    def backward(ctx, grad):
+        xc, d = ctx.saved_tensors
+        positive = d > 0
+        w = torch.where(positive, grad / (2.0 * d), 0.0) if ctx.root else torch.where(positive, grad, 0.0)
+        w_sym = w + w.T  # (B, B)
+        return 2.0 * (w_sym.sum(dim=1, keepdim=True) * xc - w_sym @ xc), None
 
 
 def _equal_rows(x: torch.Tensor) -> torch.Tensor:
