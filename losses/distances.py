@@ -29,8 +29,8 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
 
 def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
     """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact)."""
-    check_embeddings(a, name="a")
-    check_embeddings(b, name="b")
+    check_embeddings(a, name="a", min_rows=0)
+    check_embeddings(b, name="b", min_rows=0)
     check_same_shape(a=a, b=b)
     check_choice(metric, name="metric", valid=METRICS)
     return _paired_distances(a, b, metric=metric)

@@ -27,7 +27,7 @@ def naive_triplet_loss(
     check_choice(metric, name="metric", valid=METRICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     for name, x in (("anchor", anchor), ("positive", positive), ("negative", negative)):
-        check_embeddings(x, name=name)
+        check_embeddings(x, name=name, min_rows=0)
     check_same_shape(anchor=anchor, positive=positive, negative=negative)
     d_ap = _paired_distances(anchor, positive, metric=metric)  # (N,)
     d_an = _paired_distances(anchor, negative, metric=metric)  # (N,)

@@ -26,12 +26,14 @@ def check_margin(margin: object, *, name: str = "margin") -> float:
     return value
 
 
-def check_embeddings(x: object, *, name: str = "embeddings") -> torch.Tensor:
-    """x (B, D) floating tensor -> x; wrong type, rank, dtype or non-finite entries raise."""
+def check_embeddings(x: object, *, name: str = "embeddings", min_rows: int = 1) -> torch.Tensor:
+    """x (B, D) floating tensor, B >= min_rows, D >= 1 -> x; wrong type, rank, size, dtype or non-finite entries raise."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"expected {name} to be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 2:
         raise ValueError(f"expected {name} of shape (B, D), got {tuple(x.shape)}")
+    if x.shape[0] < min_rows or x.shape[1] < 1:
+        raise ValueError(f"expected {name} with at least {min_rows} row(s) and 1 column, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"expected {name} to have a floating dtype, got {x.dtype}")
     bad = int((~torch.isfinite(x.detach())).sum())

@@ -30,6 +30,8 @@ BATCH_CALLS = {
 BAD = [
     ("shape", lambda: (torch.randn(4, 3, 2), Y), {}, r"expected embeddings of shape \(B, D\), got \(4, 3, 2\)"),
     ("1-d", lambda: (torch.randn(4), Y), {}, r"embeddings of shape \(B, D\), got \(4,\)"),
+    ("empty", lambda: (torch.randn(0, 3), Y[:0]), {}, r"at least 1 row\(s\) and 1 column, got \(0, 3\)"),
+    ("no-columns", lambda: (torch.randn(4, 0), Y), {}, r"at least 1 row\(s\) and 1 column, got \(4, 0\)"),
     ("int-embeddings", lambda: (torch.ones(4, 3, dtype=torch.long), Y), {}, "floating dtype, got torch.int64"),
     ("nan", lambda: (X.clone().index_fill_(0, torch.tensor([1]), math.nan), Y), {}, "holds 3 non-finite"),
     ("inf", lambda: (X.clone().index_fill_(1, torch.tensor([0]), math.inf), Y), {}, "holds 4 non-finite"),
