@@ -53,7 +53,8 @@ def cell(request, benchmark):
 def _run_record(config) -> dict:
     session = config._benchmarksession
     return {
-        "benchmarks": [bench.as_dict(include_data=False) for bench in session.benchmarks],
+        # a cell that failed before its first round has no data (and no statistics)
+        "benchmarks": [bench.as_dict(include_data=False) for bench in session.benchmarks if bench.stats.data],
         "tripletlab_skipped": config.stash[SKIPPED],
         "tripletlab_run": _run_info(config),
     }
@@ -65,9 +66,11 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    if not hasattr(config, "_benchmarksession") or not config._benchmarksession.benchmarks:
+    if not hasattr(config, "_benchmarksession"):
         return
     record = _run_record(config)
+    if not record["benchmarks"]:
+        return
     out = Path(config.rootpath) / ratios.DEFAULT_RECORD
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, default=str))
