@@ -62,18 +62,18 @@ def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
     position j needs the nearest negative in buckets > j: a suffix minimum over buckets.
     """
     B, P = sorted_pos.shape
-    d = dist.detach()
-    bucket = torch.where(neg, torch.searchsorted(sorted_pos.detach(), d), P + 1)  # (B, B); P + 1: not a negative
-    bucket_min = torch.full((B, P + 2), torch.inf, dtype=d.dtype, device=d.device)
-    bucket_min = bucket_min.scatter_reduce(1, bucket, d, "amin", include_self=False)  # (B, P + 2)
+    d = torch.where(neg, dist.detach(), -torch.inf)  # (B, B); -inf: not a negative, lands in bucket 0
+    bucket = torch.searchsorted(sorted_pos.detach(), d)  # (B, B) # d_ap < d_an; bucket 0 is never "farther"
+    bucket_min = torch.full((B, P + 1), torch.inf, dtype=d.dtype, device=d.device)
+    bucket_min = bucket_min.scatter_reduce(1, bucket, d, "amin", include_self=False)  # (B, P + 1)
     column = torch.arange(B, device=d.device).expand(B, B)
-    attains = neg & (d == bucket_min.gather(1, bucket))  # (B, B) negatives at their bucket's minimum
-    bucket_arg = torch.full((B, P + 2), B, dtype=torch.long, device=d.device)
+    attains = d == bucket_min.gather(1, bucket)  # (B, B) at their bucket's minimum
+    bucket_arg = torch.full((B, P + 1), B, dtype=torch.long, device=d.device)
     bucket_arg = bucket_arg.scatter_reduce(1, bucket, torch.where(attains, column, B), "amin", include_self=False)
     reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
     farther_exists = torch.isfinite(reversed_min.flip(1))  # (B, P): a negative farther than position j
     nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (B, P) negative index
-    farthest = torch.where(neg, d, -torch.inf).argmax(dim=1, keepdim=True)  # (B, 1)
+    farthest = d.argmax(dim=1, keepdim=True)  # (B, 1)
     chosen = torch.where(farther_exists, nearest_farther, farthest)  # (B, P)
     d_an = dist.gather(1, chosen.clamp_max(B - 1))  # (B, P), differentiable
     per_position = torch.relu(sorted_pos - d_an + margin)  # (B, P); -inf padding gives 0
