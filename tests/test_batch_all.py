@@ -65,11 +65,12 @@ def test_float32_sorted_close_to_float64(metric):
         torch.testing.assert_close(single.double(), exact, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_stats_match_reference(case, metric):
+def test_stats_match_reference(case, metric, method):
     x, y = _inputs(case)
-    _, stats = batch_all_triplet_loss(x, y, margin=0.5, metric=metric, return_stats=True)
+    _, stats = batch_all_triplet_loss(x, y, margin=0.5, metric=metric, method=method, return_stats=True)
     expected = ref.expected_stats(ref.batch_all(*CASES[case], 0.5, metric, "none"), *CASES[case], 0.5, metric)
     for field, value in expected.items():
         assert not getattr(stats, field).requires_grad

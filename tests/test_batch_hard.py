@@ -74,6 +74,17 @@ def test_stats_match_reference(case, kind):
         assert getattr(stats, field).item() == pytest.approx(value, abs=1e-12), field
 
 
+@pytest.mark.parametrize("kind", list(MARGINS))
+@pytest.mark.parametrize("metric", METRICS)
+def test_float32_close_to_float64(metric, kind):
+    x = torch.randn(128, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 3 + 5
+    y = torch.arange(128) % 8
+    kwargs = dict(margin=MARGINS[kind], metric=metric, soft=kind == "soft")
+    single = batch_hard_triplet_loss(x.float(), y, **kwargs)
+    assert single.dtype == torch.float32
+    torch.testing.assert_close(single.double(), batch_hard_triplet_loss(x, y, **kwargs), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.cuda
 def test_cuda_matches_cpu():
     x, y = _inputs("random")
