@@ -1,4 +1,4 @@
-"""Distance matrices (pairwise and paired) and the per-anchor sorted negative distances."""
+"""Distance matrices (pairwise and paired) and the per-anchor sorted positive distances."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     (which leaves distances unchanged and shrinks the cancellation error for translated
     batches). Rows that are exactly equal get exactly 0 (the expansion would leave a
     rounding residue of about eps * |x|^2), and the square root is safe at 0: its
-    gradient there is 0, as for torch.cdist, never NaN.
+    gradient there is 0, as for torch.cdist, never NaN. Backward is one matrix product
+    (a custom autograd Function); second derivatives with respect to x are not provided
+    (a gradient that depends on a loss weight, as in GradNorm, is).
     """
     check_embeddings(x, name="x")
     check_choice(metric, name="metric", valid=METRICS)
@@ -79,7 +81,10 @@ class _EuclideanDistances(torch.autograd.Function):
     def backward(ctx, grad):
         xc, d = ctx.saved_tensors
         positive = d > 0
-        w = torch.where(positive, grad / (2.0 * d), 0.0) if ctx.root else torch.where(positive, grad, 0.0)
+        if ctx.root:  # divide only where d > 0, so that a double backward through grad stays finite
+            w = torch.where(positive, grad / torch.where(positive, 2.0 * d, 1.0), 0.0)
+        else:
+            w = torch.where(positive, grad, 0.0)
         w_sym = w + w.T  # (B, B)
         return 2.0 * (w_sym.sum(dim=1, keepdim=True) * xc - w_sym @ xc), None
 

@@ -123,3 +123,17 @@ def test_attached_zero_keeps_the_dtype(variant, dtype):
     x = torch.randn(3, 2, dtype=dtype, requires_grad=True)
     loss = _loss(variant, x, torch.tensor([0, 1, 2]), "cosine", "mean")
     assert loss.dtype == dtype and loss.item() == 0.0 and loss.requires_grad
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("metric", METRICS)
+def test_gradient_norm_is_differentiable_in_a_loss_weight(variant, metric):
+    """GradNorm differentiates ||d(w L)/dx|| = w ||dL/dx|| with respect to w: finite and equal."""
+    x = torch.randn(12, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    y = torch.arange(12) % 3
+    w = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(w * _loss(variant, x, y, metric, "mean"), x, create_graph=True)
+    (dw,) = torch.autograd.grad(g.norm(), w)
+    (plain,) = torch.autograd.grad(_loss(variant, x, y, metric, "mean"), x)
+    assert plain.norm() > 0
+    torch.testing.assert_close(dw, plain.norm())
