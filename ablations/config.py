@@ -77,6 +77,11 @@ class RunConfig:
     w_pos: float = 1.0                  # fixed weighting: CE on (anchor, positive) pairs (combined)
     w_neg: float = 1.0                  # fixed weighting: CE on (anchor, negative) pairs (combined)
     w_ce: float = 1.0                   # fixed weighting: class CE (triplet_ce)
+    ema_momentum: float = 0.9           # inverse_ema: momentum of the loss EMA
+    uncertainty_init: float = -0.5      # uncertainty: initial log-variance s_i (Kendall et al.)
+    gradnorm_alpha: float = 1.5         # gradnorm: asymmetry alpha (Chen et al., NYUv2)
+    gradnorm_lr: float = 0.025          # gradnorm: learning rate of its weight update
+    dwa_temperature: float = 2.0        # dwa: temperature T (Liu et al.)
     # --- optimisation -----------------------------------------------------
     lr: float = 1e-3                    # Adam learning rate (peak under warmup_cosine)
     lr_schedule: str = "constant"       # constant | warmup_cosine
@@ -108,7 +113,15 @@ _POSITIVE_INTS = ("blobs_classes", "blobs_dim", "blobs_points_per_class", "margi
                   "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
                   "mining_refresh_epochs", "mining_neighbours", "eval_every")
 _NON_NEGATIVE = ("blobs_spread", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
-                 "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed")
+                 "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed", "gradnorm_alpha")
+_POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
+# weighting method -> (config key, keyword of losses.weighting.make_weighting)
+WEIGHTING_PARAMS = {
+    "inverse_ema": (("ema_momentum", "momentum"),),
+    "uncertainty": (("uncertainty_init", "init"),),
+    "gradnorm": (("gradnorm_alpha", "alpha"), ("gradnorm_lr", "lr")),
+    "dwa": (("dwa_temperature", "temperature"),),
+}
 _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
                   "mining_hard_end")
 
@@ -129,6 +142,10 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset += ["margin_start", "margin_ramp_epochs"]
     if loss != "triplet_ce":
         reset.append("id_variant")
+    used = {key for key, _ in WEIGHTING_PARAMS.get(cfg["weighting"], ())}
+    if loss not in ("combined", "triplet_ce"):
+        used = set()
+    reset += [key for params in WEIGHTING_PARAMS.values() for key, _ in params if key not in used]
     if loss not in ("combined", "triplet_ce"):
         reset += ["ce_input", "weighting", "w_triplet", "w_pos", "w_neg", "w_ce"]
     else:
@@ -164,8 +181,10 @@ def check_value(key: str, value: Any) -> Any:
         raise ValueError(f"key {key!r} must be >= 1, got {value!r}")
     if key in _NON_NEGATIVE and value < 0:
         raise ValueError(f"key {key!r} must be >= 0, got {value!r}")
-    if key == "lr" and value <= 0:
-        raise ValueError(f"key 'lr' must be > 0, got {value!r}")
+    if (key == "lr" or key in _POSITIVE_FLOATS) and value <= 0:
+        raise ValueError(f"key {key!r} must be > 0, got {value!r}")
+    if key == "ema_momentum" and not 0.0 <= value < 1.0:
+        raise ValueError(f"key 'ema_momentum' must be in [0, 1), got {value!r}")
     if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
     if key in ("sampler_p", "sampler_k") and value < 2:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import losses
-from ablations.config import RIVALS, RunConfig
+from ablations.config import RIVALS, WEIGHTING_PARAMS, RunConfig
 
 # our variant name -> (losses.VARIANTS name, its keyword arguments besides margin/metric)
 BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
@@ -199,7 +199,13 @@ def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
     raise ValueError(f"loss: unknown {loss!r}")
 
 
-def fixed_weights(config: RunConfig, components: tuple[str, ...]) -> dict[str, float]:
-    """The config's fixed weight of each component (w_triplet, w_pos, w_neg, w_ce)."""
-    key = {"triplet": "w_triplet", "ce_pos": "w_pos", "ce_neg": "w_neg", "ce_id": "w_ce"}
-    return {c: getattr(config, key[c]) for c in components}
+def weighting_params(config: RunConfig, components: tuple[str, ...]) -> dict:
+    """The keyword arguments of losses.weighting.make_weighting for the config's method.
+
+    fixed: the weights w_triplet, w_pos, w_neg, w_ce of the components; the other
+    methods: their parameters from the config (ablations.config.WEIGHTING_PARAMS).
+    """
+    if config.weighting == "fixed":
+        key = {"triplet": "w_triplet", "ce_pos": "w_pos", "ce_neg": "w_neg", "ce_id": "w_ce"}
+        return {"weights": {c: getattr(config, key[c]) for c in components}}
+    return {kw: getattr(config, key) for key, kw in WEIGHTING_PARAMS.get(config.weighting, ())}

@@ -37,7 +37,7 @@ from ablations.data import Split, load_split
 from ablations.evaluate import METRIC_NAMES, retrieval_metrics
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
 from ablations.model import EmbeddingMLP
-from ablations.objectives import STAT_NAMES, build_objective, fixed_weights
+from ablations.objectives import STAT_NAMES, build_objective, weighting_params
 from ablations.sampler import PKSampler
 from ablations.schedules import hard_share_at, lr_at, margin_at
 
@@ -113,8 +113,8 @@ def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
     if len(components) > 1:
         from losses.weighting import make_weighting
 
-        params = {"weights": fixed_weights(cfg, components)} if cfg.weighting == "fixed" else {}
-        weighting = make_weighting(cfg.weighting, components=components, **params)
+        weighting = make_weighting(cfg.weighting, components=components,
+                                   **weighting_params(cfg, components))
     params = list(model.parameters()) + list(objective.parameters())
     if weighting is not None:
         params += [p for p in weighting.parameters() if p.requires_grad]

@@ -33,6 +33,8 @@ def grid_text(base: str = "", grid: str = "") -> str:
     (grid_text(base="epochs = 0"), "epochs", ">= 1"),
     (grid_text(base="sampler_k = 1"), "sampler_k", ">= 2"),
     (grid_text(base="mining_random_rate = 1.5"), "mining_random_rate", "[0, 1]"),
+    (grid_text(base="ema_momentum = 1.0"), "ema_momentum", "[0, 1)"),
+    (grid_text(base="dwa_temperature = 0.0"), "dwa_temperature", "> 0"),
     (grid_text(grid='loss = ["batch_hard", "batch_easy"]'), "loss", "batch_all"),
     (grid_text(base='metric = "manhattan"'), "metric", "squared_euclidean"),
     (grid_text(base='weighting = "magic"'), "weighting", "inverse_ema"),
@@ -92,6 +94,11 @@ def test_canonicalisation_keeps_every_key_that_matters():
     changes = {"w_pos": 2.0, "w_neg": 0.5, "w_triplet": 3.0, "mining_random_rate": 0.3,
                "margin_start": 0.05, "warmup_epochs": 3, "blobs_spread": 2.0, "data_seed": 4,
                "ce_input": "probabilities", "margin": 0.5, "metric": "cosine", "seed": 1}
+    for weighting, key, value in (("gradnorm", "gradnorm_alpha", 0.5), ("gradnorm", "gradnorm_lr", 0.1),
+                                  ("dwa", "dwa_temperature", 4.0), ("inverse_ema", "ema_momentum", 0.5),
+                                  ("uncertainty", "uncertainty_init", 0.0)):
+        params = {**base, "weighting": weighting}
+        assert config_hash({**params, key: value}) != config_hash(params), key
     reference = config_hash(base)
     for key, value in changes.items():
         assert config_hash({**base, key: value}) != reference, key
@@ -103,6 +110,8 @@ def test_canonicalisation_keeps_every_key_that_matters():
     ("batch_all", {"w_pos": 5.0, "weighting": "dwa", "mining_random_rate": 0.1}),
     ("combined", {"w_ce": 9.0, "id_variant": "batch_all", "npz_path": "x.npz"}),
     ("triplet_ce", {"w_pos": 9.0, "mining": "offline_hard"}),
+    ("combined", {"gradnorm_alpha": 0.5, "dwa_temperature": 4.0}),  # weighting is "fixed"
+    ("batch_hard", {"ema_momentum": 0.5}),
 ])
 def test_keys_a_run_cannot_use_do_not_change_its_hash(loss, ignored):
     assert config_hash({"loss": loss, **ignored}) == config_hash({"loss": loss})

@@ -107,6 +107,14 @@ def test_gradient_weighting_logs_grad_norms_and_weights():
     assert math.isnan(fixed["steps"][0]["gradnorm_ce_pos"])
 
 
+@pytest.mark.parametrize("weighting", ["inverse_ema", "log_normalised", "gradnorm", "dwa"])
+def test_every_weighting_method_trains_the_combined_objective(weighting):
+    result = run_one({**TINY, "loss": "triplet_ce", "weighting": weighting})
+    assert result["status"] == "finished", result["error"]
+    weights = [(r["weight_triplet"], r["weight_ce_id"]) for r in result["steps"]]
+    assert all(math.isfinite(a) and math.isfinite(b) for a, b in weights)
+
+
 def test_nan_component_is_recorded_as_diverged(monkeypatch):
     original = objectives.BatchObjective.forward
     calls = {"n": 0}
