@@ -27,7 +27,7 @@ def batch_hard_triplet_loss(
     Per anchor: d_ap = max over positives p != a, d_an = min over negatives; the loss is
     relu(d_ap - d_an + margin), or softplus(d_ap - d_an) with soft=True (Hermans' soft
     margin), where margin must be None: a number would be silently unused. The gradient of
-    a tied max/min goes to one element (as torch.max and PML's BatchHardMiner). O(B^2).
+    a tied max/min goes to the first of them (as PML's BatchHardMiner). O(B^2).
     With return_stats, violation_rate uses margin 0 when soft=True.
     """
     check_flag(soft, name="soft")
@@ -41,9 +41,11 @@ def batch_hard_triplet_loss(
     check_flag(return_stats, name="return_stats")
     dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
     valid = pos.any(dim=1) & neg.any(dim=1)  # (B,) anchors with a positive and a negative
-    hardest_pos = torch.where(pos, dist, -torch.inf).amax(dim=1)  # (B,)
-    hardest_neg = torch.where(neg, dist, torch.inf).amin(dim=1)  # (B,)
-    gap = hardest_pos[valid] - hardest_neg[valid]  # (A,)
+    with torch.no_grad():  # indices only: the gradient flows through one gathered entry per row
+        d = dist.detach()
+        farthest_pos = torch.where(pos, d, -torch.inf).argmax(dim=1, keepdim=True)  # (B, 1)
+        nearest_neg = torch.where(neg, d, torch.inf).argmin(dim=1, keepdim=True)  # (B, 1)
+    gap = (dist.gather(1, farthest_pos) - dist.gather(1, nearest_neg)).squeeze(1)[valid]  # (A,)
     per_anchor = F.softplus(gap) if soft else torch.relu(gap + margin_value)  # (A,)
     loss = reduce_losses(per_anchor, reduction=reduction, anchor=embeddings)
     if not return_stats:

@@ -81,10 +81,9 @@ class _EuclideanDistances(torch.autograd.Function):
     def backward(ctx, grad):
         xc, d = ctx.saved_tensors
         positive = d > 0
-        if ctx.root:  # divide only where d > 0, so that a double backward through grad stays finite
-            w = torch.where(positive, grad / torch.where(positive, 2.0 * d, 1.0), 0.0)
-        else:
-            w = torch.where(positive, grad, 0.0)
+        # 0 where d == 0 (safe root); inv is a finite constant, so a double backward through grad stays finite
+        inv = torch.where(positive, 0.5 / d, 0.0) if ctx.root else positive.to(d.dtype)
+        w = grad * inv  # (B, B) dL/d(d^2)
         w_sym = w + w.T  # (B, B)
         return 2.0 * (w_sym.sum(dim=1, keepdim=True) * xc - w_sym @ xc), None
 
