@@ -1,4 +1,4 @@
-"""Shared pytest set-up, kept generic: CUDA skipping and a dtype fixture."""
+"""Shared pytest set-up, kept generic: CUDA skipping, a dtype fixture, one thread per test."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def pytest_collection_modifyitems(config, items):
 def dtype(request) -> torch.dtype:
     """Floating dtype under test."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test on one intra-op thread: tests check values, not speed, and thousands of tiny
+    ops only thrash with intra-op threads on a loaded 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

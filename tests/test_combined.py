@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from losses import CombinedLoss, TripletWithIDLoss, batch_hard_triplet_loss, naive_triplet_loss, pairwise_distances, semi_hard_triplet_loss
-from test_weighting import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 E = 6
 

@@ -16,15 +16,6 @@ from losses.weighting import make_weighting
 COMPONENTS = ("big", "small")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of tiny ops: intra-op threads only add overhead (and thrash on a loaded machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def toy_losses(theta: torch.Tensor) -> dict[str, torch.Tensor]:
     x = theta[0] + 0.5 * theta[1]
     y = theta[1] - 0.5 * theta[0]

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from losses.weighting import WEIGHTINGS, make_weighting
-from test_weighting import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 COMPONENTS = ("big", "small")
 PARAMS = {
