@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import ablations.objectives as objectives
 from ablations.config import LOSSES, config_hash
@@ -14,14 +13,6 @@ from ablations.store import METRIC_COLUMNS
 from ablations.train import run_one
 
 TINY = {"epochs": 2, "eval_every": 1}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def assert_same_run(a: dict, b: dict) -> None:
