@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distances import batch_distances, sorted_positive_distances
+from .distances import batch_distances, count_sorted_below, sorted_positive_distances
 from .masks import triplet_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
@@ -57,7 +57,7 @@ def batch_all_triplet_loss(
     else:
         sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
         d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty window
-        start = torch.searchsorted(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
+        start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
         total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
         loss = reduce_total(total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings)
     if not return_stats:

@@ -41,8 +41,9 @@ def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.
 def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
     """a (N, D), b (N, D) -> (N,), unchecked."""
     if metric == "cosine":
-        cos = (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(dim=1)  # (N,)
-        return (1.0 - cos).clamp(0.0, 2.0)
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+        d = (1.0 - (a * b).sum(dim=1)).clamp(0.0, 2.0)  # (N,)
+        return torch.where((a.detach() == b.detach()).all(dim=1), 0.0, d)  # equal rows: exactly 0, as pairwise
     sq = (a - b).pow(2).sum(dim=1)  # (N,)
     return _safe_sqrt(sq) if metric == "euclidean" else sq
 
@@ -52,8 +53,20 @@ def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     if metric == "cosine":
         x = F.normalize(x, dim=1)
         d = (1.0 - x @ x.T).clamp(0.0, 2.0)  # (B, B)
-        return d.masked_fill(_equal_rows(x.detach()), 0.0)
+        rows, cols = _equal_pairs(x.detach(), d.detach(), scale=1.0)
+        return d.index_put((rows, cols), torch.zeros((), dtype=d.dtype, device=d.device))
     return _EuclideanDistances.apply(x, metric == "euclidean")
+
+
+def detached_pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """x (B, D) float -> (B, B) distances, detached: the same values as pairwise_distances, no graph.
+
+    For selecting or counting (argmax, argmin, comparisons) without paying for a backward
+    through the (B, B) matrix; the chosen entries are then recomputed with
+    `paired_distances` (difference form) where a gradient is needed.
+    """
+    with torch.no_grad():
+        return _pairwise_distances(x.detach(), metric=metric)
 
 
 class _EuclideanDistances(torch.autograd.Function):
@@ -69,8 +82,9 @@ class _EuclideanDistances(torch.autograd.Function):
     def forward(ctx, x, root):
         xc = x.detach() - torch.round(x.detach().mean(dim=0))  # (B, D), distances unchanged
         sq = (xc * xc).sum(dim=1)  # (B,)
-        d = (sq[:, None] + sq[None, :]).sub_(xc @ xc.T, alpha=2.0).clamp_min_(0.0)  # (B, B)
-        d.masked_fill_(_equal_rows(xc), 0.0)
+        d = torch.addmm(sq[:, None] + sq[None, :], xc, xc.T, alpha=-2.0).clamp_min_(0.0)  # (B, B)
+        scale = 2.0 * float(sq.max())  # bound on |a|^2 + |b|^2
+        d.index_put_(_equal_pairs(xc, d, scale=scale), torch.zeros((), dtype=d.dtype, device=d.device))
         if root:
             d.sqrt_()
         ctx.save_for_backward(xc, d)
@@ -88,10 +102,24 @@ class _EuclideanDistances(torch.autograd.Function):
         return 2.0 * (w_sym.sum(dim=1, keepdim=True) * xc - w_sym @ xc), None
 
 
-def _equal_rows(x: torch.Tensor) -> torch.Tensor:
-    """x (B, D) -> (B, B) bool, True where rows i and j are exactly equal (diagonal included)."""
-    _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
-    return group[:, None] == group[None, :]
+def _equal_pairs(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, D), d (B, B) computed distances -> (rows (E,), cols (E,)) int64: every pair of exactly equal rows.
+
+    The diagonal included. For equal rows the computed d (expansion |a|^2 + |b|^2 - 2ab or
+    1 - cos) is a rounding residue below (4 D + 8) eps * scale, scale = 2 max |x|^2 (1 for
+    unit rows, cosine): a rigorous bound for dot products in any summation order. Only the
+    pairs under it are compared exactly (usually the diagonal alone); when there are more
+    than 8 B of them, rows are grouped by torch.unique instead (O(B D log B)).
+    """
+    B, D = x.shape
+    tol = (4 * D + 8) * torch.finfo(d.dtype).eps * scale
+    rows, cols = (d <= tol).nonzero(as_tuple=True)  # (C,) candidates
+    if rows.numel() > 8 * B + 64:
+        _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
+        return (group[:, None] == group[None, :]).nonzero(as_tuple=True)
+    equal = (x[rows] == x[cols]).all(dim=1)  # (C,)
+    diagonal = torch.arange(B, device=x.device)
+    return torch.cat([diagonal, rows[equal]]), torch.cat([diagonal, cols[equal]])
 
 
 def _safe_sqrt(sq: torch.Tensor) -> torch.Tensor:
@@ -112,6 +140,33 @@ def sorted_positive_distances(dist: torch.Tensor, positives: torch.Tensor) -> tu
     padded = torch.where(positives, dist, -torch.inf)  # (B, B)
     values, index = torch.topk(padded, k=width, dim=1, largest=True, sorted=True)  # descending
     return values.flip(1), index.flip(1)
+
+
+DIRECT_COUNT_MAX = 15  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
+_COUNT_ROWS = 64  # rows per chunk of the direct comparisons: the temporaries stay in cache
+
+
+def count_sorted_below(sorted_values: torch.Tensor, queries: torch.Tensor, *, right: bool = False) -> torch.Tensor:
+    """sorted_values (B, P) ascending, queries (B, Q) -> (B, Q) int64: # sorted_values[a] < queries[a, q].
+
+    With right=True, # <= queries[a, q]. Equal to torch.searchsorted(sorted_values, queries,
+    right=right) (-inf and +inf included; no NaN). For P <= DIRECT_COUNT_MAX (P = K - 1 in
+    P x K batches) it compares each query with the P values, chunked over rows: measured
+    2-3x faster than the binary search on CPU at B = 1024 and 4096, P = 7.
+    """
+    B, P = sorted_values.shape
+    if P > DIRECT_COUNT_MAX:
+        return torch.searchsorted(sorted_values.contiguous(), queries.contiguous(), right=right)
+    compare = torch.le if right else torch.lt
+    out = torch.empty(queries.shape, dtype=torch.long, device=queries.device)
+    for start in range(0, B, _COUNT_ROWS):
+        chunk = queries[start : start + _COUNT_ROWS]  # (R, Q)
+        values = sorted_values[start : start + _COUNT_ROWS]  # (R, P)
+        count = torch.zeros(chunk.shape, dtype=torch.int16, device=queries.device)
+        for j in range(P):
+            count += compare(values[:, j : j + 1], chunk)
+        out[start : start + _COUNT_ROWS] = count
+    return out
 
 
 def batch_distances(

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .distances import count_sorted_below
+
 
 @dataclass(frozen=True)
 class TripletStats:
@@ -43,8 +45,8 @@ def triplet_stats(
         sorted_pos = sorted_pos.detach()
         padding = torch.isinf(sorted_pos).sum(dim=1, keepdim=True)  # (B, 1)
         num_pos = sorted_pos.shape[1] - padding  # (B, 1)
-        closer = torch.searchsorted(sorted_pos, d_an) - padding  # (B, B): # d_ap < d_an
-        not_violating = torch.searchsorted(sorted_pos + margin, d_an, right=True) - padding  # # d_ap + m <= d_an
+        closer = count_sorted_below(sorted_pos, d_an) - padding  # (B, B): # d_ap < d_an
+        not_violating = count_sorted_below(sorted_pos + margin, d_an, right=True) - padding  # # d_ap + m <= d_an
         zero = torch.zeros((), dtype=torch.long, device=dist.device)
         triplets = torch.where(negatives, num_pos, zero).sum()
         ordered = torch.where(negatives, closer, zero).sum()

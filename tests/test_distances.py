@@ -7,6 +7,7 @@ import torch
 
 import loop_reference as ref
 from losses import METRICS, paired_distances, pairwise_distances
+from losses.distances import count_sorted_below
 
 CASES = ref.named_batches()
 
@@ -83,3 +84,36 @@ def test_translation_does_not_cost_float32_accuracy():
 def test_cuda_matches_cpu(metric):
     x = torch.randn(9, 4, dtype=torch.float64)
     torch.testing.assert_close(pairwise_distances(x.cuda(), metric=metric).cpu(), pairwise_distances(x, metric=metric))
+
+
+@pytest.mark.parametrize("width", [1, 7, 15, 16, 40], ids=lambda w: f"P{w}")
+@pytest.mark.parametrize("right", [False, True], ids=["left", "right"])
+def test_count_sorted_below_equals_searchsorted(width, right):
+    g = torch.Generator().manual_seed(width)
+    values = torch.randint(-3, 4, (150, width), generator=g).double().sort(dim=1).values  # ties
+    values[:10, : width // 2] = -torch.inf  # padding in front, as sorted_positive_distances gives
+    queries = torch.randint(-4, 5, (150, 90), generator=g).double()
+    queries[::7, ::5] = torch.inf
+    queries[::11, ::3] = -torch.inf
+    got = count_sorted_below(values, queries, right=right)
+    assert got.dtype == torch.long
+    assert torch.equal(got, torch.searchsorted(values, queries, right=right))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("copies", [2, 40], ids=["few-equal", "many-equal"])  # 40: more than 8 B candidate pairs
+def test_equal_rows_exactly_zero_and_near_equal_rows_not(metric, copies, dtype):
+    g = torch.Generator().manual_seed(copies)
+    base = torch.randn(4, 16, dtype=dtype, generator=g) * 30 + 10
+    near = base[:1].clone()
+    near[0, 3] = torch.nextafter(near[0, 3], torch.tensor(torch.inf, dtype=dtype))  # one ulp apart
+    x = torch.cat([base.repeat(copies, 1), near])  # row i equals row i + 4k; the last row is near row 0
+    d = pairwise_distances(x, metric=metric)
+    group = torch.arange(x.shape[0]) % 4
+    same = group[:, None] == group[None, :]
+    same[-1, :] = same[:, -1] = False
+    same[-1, -1] = True
+    assert torch.equal(d[same], torch.zeros(int(same.sum()), dtype=dtype))
+    assert torch.equal(paired_distances(x[4:-1], x[:-5], metric=metric), torch.zeros(x.shape[0] - 5, dtype=dtype))
+    if metric != "cosine":  # the difference form resolves one ulp; the near row is not taken for equal
+        assert (paired_distances(x[-1:], x[:1], metric=metric) > 0).item()
