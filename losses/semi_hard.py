@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .batch_all import pair_hinges, window_hinge_sum
-from .distances import batch_distances, sorted_positive_distances
+from .distances import _paired_distances, batch_distances, count_sorted_below, sorted_positive_distances
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_margin
@@ -43,10 +43,14 @@ def semi_hard_triplet_loss(
     check_choice(semantics, name="semantics", valid=SEMANTICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")
-    dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
-    sorted_pos, pos_index = sorted_positive_distances(dist, pos)  # (B, P) ascending, -inf padded
+    if semantics == "tf":  # selection on the detached matrix; the chosen pairs are recomputed with autograd
+        with torch.no_grad():
+            dist, pos, neg = batch_distances(embeddings.detach(), labels, metric=metric)  # (B, B) x 3
+    else:  # the window sums carry their gradient to the matrix: one matrix product backward
+        dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
+    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
     if semantics == "tf":
-        loss, num_active, num_items = _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings)
+        loss, num_active, num_items = _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, metric)
     else:
         loss, num_active, num_items = _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings)
     if not return_stats:
@@ -55,15 +59,16 @@ def semi_hard_triplet_loss(
     return loss, stats
 
 
-def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
-    """(B, B) tensors, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
+def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, metric):
+    """(B, B) detached tensors, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
     Negative n of anchor a falls in bucket b = #(d_ap < d_an); the positive at sorted
     position j needs the nearest negative in buckets > j: a suffix minimum over buckets.
+    The N chosen (a, p) and (a, n) distances are then recomputed with autograd: backward O(N D).
     """
     B, P = sorted_pos.shape
     d = torch.where(neg, dist.detach(), -torch.inf)  # (B, B); -inf: not a negative, lands in bucket 0
-    bucket = torch.searchsorted(sorted_pos.detach(), d)  # (B, B) # d_ap < d_an; bucket 0 is never "farther"
+    bucket = count_sorted_below(sorted_pos.detach(), d)  # (B, B) # d_ap < d_an; bucket 0 is never "farther"
     bucket_min = torch.full((B, P + 1), torch.inf, dtype=d.dtype, device=d.device)
     bucket_min = bucket_min.scatter_reduce(1, bucket, d, "amin", include_self=False)  # (B, P + 1)
     column = torch.arange(B, device=d.device).expand(B, B)
@@ -75,11 +80,14 @@ def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
     nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (B, P) negative index
     farthest = d.argmax(dim=1, keepdim=True)  # (B, 1)
     chosen = torch.where(farther_exists, nearest_farther, farthest)  # (B, P)
-    d_an = dist.gather(1, chosen.clamp_max(B - 1))  # (B, P), differentiable
-    per_position = torch.relu(sorted_pos - d_an + margin)  # (B, P); -inf padding gives 0
-    per_pair = torch.zeros_like(dist).scatter(1, pos_index, per_position)  # (B, B) back to (a, p)
-    pairs = pos & neg.any(dim=1, keepdim=True)  # (B, B) valid positive pairs
-    per_pair = per_pair[pairs]  # (N,) row-major (a, p)
+    chosen_by_pair = torch.zeros_like(pos, dtype=torch.long).scatter(1, pos_index, chosen.clamp_max(B - 1))  # (B, B)
+    pairs = pos & neg.any(dim=1, keepdim=True)  # (B, B) valid positive pairs; padding points elsewhere
+    anchor, positive = pairs.nonzero(as_tuple=True)  # (N,) row-major (a, p)
+    negative = chosen_by_pair[anchor, positive]  # (N,)
+    a_rows = embeddings[anchor]  # (N, D)
+    d_ap = _paired_distances(a_rows, embeddings[positive], metric=metric)  # (N,) with autograd
+    d_an = _paired_distances(a_rows, embeddings[negative], metric=metric)  # (N,)
+    per_pair = torch.relu(d_ap - d_an + margin)  # (N,)
     loss = reduce_losses(per_pair, reduction=reduction, anchor=embeddings)
     return loss, (per_pair > 0).sum(), pairs.sum()
 
@@ -92,12 +100,12 @@ def _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
     """
     thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos
     d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty windows
-    end = torch.searchsorted(sorted_pos.detach(), d_an)  # (B, B): # d_ap < d_an (padding included)
-    mined = (end - torch.searchsorted(thresholds, d_an)).clamp_min(0).sum()  # t_p >= d_an > d_ap
+    end = count_sorted_below(sorted_pos.detach(), d_an)  # (B, B): # d_ap < d_an (padding included)
+    mined = (end - count_sorted_below(thresholds, d_an)).clamp_min(0).sum()  # t_p >= d_an > d_ap
     if reduction == "none":
         per_triplet = pair_hinges(dist, pos, neg, margin=margin, semi_hard=True)  # (T,)
         return per_triplet, (per_triplet > 0).sum(), mined
-    start = torch.searchsorted(thresholds, d_an, right=True)  # # t_p <= d_an: loss 0 below
+    start = count_sorted_below(thresholds, d_an, right=True)  # # t_p <= d_an: loss 0 below
     total, active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start, end=end)
     loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
     return loss, active, mined
