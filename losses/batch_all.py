@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distances import batch_distances, count_sorted_below, sorted_positive_distances
+from .distances import DIRECT_COUNT_MAX, batch_distances, count_sorted_below, sorted_positive_distances
 from .masks import triplet_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
@@ -56,9 +56,12 @@ def batch_all_triplet_loss(
         num_active = (per_triplet > 0).sum()
     else:
         sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
-        d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty window
-        start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
-        total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
+        if sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
+            total, num_active, _ = counted_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin)
+        else:
+            d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty window
+            start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
+            total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
         loss = reduce_total(total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings)
     if not return_stats:
         return loss
@@ -151,5 +154,72 @@ class _WindowHingeSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total, grad_count):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total, None, None, None, None, None
+
+
+_CHUNK_ROWS = 64  # anchors per chunk of the direct comparisons: the (R, B) temporaries stay in cache
+
+
+def counted_hinge_sum(
+    dist: torch.Tensor,
+    neg: torch.Tensor,
+    sorted_pos: torch.Tensor,
+    pos_index: torch.Tensor,
+    *,
+    margin: float,
+    semi_hard: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dist (B, B), neg (B, B) bool, sorted_pos/pos_index (B, P) -> (sum (), # active (), # mined ()).
+
+    The same sum as `window_hinge_sum` by direct comparisons, for small P: triplet (a, p_j, n)
+    is active when t_j = d_ap_j + margin > d_an (and, with semi_hard, d_ap_j < d_an);
+    `mined` counts the semi-hard triplets d_ap < d_an <= t (0 unless semi_hard). The sum is
+    linear in dist given the detached counts, sum_j c_aj t_aj - sum_n w_an d_an
+    (c_aj = # active negatives of (a, p_j), w_an = # active positives of (a, n)), so its
+    gradient is one count matrix and the distances' backward one matrix product.
+    """
+    return _CountedHingeSum.apply(dist, neg, sorted_pos.detach(), pos_index, margin, semi_hard)
+
+
+class _CountedHingeSum(torch.autograd.Function):
+    """Forward: per chunk of anchors, P comparisons of (R, B). Backward: the saved count matrix."""
+
+    @staticmethod
+    def forward(ctx, dist, neg, sorted_pos, pos_index, margin, semi_hard):
+        B, P = sorted_pos.shape
+        d = dist.detach()
+        valid = torch.isfinite(sorted_pos)  # (B, P) real positives, not padding
+        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        t = sorted_pos + margin  # (B, P); -inf padding is never active
+        centre = (torch.where(valid, t, zero).sum(dim=1) / valid.sum(dim=1).clamp_min(1))[:, None]  # (B, 1)
+        t_centred = torch.where(valid, t - centre, zero)  # (B, P): keeps float32 sums small
+        query = torch.where(neg, d, torch.inf)  # (B, B); +inf: not a negative, never active
+        grad = torch.empty_like(d)
+        total = torch.zeros((), dtype=torch.float64, device=d.device)
+        mined = torch.zeros((), dtype=torch.long, device=d.device)
+        active = torch.zeros((), dtype=torch.long, device=d.device)
+        for r in range(0, B, _CHUNK_ROWS):
+            rows = slice(r, r + _CHUNK_ROWS)
+            q = query[rows]  # (R, B)
+            count = torch.zeros_like(q)  # (R, B) active positives per negative
+            per_position = torch.empty_like(t[rows])  # (R, P) active negatives per positive
+            for j in range(P):
+                on = t[rows, j : j + 1] > q  # (R, B)
+                if semi_hard:
+                    closer = sorted_pos[rows, j : j + 1] < q
+                    mined += ((t[rows, j : j + 1] >= q) & closer).sum()
+                    on &= closer
+                count.add_(on)
+                per_position[:, j] = on.sum(dim=1)
+            total += (per_position * t_centred[rows]).sum().double() - (count * (d[rows] - centre[rows])).sum().double()
+            active += per_position.sum().to(torch.long)
+            grad[rows] = count.neg_().scatter_add_(1, pos_index[rows], per_position)  # padding adds 0
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(active, mined)
+        return total.to(d.dtype), active, mined
+
+    @staticmethod
+    def backward(ctx, grad_total, grad_active, grad_mined):
         (grad,) = ctx.saved_tensors
         return grad * grad_total, None, None, None, None, None

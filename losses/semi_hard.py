@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .batch_all import pair_hinges, window_hinge_sum
-from .distances import _paired_distances, batch_distances, count_sorted_below, sorted_positive_distances
+from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
+from .distances import DIRECT_COUNT_MAX, _paired_distances, batch_distances, count_sorted_below, sorted_positive_distances
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_margin
@@ -80,16 +80,17 @@ def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, me
     nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (B, P) negative index
     farthest = d.argmax(dim=1, keepdim=True)  # (B, 1)
     chosen = torch.where(farther_exists, nearest_farther, farthest)  # (B, P)
-    chosen_by_pair = torch.zeros_like(pos, dtype=torch.long).scatter(1, pos_index, chosen.clamp_max(B - 1))  # (B, B)
-    pairs = pos & neg.any(dim=1, keepdim=True)  # (B, B) valid positive pairs; padding points elsewhere
-    anchor, positive = pairs.nonzero(as_tuple=True)  # (N,) row-major (a, p)
-    negative = chosen_by_pair[anchor, positive]  # (N,)
+    real = torch.isfinite(sorted_pos) & neg.any(dim=1, keepdim=True)  # (B, P) valid pairs, not padding
+    anchor, position = real.nonzero(as_tuple=True)  # (N,)
+    positive = pos_index[anchor, position]  # (N,)
+    order = torch.argsort(anchor * B + positive)  # row-major (a, p), as reduction="none" promises
+    anchor, positive, negative = anchor[order], positive[order], chosen[anchor, position][order]  # (N,) x 3
     a_rows = embeddings[anchor]  # (N, D)
     d_ap = _paired_distances(a_rows, embeddings[positive], metric=metric)  # (N,) with autograd
     d_an = _paired_distances(a_rows, embeddings[negative], metric=metric)  # (N,)
     per_pair = torch.relu(d_ap - d_an + margin)  # (N,)
     loss = reduce_losses(per_pair, reduction=reduction, anchor=embeddings)
-    return loss, (per_pair > 0).sum(), pairs.sum()
+    return loss, (per_pair > 0).sum(), real.sum()
 
 
 def _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
@@ -98,6 +99,10 @@ def _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
     For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
     window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
     """
+    if reduction != "none" and sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
+        total, active, mined = counted_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, semi_hard=True)
+        loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
+        return loss, active, mined
     thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos
     d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty windows
     end = count_sorted_below(sorted_pos.detach(), d_an)  # (B, B): # d_ap < d_an (padding included)

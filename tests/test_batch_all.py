@@ -106,3 +106,31 @@ def test_cuda_matches_cpu():
     gpu = batch_all_triplet_loss(x.cuda(), y.cuda(), margin=0.5, metric="euclidean")
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("semi_hard", [False, True], ids=["all", "semi-hard"])
+@pytest.mark.parametrize("per_class", [3, 8, 20], ids=lambda k: f"K{k}")
+def test_counted_and_window_hinge_sums_agree(semi_hard, per_class):
+    from losses.batch_all import counted_hinge_sum, window_hinge_sum
+    from losses.distances import batch_distances, count_sorted_below, sorted_positive_distances
+
+    g = torch.Generator().manual_seed(per_class)
+    labels = torch.arange(60) % (60 // per_class)
+    x = torch.randint(-2, 3, (60, 4), generator=g).double().requires_grad_(True)  # many exact ties
+    margin = 2.5  # integer squared distances: semi-hard windows hold some
+    sums = []
+    for counted in (True, False):
+        dist, pos, neg = batch_distances(x, labels, metric="squared_euclidean")
+        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)
+        if counted:
+            total, active, _ = counted_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, semi_hard=semi_hard)
+        else:
+            d_an = torch.where(neg, dist.detach(), torch.inf)
+            start = count_sorted_below(sorted_pos + margin, d_an, right=True)
+            end = count_sorted_below(sorted_pos, d_an) if semi_hard else None
+            total, active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start, end=end)
+        (grad,) = torch.autograd.grad(total, x)
+        sums.append((total, active, grad))
+    assert sums[0][1].item() == sums[1][1].item() > 0
+    torch.testing.assert_close(sums[0][0], sums[1][0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(sums[0][2], sums[1][2], atol=1e-10, rtol=0)
