@@ -116,6 +116,19 @@ def window_hinge_sum(
     return _WindowHingeSum.apply(dist, sorted_pos.detach(), pos_index, start, end, margin)
 
 
+def _centred_thresholds(sorted_pos: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sorted_pos (B, P) -inf padded -> valid (B, P) bool, t - centre (B, P) (0 on padding), centre (B, 1).
+
+    t = d_ap + margin; centre is each anchor's mean t: sums of t - centre and d_an - centre
+    stay small, which keeps float32 hinge sums accurate.
+    """
+    valid = torch.isfinite(sorted_pos)  # (B, P) real positives, not padding
+    zero = torch.zeros((), dtype=sorted_pos.dtype, device=sorted_pos.device)
+    t = torch.where(valid, sorted_pos + margin, zero)  # (B, P)
+    centre = (t.sum(dim=1) / valid.sum(dim=1).clamp_min(1))[:, None]  # (B, 1)
+    return valid, torch.where(valid, t - centre, zero), centre
+
+
 class _WindowHingeSum(torch.autograd.Function):
     """Forward: the hinge sum by prefix sums. Backward: counts, not a graph of (B, B) temporaries.
 
@@ -127,11 +140,9 @@ class _WindowHingeSum(torch.autograd.Function):
     def forward(ctx, dist, sorted_pos, pos_index, start, end, margin):
         B, P = sorted_pos.shape
         d = dist.detach()
-        valid = torch.isfinite(sorted_pos)  # (B, P) real positives, not padding
+        valid, t_centred, centre = _centred_thresholds(sorted_pos, margin)
         zero = torch.zeros((), dtype=d.dtype, device=d.device)
-        t = torch.where(valid, sorted_pos + margin, zero)  # (B, P)
-        centre = (t.sum(dim=1) / valid.sum(dim=1).clamp_min(1))[:, None]  # (B, 1): keeps float32 sums small
-        prefix = F.pad(torch.where(valid, t - centre, zero).cumsum(dim=1), (1, 0))  # (B, P + 1)
+        prefix = F.pad(t_centred.cumsum(dim=1), (1, 0))  # (B, P + 1)
         hits = torch.zeros((B, P + 1), dtype=d.dtype, device=d.device)
         if end is None:  # window [start, P): a suffix sum
             count = P - start.to(d.dtype)  # (B, B)
@@ -158,7 +169,7 @@ class _WindowHingeSum(torch.autograd.Function):
         return grad * grad_total, None, None, None, None, None
 
 
-_CHUNK_ROWS = 64  # anchors per chunk of the direct comparisons: the (R, B) temporaries stay in cache
+_CHUNK_ELEMENTS = 1 << 19  # (R, P, B) comparisons per chunk of anchors: the temporaries stay in cache
 
 
 def counted_hinge_sum(
@@ -183,35 +194,31 @@ def counted_hinge_sum(
 
 
 class _CountedHingeSum(torch.autograd.Function):
-    """Forward: per chunk of anchors, P comparisons of (R, B). Backward: the saved count matrix."""
+    """Forward: per chunk of R anchors, one (R, P, B) comparison. Backward: the saved count matrix."""
 
     @staticmethod
     def forward(ctx, dist, neg, sorted_pos, pos_index, margin, semi_hard):
         B, P = sorted_pos.shape
         d = dist.detach()
-        valid = torch.isfinite(sorted_pos)  # (B, P) real positives, not padding
-        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        _, t_centred, centre = _centred_thresholds(sorted_pos, margin)
         t = sorted_pos + margin  # (B, P); -inf padding is never active
-        centre = (torch.where(valid, t, zero).sum(dim=1) / valid.sum(dim=1).clamp_min(1))[:, None]  # (B, 1)
-        t_centred = torch.where(valid, t - centre, zero)  # (B, P): keeps float32 sums small
         query = torch.where(neg, d, torch.inf)  # (B, B); +inf: not a negative, never active
         grad = torch.empty_like(d)
         total = torch.zeros((), dtype=torch.float64, device=d.device)
         mined = torch.zeros((), dtype=torch.long, device=d.device)
         active = torch.zeros((), dtype=torch.long, device=d.device)
-        for r in range(0, B, _CHUNK_ROWS):
-            rows = slice(r, r + _CHUNK_ROWS)
-            q = query[rows]  # (R, B)
-            count = torch.zeros_like(q)  # (R, B) active positives per negative
-            per_position = torch.empty_like(t[rows])  # (R, P) active negatives per positive
-            for j in range(P):
-                on = t[rows, j : j + 1] > q  # (R, B)
-                if semi_hard:
-                    closer = sorted_pos[rows, j : j + 1] < q
-                    mined += ((t[rows, j : j + 1] >= q) & closer).sum()
-                    on &= closer
-                count.add_(on)
-                per_position[:, j] = on.sum(dim=1)
+        step = max(1, _CHUNK_ELEMENTS // (B * P))
+        for r in range(0, B, step):
+            rows = slice(r, r + step)
+            q = query[rows, None, :]  # (R, 1, B)
+            on = t[rows, :, None] > q  # (R, P, B)
+            if semi_hard:
+                closer = sorted_pos[rows, :, None] < q  # (R, P, B)
+                mined += ((t[rows, :, None] >= q) & closer).sum()
+                on &= closer
+            on = on.to(d.dtype)
+            per_position = on.sum(dim=2)  # (R, P) active negatives per positive
+            count = on.sum(dim=1)  # (R, B) active positives per negative
             total += (per_position * t_centred[rows]).sum().double() - (count * (d[rows] - centre[rows])).sum().double()
             active += per_position.sum().to(torch.long)
             grad[rows] = count.neg_().scatter_add_(1, pos_index[rows], per_position)  # padding adds 0
