@@ -107,3 +107,18 @@ def test_cuda_matches_cpu(semantics):
     cpu = semi_hard_triplet_loss(x, y, **kwargs)
     gpu = semi_hard_triplet_loss(x.cuda(), y.cuda(), **kwargs)
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+@pytest.mark.parametrize("per_class", [4, 20], ids=lambda k: f"K{k}")  # K - 1 = 19 > 15: the binary-search paths
+def test_large_and_small_classes_match_loop_reference(per_class, semantics):
+    g = torch.Generator().manual_seed(per_class)
+    x = torch.randint(-2, 3, (40, 3), generator=g).double()  # many exact ties
+    labels = [i // per_class for i in range(40)]
+    for reduction in ("mean", "none"):
+        got = semi_hard_triplet_loss(
+            x, torch.tensor(labels), margin=2.5, metric="squared_euclidean", semantics=semantics, reduction=reduction
+        )
+        expected = REFERENCES[semantics](x.tolist(), labels, 2.5, "squared_euclidean", reduction)
+        assert got.numel() > 0
+        torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64).reshape(got.shape), atol=1e-10, rtol=0)
