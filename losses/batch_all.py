@@ -38,7 +38,8 @@ def batch_all_triplet_loss(
     the c = #(t_p > d_an) active positives are found by binary search (strict, as relu's
     zero gradient at the kink), and their hinge sum is (sum of the c largest t_p) - c * d_an,
     a suffix sum. Sorting the P positives instead of the B negatives makes the search
-    cost log P instead of a full (B, B) sort.
+    cost log P instead of a full (B, B) sort. For P <= DIRECT_COUNT_MAX the counts come
+    from direct comparisons with the P thresholds instead (faster there; same result).
     """
     margin = check_margin(margin)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)

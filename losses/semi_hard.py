@@ -37,7 +37,9 @@ def semi_hard_triplet_loss(
     "none" gives one loss per such triplet in (a, p, n) order (memory O(P * B)).
 
     Both sort each anchor's P positive distances and place every negative among them by
-    binary search: O(B^2 log P) time, O(B^2) memory, no (B, B, B) tensor.
+    binary search (direct comparisons for P <= DIRECT_COUNT_MAX): O(B^2 log P) time,
+    O(B^2) memory, no (B, B, B) tensor. "tf" chooses its pairs on the detached distances
+    and recomputes only those with autograd.
     """
     margin = check_margin(margin)
     check_choice(semantics, name="semantics", valid=SEMANTICS)
