@@ -22,6 +22,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from losses.distances import METRICS as LOSSES_METRICS
+from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
+
 DATASETS = ("digits", "blobs", "npz")
 LOSSES = (
     "naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml",
@@ -35,9 +38,9 @@ EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
 RIVALS = ("multi_similarity", "circle", "contrastive")
 # Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
 COSINE_ONLY = ("multi_similarity", "circle")
-METRICS = ("euclidean", "squared_euclidean", "cosine")
-WEIGHTINGS = ("fixed", "inverse_ema", "log_normalised", "uncertainty", "grad_norm_balance",
-              "gradnorm", "dwa")
+# One source of truth: the names the losses package defines.
+METRICS = LOSSES_METRICS
+WEIGHTINGS = tuple(LOSSES_WEIGHTINGS)
 MARGIN_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")
