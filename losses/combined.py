@@ -20,7 +20,7 @@ from .reductions import REDUCTIONS, reduce_losses
 from .registry import VARIANTS
 from .stats import TripletStats
 from .validation import check_choice, check_embeddings, check_flag, check_labels
-from .weighting.base import check_weight
+from .validation import check_weight
 
 CE_INPUTS = ("logits", "probabilities")
 BATCH_VARIANTS = tuple(name for name in VARIANTS if name != "naive")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .distances import METRICS, batch_distances
 from .reductions import REDUCTIONS, reduce_losses
 from .validation import check_choice, check_embeddings, check_flag, check_margin
-from .weighting.base import check_positive
+from .validation import check_positive
 
 
 def _cosine_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

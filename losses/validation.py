@@ -70,3 +70,27 @@ def check_flag(value: object, *, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected {name} to be a bool, got {value!r}")
     return value
+
+
+def check_weight(value: object, *, name: str) -> float:
+    """value real number >= 0 -> float; negative, NaN, inf and non-numbers raise naming ``name``."""
+    weight = check_margin(value, name=name)
+    if weight < 0:
+        raise ValueError(f"expected {name} to be >= 0, got {weight!r}")
+    return weight
+
+
+def check_positive(value: object, *, name: str) -> float:
+    """value real number > 0 -> float; anything else raises naming ``name``."""
+    number = check_margin(value, name=name)
+    if number <= 0:
+        raise ValueError(f"expected {name} to be > 0, got {number!r}")
+    return number
+
+
+def check_fraction(value: object, *, name: str) -> float:
+    """value real number in [0, 1) -> float; anything else raises naming ``name``."""
+    number = check_margin(value, name=name)
+    if not 0.0 <= number < 1.0:
+        raise ValueError(f"expected {name} in [0, 1), got {number!r}")
+    return number

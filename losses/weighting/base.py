@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from losses.validation import check_margin
 
 
 @dataclass(frozen=True)
@@ -48,30 +47,6 @@ def check_components(components: object) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"expected distinct component names, got {names!r}")
     return names
-
-
-def check_weight(value: object, *, name: str) -> float:
-    """value real number >= 0 -> float; negative, NaN, inf and non-numbers raise naming ``name``."""
-    weight = check_margin(value, name=name)
-    if weight < 0:
-        raise ValueError(f"expected {name} to be >= 0, got {weight!r}")
-    return weight
-
-
-def check_positive(value: object, *, name: str) -> float:
-    """value real number > 0 -> float; anything else raises naming ``name``."""
-    number = check_margin(value, name=name)
-    if number <= 0:
-        raise ValueError(f"expected {name} to be > 0, got {number!r}")
-    return number
-
-
-def check_fraction(value: object, *, name: str) -> float:
-    """value real number in [0, 1) -> float; anything else raises naming ``name``."""
-    number = check_margin(value, name=name)
-    if not 0.0 <= number < 1.0:
-        raise ValueError(f"expected {name} in [0, 1), got {number!r}")
-    return number
 
 
 def check_component_values(

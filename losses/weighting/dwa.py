@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from losses.weighting.base import Weighting, check_positive
+from losses.validation import check_positive
+from losses.weighting.base import Weighting
 
 
 class DwaWeighting(Weighting):

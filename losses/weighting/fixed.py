@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from losses.weighting.base import Weighting, check_component_values, check_weight
+from losses.validation import check_weight
+from losses.weighting.base import Weighting, check_component_values
 
 
 class FixedWeighting(Weighting):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from losses.weighting.base import Weighting, check_positive, component_grad_norms, normalise_to_count
+from losses.validation import check_positive
+from losses.weighting.base import Weighting, component_grad_norms, normalise_to_count
 
 
 class GradNormBalanceWeighting(Weighting):

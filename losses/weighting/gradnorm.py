@@ -7,14 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from losses.validation import check_margin
-from losses.weighting.base import (
-    Weighting,
-    check_fraction,
-    check_positive,
-    check_steps,
-    component_grad_norms,
-)
+from losses.validation import check_fraction, check_margin, check_positive
+from losses.weighting.base import Weighting, check_steps, component_grad_norms
 
 
 class GradNormWeighting(Weighting):

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from losses.weighting.base import Weighting, check_fraction, check_positive, normalise_to_count
+from losses.validation import check_fraction, check_positive
+from losses.weighting.base import Weighting, normalise_to_count
 
 
 class InverseEmaWeighting(Weighting):
