@@ -10,7 +10,9 @@ losses defined on cosine similarity (multi_similarity, circle) get
 metric = "cosine", which evaluation then uses too.
 
 `config_hash` is the first 12 hex digits of the sha256 of the canonical JSON of
-the resolved configuration (sorted keys, no whitespace); it is the run's id.
+the resolved configuration (sorted keys, no whitespace); it is the run's id. Keys
+added after the first store format (not in `HASHED_ALWAYS`) enter it only when
+they differ from their default, so existing stores keep their run ids.
 """
 
 from __future__ import annotations
@@ -111,6 +113,19 @@ class RunConfig:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
+# The keys of the first store format. A key added later enters the run id only when
+# it differs from its default, so every existing store keeps its run ids.
+# Adding a key: append it to RunConfig and do NOT list it here.
+HASHED_ALWAYS = frozenset((
+    "dataset", "blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread",
+    "blobs_label_noise", "data_seed", "npz_path", "loss", "metric", "margin",
+    "margin_schedule", "margin_start", "margin_ramp_epochs", "id_variant", "ce_input",
+    "weighting", "w_triplet", "w_pos", "w_neg", "w_ce", "ema_momentum", "uncertainty_init",
+    "gradnorm_alpha", "gradnorm_lr", "dwa_temperature", "lr", "lr_schedule", "warmup_epochs",
+    "epochs", "seed", "sampler_p", "sampler_k", "hidden_layers", "width", "embedding_dim",
+    "normalize", "mining", "mining_refresh_epochs", "mining_neighbours", "mining_random_rate",
+    "mining_hard_start", "mining_hard_end", "eval_every",
+))
 
 _POSITIVE_INTS = ("blobs_classes", "blobs_dim", "blobs_points_per_class", "margin_ramp_epochs",
                   "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
@@ -221,5 +236,7 @@ def config_hash(config: RunConfig | dict[str, Any]) -> str:
     """First 12 hex digits of sha256 over the canonical JSON of the resolved config."""
     if not isinstance(config, RunConfig):
         config = resolve_config(config)
-    text = json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"))
+    hashed = {key: value for key, value in config_to_dict(config).items()
+              if key in HASHED_ALWAYS or value != DEFAULTS[key]}
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
