@@ -36,3 +36,14 @@ class EmbeddingMLP(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         """The last shared layer's parameters (weight, bias)."""
         return list(self.head.parameters())
+
+
+def build_encoder(config, in_features: int) -> nn.Module:
+    """RunConfig (or anything with its attributes), F -> the run's encoder at initialisation.
+
+    The caller seeds torch first (`torch.manual_seed(config.seed)`): the same seed
+    gives the same initial weights, trained or not (the `untrained` baseline).
+    The module maps (B, F) -> (B, E) and has `shared_parameters()`.
+    """
+    return EmbeddingMLP(in_features, hidden_layers=config.hidden_layers, width=config.width,
+                        embedding_dim=config.embedding_dim, normalize=config.normalize)

@@ -36,7 +36,7 @@ from ablations.config import RunConfig, config_hash, config_to_dict, resolve_con
 from ablations.data import Split, load_split
 from ablations.evaluate import METRIC_NAMES, retrieval_metrics
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
-from ablations.model import EmbeddingMLP
+from ablations.model import build_encoder
 from ablations.objectives import STAT_NAMES, build_objective, weighting_params
 from ablations.sampler import PKSampler
 from ablations.schedules import hard_share_at, lr_at, margin_at
@@ -88,7 +88,7 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _embed(model: EmbeddingMLP, x: torch.Tensor) -> torch.Tensor:
+def _embed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         out = model(x)
@@ -105,8 +105,7 @@ def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
     x_train = torch.from_numpy(split.x_train)
     y_train = torch.from_numpy(y_np.astype(np.int64))
 
-    model = EmbeddingMLP(split.num_features, hidden_layers=cfg.hidden_layers, width=cfg.width,
-                         embedding_dim=cfg.embedding_dim, normalize=cfg.normalize)
+    model = build_encoder(cfg, split.num_features)
     objective = build_objective(cfg, num_classes=len(classes))
     components = objective.components
     weighting = None
