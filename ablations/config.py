@@ -47,11 +47,12 @@ MARGIN_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
+ENCODERS = ("mlp",)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS, "loss": LOSSES, "metric": METRICS, "weighting": WEIGHTINGS,
     "margin_schedule": MARGIN_SCHEDULES, "lr_schedule": LR_SCHEDULES, "mining": MININGS,
-    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS,
+    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS,
 }
 
 
@@ -109,6 +110,8 @@ class RunConfig:
     mining_hard_end: float = 1.0        # ... ramped linearly to this at the last epoch
     # --- evaluation -------------------------------------------------------
     eval_every: int = 10                # validation every N epochs, and always after the last
+    # --- keys added after the first store format (hashed only when not default) ---
+    encoder: str = "mlp"                # mlp (ablations/model.py; more in ENCODERS)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}

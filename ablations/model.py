@@ -45,5 +45,7 @@ def build_encoder(config, in_features: int) -> nn.Module:
     gives the same initial weights, trained or not (the `untrained` baseline).
     The module maps (B, F) -> (B, E) and has `shared_parameters()`.
     """
+    if config.encoder != "mlp":
+        raise ValueError(f"encoder: unknown {config.encoder!r}; valid: mlp")
     return EmbeddingMLP(in_features, hidden_layers=config.hidden_layers, width=config.width,
                         embedding_dim=config.embedding_dim, normalize=config.normalize)
