@@ -27,7 +27,7 @@ from typing import Any
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 
-DATASETS = ("digits", "blobs", "npz")
+DATASETS = ("digits", "blobs", "npz", "nuisance", "idx")
 LOSSES = (
     "naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml",
     "combined", "triplet_ce", "multi_similarity", "circle", "contrastive",
@@ -47,7 +47,7 @@ MARGIN_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
-ENCODERS = ("mlp",)
+ENCODERS = ("mlp", "conv")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS, "loss": LOSSES, "metric": METRICS, "weighting": WEIGHTINGS,
@@ -111,10 +111,24 @@ class RunConfig:
     # --- evaluation -------------------------------------------------------
     eval_every: int = 10                # validation every N epochs, and always after the last
     # --- keys added after the first store format (hashed only when not default) ---
-    encoder: str = "mlp"                # mlp (ablations/model.py; more in ENCODERS)
+    encoder: str = "mlp"                # mlp | conv (ablations/model.py)
+    image_shape: str = ""               # conv: "CxHxW" of each row of X; "" = 1 x s x s for F = s^2 features
+    conv_channels: int = 32             # conv: channels of the first block (doubled once)
+    nuisance_classes: int = 120         # nuisance: number of classes (ablations/nuisance.py)
+    nuisance_points_per_class: int = 40
+    nuisance_content_dim: int = 8       # nuisance: dimensions that carry the class
+    nuisance_dim: int = 24              # nuisance: dimensions shared by every class
+    nuisance_scale: float = 2.0         # nuisance: std of the nuisance (class means have std 1)
+    nuisance_within: float = 0.5        # nuisance: within-class std of the content
+    nuisance_warp: float = 1.0          # nuisance: strength of the non-linear mixing (0 = a rotation)
+    idx_images: str = ""                # idx: MNIST-format image file (.gz or not)
+    idx_labels: str = ""                # idx: MNIST-format label file (.gz or not)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+# The keys that decide a run's data (its split included): one loaded split per distinct value.
+DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels") + tuple(
+    k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
 DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 # The keys of the first store format. A key added later enters the run id only when
 # it differs from its default, so every existing store keeps its run ids.
@@ -131,9 +145,11 @@ HASHED_ALWAYS = frozenset((
 ))
 
 _POSITIVE_INTS = ("blobs_classes", "blobs_dim", "blobs_points_per_class", "margin_ramp_epochs",
+                  "conv_channels", "nuisance_classes", "nuisance_points_per_class",
+                  "nuisance_content_dim", "nuisance_dim",
                   "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
                   "mining_refresh_epochs", "mining_neighbours", "eval_every")
-_NON_NEGATIVE = ("blobs_spread", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
+_NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_warp", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
                  "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed", "gradnorm_alpha")
 _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
 # weighting method -> (config key, keyword of losses.weighting.make_weighting)
@@ -152,9 +168,17 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
     loss = cfg["loss"]
     reset: list[str] = []
     if cfg["dataset"] != "blobs":
-        reset += [k for k in FIELDS if k.startswith("blobs_")] + ["data_seed"]
+        reset += [k for k in FIELDS if k.startswith("blobs_")]
+    if cfg["dataset"] not in ("blobs", "nuisance"):
+        reset.append("data_seed")
+    if cfg["dataset"] != "nuisance":
+        reset += [k for k in FIELDS if k.startswith("nuisance_")]
     if cfg["dataset"] != "npz":
         reset.append("npz_path")
+    if cfg["dataset"] != "idx":
+        reset += ["idx_images", "idx_labels"]
+    if cfg["encoder"] != "conv":
+        reset += ["image_shape", "conv_channels"]
     margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
         loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft")
     if margin_unused:
@@ -182,8 +206,20 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
     return reset
 
 
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """"CxHxW" (e.g. "1x28x28") -> (C, H, W); ValueError naming the key otherwise."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"key 'image_shape' must be 'CxHxW' with positive integers "
+                         f"(e.g. '1x28x28'), got {text!r}")
+    c, h, w = (int(p) for p in parts)
+    return c, h, w
+
+
 def check_value(key: str, value: Any) -> Any:
     """Validate one key's value; return it converted to the field's type (int -> float)."""
+    if key == "dataset" and isinstance(value, str) and value.endswith(".npz"):
+        return value  # shorthand for dataset = "npz" + npz_path, expanded by resolve_config
     if key not in FIELDS:
         raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(FIELDS)}")
     kind = FIELDS[key].type
@@ -221,8 +257,18 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     cfg = dict(DEFAULTS)
     for key, value in values.items():
         cfg[key] = check_value(key, value)
+    if cfg["dataset"].endswith(".npz"):  # dataset = "PATH.npz" is dataset = "npz", npz_path = PATH
+        if values.get("npz_path", cfg["dataset"]) != cfg["dataset"]:
+            raise ValueError(f"dataset = {cfg['dataset']!r} names an npz file, but npz_path = "
+                             f"{values['npz_path']!r} names another; set one of them")
+        cfg["dataset"], cfg["npz_path"] = "npz", cfg["dataset"]
     if cfg["dataset"] == "npz" and not cfg["npz_path"]:
         raise ValueError("key 'npz_path' must name a .npz file when dataset = 'npz'")
+    if cfg["dataset"] == "idx" and not (cfg["idx_images"] and cfg["idx_labels"]):
+        raise ValueError("keys 'idx_images' and 'idx_labels' must name MNIST-format IDX files "
+                         "(.gz or not) when dataset = 'idx'")
+    if cfg["image_shape"]:
+        parse_image_shape(cfg["image_shape"])
     for key in _keys_to_reset(cfg):
         cfg[key] = DEFAULTS[key]
     if cfg["loss"] in COSINE_ONLY:

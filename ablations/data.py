@@ -13,7 +13,13 @@ validation or test set is seen in training. Classes are sorted and cut in order:
   each, `data_seed` fixes it; `blobs_label_noise` replaces that share of the
   *training* labels by a random training class (noisy supervision; evaluation
   labels stay clean).
-- npz: arrays X (N, D) float and y (N,) int from `npz_path`, split as above.
+- npz: arrays X (N, D) float and y (N,) int from `npz_path`, split as above
+  (`dataset = "PATH.npz"` is shorthand for dataset = "npz", npz_path = PATH).
+- nuisance (generated, the default benchmark of `make demo`): many classes that
+  share a nuisance a learned metric must remove; ablations/nuisance.py says how
+  and why it is a fair test.
+- idx: MNIST-format IDX files `idx_images`, `idx_labels` (.gz or not; e.g. Debian's
+  dataset-fashion-mnist), images flattened to rows (ablations/idx.py).
 
 Features are standardised with the training split's mean and standard deviation.
 Model selection uses the validation split only; test metrics are computed for
@@ -137,7 +143,21 @@ def load_split(config) -> Split:
     if config.dataset == "npz":
         x, y = load_npz_xy(config.npz_path)
         return split_by_class(x, y)
-    raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz")
+    if config.dataset == "nuisance":
+        from ablations.nuisance import make_nuisance_xy
+
+        x, y = make_nuisance_xy(
+            classes=config.nuisance_classes, points_per_class=config.nuisance_points_per_class,
+            content_dim=config.nuisance_content_dim, nuisance_dim=config.nuisance_dim,
+            scale=config.nuisance_scale, within=config.nuisance_within, warp=config.nuisance_warp,
+            seed=config.data_seed)
+        return split_by_class(x, y)
+    if config.dataset == "idx":
+        from ablations.idx import load_idx_xy
+
+        x, y = load_idx_xy(config.idx_images, config.idx_labels)
+        return split_by_class(x, y)
+    raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx")
 
 
 def _with_label_noise(split: Split, *, rate: float, seed: int) -> Split:

@@ -1,6 +1,8 @@
-"""The MLP embedding head trained by every run."""
+"""The encoders a run trains: `mlp` (feature vectors) and `conv` (images), and `build_encoder`."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -38,6 +40,68 @@ class EmbeddingMLP(nn.Module):
         return list(self.head.parameters())
 
 
+class EmbeddingConv(nn.Module):
+    """features (B, C*H*W) float -> embeddings (B, E) float (unit norm when `normalize`).
+
+    A small convolutional net for image rows (rows of X are images in C, H, W order):
+    three blocks of Conv3x3 + BatchNorm + ReLU with `channels`, 2*channels and
+    2*channels filters, a 2x2 max-pool after the first two (when the image is at
+    least 4 pixels on each side there), global average pooling, then Linear(embedding_dim): the last shared layer
+    (`shared_parameters`). BatchNorm keeps the embeddings from collapsing early
+    in training (measured on rendered glyphs: without it a 3-layer net stayed near
+    the untrained score after 1500 steps); it uses batch statistics in training and
+    running statistics in evaluation (`model.eval()`).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], *, channels: int, embedding_dim: int,
+                 normalize: bool):
+        super().__init__()
+        c, h, w = image_shape
+        widths = (channels, 2 * channels, 2 * channels)
+        layers: list[nn.Module] = []
+        fan_in = c
+        for i, width in enumerate(widths):
+            layers += [nn.Conv2d(fan_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU()]
+            if i < 2 and min(h, w) >= 4:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            fan_in = width
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(fan_in, embedding_dim)
+        self.image_shape = image_shape
+        self.normalize = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        z = self.head(self.body(x.reshape(B, *self.image_shape)))  # (B, E)
+        if self.normalize:
+            z = nn.functional.normalize(z, dim=1)
+        return z
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last shared layer's parameters (weight, bias)."""
+        return list(self.head.parameters())
+
+
+def image_shape_of(config, in_features: int) -> tuple[int, int, int]:
+    """The (C, H, W) of each row: `image_shape`, or 1 x s x s when F = s^2 and it is ""."""
+    from ablations.config import parse_image_shape
+
+    if config.image_shape:
+        shape = parse_image_shape(config.image_shape)
+        if shape[0] * shape[1] * shape[2] != in_features:
+            raise ValueError(f"key 'image_shape' = {config.image_shape!r} holds "
+                             f"{shape[0] * shape[1] * shape[2]} values but the dataset's rows have "
+                             f"{in_features} features")
+        return shape
+    side = math.isqrt(in_features)
+    if side * side != in_features:
+        raise ValueError(f"encoder = 'conv' needs key 'image_shape' ('CxHxW'): the dataset's rows "
+                         f"have {in_features} features, not a square number of pixels")
+    return 1, side, side
+
+
 def build_encoder(config, in_features: int) -> nn.Module:
     """RunConfig (or anything with its attributes), F -> the run's encoder at initialisation.
 
@@ -45,7 +109,10 @@ def build_encoder(config, in_features: int) -> nn.Module:
     gives the same initial weights, trained or not (the `untrained` baseline).
     The module maps (B, F) -> (B, E) and has `shared_parameters()`.
     """
+    if config.encoder == "conv":
+        return EmbeddingConv(image_shape_of(config, in_features), channels=config.conv_channels,
+                             embedding_dim=config.embedding_dim, normalize=config.normalize)
     if config.encoder != "mlp":
-        raise ValueError(f"encoder: unknown {config.encoder!r}; valid: mlp")
+        raise ValueError(f"encoder: unknown {config.encoder!r}; valid: mlp, conv")
     return EmbeddingMLP(in_features, hidden_layers=config.hidden_layers, width=config.width,
                         embedding_dim=config.embedding_dim, normalize=config.normalize)

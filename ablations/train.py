@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablations.config import RunConfig, config_hash, config_to_dict, resolve_config
+from ablations.config import DATA_KEYS, RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.data import Split, load_split
 from ablations.evaluate import METRIC_NAMES, retrieval_metrics
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
@@ -53,9 +53,7 @@ class Diverged(Exception):
 
 def cached_split(config: RunConfig) -> Split:
     """The run's data split, loaded once per process per dataset configuration."""
-    key = (config.dataset, config.npz_path, config.data_seed, config.blobs_classes,
-           config.blobs_dim, config.blobs_points_per_class, config.blobs_spread,
-           config.blobs_label_noise)
+    key = tuple((k, getattr(config, k)) for k in DATA_KEYS)
     if key not in _SPLITS:
         _SPLITS[key] = load_split(config)
     return _SPLITS[key]
