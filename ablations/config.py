@@ -118,7 +118,7 @@ class RunConfig:
     nuisance_points_per_class: int = 40
     nuisance_content_dim: int = 8       # nuisance: dimensions that carry the class
     nuisance_dim: int = 24              # nuisance: dimensions shared by every class
-    nuisance_scale: float = 2.0         # nuisance: std of the nuisance (class means have std 1)
+    nuisance_scale: float = 1.0         # nuisance: std of the nuisance (class means have std 1)
     nuisance_within: float = 0.5        # nuisance: within-class std of the content
     nuisance_warp: float = 1.0          # nuisance: strength of the non-linear mixing (0 = a rotation)
     idx_images: str = ""                # idx: MNIST-format image file (.gz or not)
