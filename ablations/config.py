@@ -5,7 +5,9 @@ them in `[base]` and varies some in `[grid]`; `resolve_config` validates a dict 
 keys, fills in the defaults and *canonicalises keys that cannot affect the run*
 (e.g. the weighting of a single-component loss, mining parameters when mining is
 "none") back to their defaults, so two cells that train the same thing get the
-same `run_id` and run once. The rules are in `_keys_to_reset` below; and the
+same `run_id` and run once. The rules are in `_keys_to_reset` below (a baseline,
+`loss` in BASELINES, keeps only DATA_KEYS and the metric, plus MODEL_KEYS and the
+seed for "untrained"); and the
 losses defined on cosine similarity (multi_similarity, circle) get
 metric = "cosine", which evaluation then uses too.
 
@@ -38,6 +40,10 @@ BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", 
 # (randomly, or by offline hard mining): the only ones `mining` applies to.
 EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
 RIVALS = ("multi_similarity", "circle", "contrastive")
+# Reference points evaluated for every grid (ablations/baselines.py), never trained and never
+# selected as a variant: "raw" = the standardised input features of the split, "untrained" =
+# the encoder at its initialisation for the run's seed. Valid values of `loss`.
+BASELINES = ("raw", "untrained")
 # Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
 COSINE_ONLY = ("multi_similarity", "circle")
 # One source of truth: the names the losses package defines.
@@ -50,7 +56,7 @@ CE_INPUTS = ("logits", "probabilities")
 ENCODERS = ("mlp", "conv")
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": DATASETS, "loss": LOSSES, "metric": METRICS, "weighting": WEIGHTINGS,
+    "dataset": DATASETS, "loss": LOSSES + BASELINES, "metric": METRICS, "weighting": WEIGHTINGS,
     "margin_schedule": MARGIN_SCHEDULES, "lr_schedule": LR_SCHEDULES, "mining": MININGS,
     "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS,
 }
@@ -123,12 +129,15 @@ class RunConfig:
     nuisance_warp: float = 1.0          # nuisance: strength of the non-linear mixing (0 = a rotation)
     idx_images: str = ""                # idx: MNIST-format image file (.gz or not)
     idx_labels: str = ""                # idx: MNIST-format label file (.gz or not)
+    class_folds: int = 1                # K class-disjoint partitions; a grid expands it to folds 0..K-1
+    fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
-# The keys that decide a run's data (its split included): one loaded split per distinct value.
-DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels") + tuple(
-    k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
+# The keys that make a run's data (its split included): one loaded split per distinct value,
+# and what a `raw` baseline depends on.
+DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels", "class_folds",
+             "fold") + tuple(k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
 DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 # The keys of the first store format. A key added later enters the run id only when
 # it differs from its default, so every existing store keeps its run ids.
@@ -144,13 +153,19 @@ HASHED_ALWAYS = frozenset((
     "mining_hard_start", "mining_hard_end", "eval_every",
 ))
 
-_POSITIVE_INTS = ("blobs_classes", "blobs_dim", "blobs_points_per_class", "margin_ramp_epochs",
-                  "conv_channels", "nuisance_classes", "nuisance_points_per_class",
-                  "nuisance_content_dim", "nuisance_dim",
+# The keys that make the encoder at initialisation: with DATA_KEYS and the seed, what an
+# `untrained` baseline depends on.
+MODEL_KEYS = ("encoder", "hidden_layers", "width", "embedding_dim", "normalize", "image_shape",
+              "conv_channels")
+
+_POSITIVE_INTS = ("class_folds", "blobs_classes", "blobs_dim", "blobs_points_per_class",
+                  "margin_ramp_epochs", "conv_channels", "nuisance_classes",
+                  "nuisance_points_per_class", "nuisance_content_dim", "nuisance_dim",
                   "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
                   "mining_refresh_epochs", "mining_neighbours", "eval_every")
-_NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_warp", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
-                 "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed", "gradnorm_alpha")
+_NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_warp", "margin",
+                 "margin_start", "w_triplet", "w_pos", "w_neg", "w_ce", "hidden_layers",
+                 "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold")
 _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
 # weighting method -> (config key, keyword of losses.weighting.make_weighting)
 WEIGHTING_PARAMS = {
@@ -203,6 +218,13 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset.append("mining")
     if loss not in EXPLICIT_TRIPLET_LOSSES or cfg["mining"] == "none":
         reset += [k for k in FIELDS if k.startswith("mining_")]
+    if cfg["fold"] == 0:  # fold 0 is the unrotated split whatever K: one run for every K
+        reset.append("class_folds")
+    if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
+        keep = {*DATA_KEYS, "metric", "loss"}
+        if loss == "untrained":
+            keep |= {*MODEL_KEYS, "seed"}
+        reset += [k for k in FIELDS if k not in keep]
     return reset
 
 
@@ -269,11 +291,26 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
                          "(.gz or not) when dataset = 'idx'")
     if cfg["image_shape"]:
         parse_image_shape(cfg["image_shape"])
+    if cfg["fold"] >= cfg["class_folds"]:
+        raise ValueError(f"key 'fold' must be in 0..class_folds-1 = 0..{cfg['class_folds'] - 1}, "
+                         f"got {cfg['fold']!r}")
     for key in _keys_to_reset(cfg):
         cfg[key] = DEFAULTS[key]
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)
+
+
+def unique_configs(configs) -> list[RunConfig]:
+    """RunConfigs -> the first of each run id, in order (equivalent cells run once)."""
+    seen: set[str] = set()
+    out: list[RunConfig] = []
+    for config in configs:
+        run_id = config_hash(config)
+        if run_id not in seen:
+            seen.add(run_id)
+            out.append(config)
+    return out
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

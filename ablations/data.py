@@ -6,6 +6,11 @@ validation or test set is seen in training. Classes are sorted and cut in order:
     n_test  = max(2, round(0.3 * C)),  n_val = max(2, round(0.2 * C)),
     n_train = C - n_val - n_test  (must be >= 2, so at least 6 classes)
 
+Class folds (`class_folds` = K, `fold` = f): the sorted class list is first rotated
+left by round(f * C / K) places, then cut as above. Fold 0 is the plain cut (the
+split of every store made before folds existed); the K folds hold out different
+blocks of classes for validation and test, each fold class-disjoint in itself.
+
 - digits (scikit-learn's bundled 8x8 handwritten digits, 1797 x 64, no download):
   train digits 0-4 (901 images), validation 5-6 (363), test 7-9 (533).
 - blobs (generated): `blobs_classes` Gaussian classes in `blobs_dim` dimensions,
@@ -67,12 +72,24 @@ def class_counts(num_classes: int) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
-def split_by_class(x: np.ndarray, y: np.ndarray) -> Split:
-    """x (N, D) float, y (N,) int -> Split with classes cut in sorted order, standardised."""
-    classes = np.unique(y)
+def fold_classes(classes: np.ndarray, *, class_folds: int,
+                 fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """classes (C,) sorted -> (train, validation, test) classes of fold `fold` of `class_folds`.
+
+    The class list rotated left by round(fold * C / class_folds), cut by `class_counts`.
+    """
+    if not 0 <= fold < class_folds:
+        raise ValueError(f"fold must be in 0..class_folds-1 = 0..{class_folds - 1}, got {fold!r}")
     n_train, n_val, _ = class_counts(len(classes))
-    train_c, val_c, test_c = (classes[:n_train], classes[n_train:n_train + n_val],
-                              classes[n_train + n_val:])
+    shift = round(fold * len(classes) / class_folds)
+    order = np.roll(np.asarray(classes), -shift)
+    return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+
+
+def split_by_class(x: np.ndarray, y: np.ndarray, *, class_folds: int = 1, fold: int = 0) -> Split:
+    """x (N, D) float, y (N,) int -> Split with classes cut in sorted order (rotated for the
+    fold), standardised on the training classes."""
+    train_c, val_c, test_c = fold_classes(np.unique(y), class_folds=class_folds, fold=fold)
     parts = [np.isin(y, c) for c in (train_c, val_c, test_c)]
     x = x.astype(np.float64)
     mean = x[parts[0]].mean(axis=0)
@@ -131,18 +148,19 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_split(config) -> Split:
     """RunConfig (or anything with its attributes) -> the dataset's class-disjoint Split."""
+    folds = dict(class_folds=config.class_folds, fold=config.fold)
     if config.dataset == "digits":
         x, y = load_digits_xy()
-        return split_by_class(x, y)
+        return split_by_class(x, y, **folds)
     if config.dataset == "blobs":
         x, y = make_blobs_xy(classes=config.blobs_classes, dim=config.blobs_dim,
                              points_per_class=config.blobs_points_per_class,
                              spread=config.blobs_spread, seed=config.data_seed)
-        split = split_by_class(x, y)
+        split = split_by_class(x, y, **folds)
         return _with_label_noise(split, rate=config.blobs_label_noise, seed=config.data_seed)
     if config.dataset == "npz":
         x, y = load_npz_xy(config.npz_path)
-        return split_by_class(x, y)
+        return split_by_class(x, y, **folds)
     if config.dataset == "nuisance":
         from ablations.nuisance import make_nuisance_xy
 
@@ -151,12 +169,12 @@ def load_split(config) -> Split:
             content_dim=config.nuisance_content_dim, nuisance_dim=config.nuisance_dim,
             scale=config.nuisance_scale, within=config.nuisance_within, warp=config.nuisance_warp,
             seed=config.data_seed)
-        return split_by_class(x, y)
+        return split_by_class(x, y, **folds)
     if config.dataset == "idx":
         from ablations.idx import load_idx_xy
 
         x, y = load_idx_xy(config.idx_images, config.idx_labels)
-        return split_by_class(x, y)
+        return split_by_class(x, y, **folds)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx")
 
 

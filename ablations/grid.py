@@ -13,6 +13,10 @@ run once, so `len(expand(grid))` can be smaller than the product of axis lengths
     loss = ["batch_hard", "batch_all"]
     margin = [0.1, 0.2]
     seed = [0, 1, 2]
+
+`class_folds = K` (in [base] or as an axis) makes each cell K runs, `fold` = 0..K-1
+(K class-disjoint partitions, ablations/data.py); `fold` itself is never set in a
+grid file. The baselines (ablations/baselines.py) are added by the runner, not here.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablations.config import RunConfig, check_value, config_hash, resolve_config
+from ablations.config import DEFAULTS, RunConfig, check_value, resolve_config, unique_configs
 
 SECTIONS = ("base", "grid")
 
@@ -57,6 +61,9 @@ def parse_grid_text(text: str, *, source: str = "grid") -> Grid:
     for name, table in (("base", base), ("grid", axes)):
         if not isinstance(table, dict):
             raise ValueError(f"{source}: [{name}] must be a table, got {type(table).__name__}")
+    if "fold" in base or "fold" in axes:
+        raise ValueError(f"{source}: key 'fold' is not set in a grid file: set class_folds = K "
+                         "and the grid runs every fold 0..K-1 of each cell")
     checked_base = {}
     for key, value in base.items():
         checked_base[key] = _checked(source, f"base.{key}", key, value)
@@ -95,14 +102,10 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def expand(grid: Grid) -> list[RunConfig]:
-    """Every cell of the grid as a resolved RunConfig, equivalent cells once, in grid order."""
+    """Every cell of the grid as a resolved RunConfig, equivalent cells once, in grid order;
+    a cell with class_folds = K gives K configs, fold 0..K-1 (fastest)."""
     keys = list(grid.axes)
-    seen: set[str] = set()
-    configs: list[RunConfig] = []
-    for values in itertools.product(*(grid.axes[k] for k in keys)):
-        config = resolve_config({**grid.base, **dict(zip(keys, values))})
-        run_id = config_hash(config)
-        if run_id not in seen:
-            seen.add(run_id)
-            configs.append(config)
-    return configs
+    cells = ({**grid.base, **dict(zip(keys, values))}
+             for values in itertools.product(*(grid.axes[k] for k in keys)))
+    return unique_configs(resolve_config({**cell, "fold": fold}) for cell in cells
+                          for fold in range(cell.get("class_folds", DEFAULTS["class_folds"])))

@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from ablations.config import RunConfig, config_hash, config_to_dict
+from ablations.baselines import with_baselines
+from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
 from ablations.data import Split
 from ablations.grid import Grid, expand, load_grid
 from ablations.store import ResultsStore
@@ -24,6 +25,8 @@ def check_runnable(configs: list[RunConfig]) -> None:
     from ablations.train import cached_split
 
     for config in configs:
+        if config.loss in BASELINES:  # nothing sampled
+            continue
         split: Split = cached_split(config)
         n_classes = len(split.train_classes)
         if config.sampler_p > n_classes:
@@ -33,7 +36,10 @@ def check_runnable(configs: list[RunConfig]) -> None:
 
 def describe(grid: Grid, configs: list[RunConfig]) -> str:
     """Human summary of a grid: number of runs and the axes."""
-    lines = [f"{len(configs)} runs ({grid.num_cells} cells before merging equivalent ones)"]
+    trained = [c for c in configs if c.loss not in BASELINES]
+    lines = [f"{len(trained)} runs ({grid.num_cells} cells before merging equivalent ones; "
+             f"each class fold is a run) + {len(configs) - len(trained)} baseline runs "
+             "(raw, untrained)"]
     for key, values in grid.axes.items():
         lines.append(f"  {key} ({len(values)}): {', '.join(map(str, values))}")
     if grid.base:
@@ -60,7 +66,7 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     extend: accept a store created by another grid file (adds this grid's cells).
     """
     grid = load_grid(grid_path)
-    configs = expand(grid)
+    configs = with_baselines(expand(grid))
     if dry_run:
         print(describe(grid, configs))
         return None

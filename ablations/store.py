@@ -31,7 +31,8 @@ import pandas as pd
 from ablations.config import FIELDS
 
 METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
-                  for m in ("precision_at_1", "r_precision", "map_at_r", "nmi")]
+                  for m in ("precision_at_1", "r_precision", "map_at_r", "nmi", "recall_at_1",
+                            "recall_at_2", "recall_at_4", "recall_at_8")]
 RUN_COLUMNS = (["run_id", *FIELDS, "status", "error", "diverged_step", "diverged_component",
                 "wall_time_s", "train_time_s", *METRIC_COLUMNS])
 # added beside the contract's columns (process CPU seconds: independent of machine load)

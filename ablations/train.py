@@ -17,6 +17,9 @@ The result dict:
     wall_time_s (whole call), train_time_s (inside training steps only), and the
     same as process CPU time, cpu_time_s and train_cpu_time_s (load-independent).
 
+A baseline (`loss` = "raw" or "untrained", ablations/baselines.py) is only
+evaluated: no steps, one validation row at epoch 0, status "finished".
+
 A step whose embeddings, loss component or weighted total is NaN or infinite
 stops the run with status "diverged", the step and the component ("embeddings",
 a component name, or "total"); its row is kept. Any
@@ -32,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablations.config import DATA_KEYS, RunConfig, config_hash, config_to_dict, resolve_config
+from ablations.baselines import evaluate_baseline
+from ablations.config import BASELINES, DATA_KEYS, RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.data import Split, load_split
 from ablations.evaluate import METRIC_NAMES, retrieval_metrics
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
@@ -75,7 +79,10 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
         "train_cpu_time_s": 0.0,
     }
     try:
-        _train(cfg, result)
+        if cfg.loss in BASELINES:  # raw / untrained: evaluated, never trained (no steps)
+            evaluate_baseline(cfg, cached_split(cfg), result)
+        else:
+            _train(cfg, result)
     except Diverged as err:
         result.update(status="diverged", error=str(err), diverged_step=err.step,
                       diverged_component=err.component)

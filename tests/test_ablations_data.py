@@ -159,7 +159,8 @@ def test_retrieval_metrics_perfect_and_random():
     for metric in ("euclidean", "squared_euclidean", "cosine"):
         m = retrieval_metrics(separated, y, metric=metric, seed=0)
         assert m == pytest.approx({"precision_at_1": 1, "r_precision": 1, "map_at_r": 1,
-                                   "nmi": 1})
+                                   "nmi": 1, "recall_at_1": 1, "recall_at_2": 1,
+                                   "recall_at_4": 1, "recall_at_8": 1})
     noise = retrieval_metrics(rng.normal(size=(60, 8)), y, metric="euclidean", seed=0)
     assert noise["map_at_r"] < 0.6 and noise["nmi"] < 0.3
 

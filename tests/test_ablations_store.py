@@ -1,4 +1,7 @@
-"""The results store through run_grid: layout, resume, extend, foreign grids, kills."""
+"""The results store through run_grid: layout, resume, extend, foreign grids, kills.
+
+GRID has 4 training cells; run_grid adds their 3 baselines (1 raw, 2 untrained: one per seed).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import pandas as pd
 import pytest
 
 import ablations.train
-from ablations.config import FIELDS, config_hash
+from ablations.baselines import with_baselines
+from ablations.config import BASELINES, FIELDS, config_hash
 from ablations.grid import expand, load_grid
 from ablations.runner import run_grid
 from ablations.store import METRIC_COLUMNS, RUN_COLUMNS, ResultsStore
@@ -58,7 +62,7 @@ def result_mtimes(store: ResultsStore) -> dict[str, int]:
 def test_grid_fills_the_store_layout(tmp_path, calls):
     grid = write(tmp_path / "g.toml", GRID)
     store = run_grid(grid, tmp_path / "out", workers=1)
-    assert len(calls) == 4
+    assert len(calls) == 7
     assert (tmp_path / "out" / "grid.toml").read_text() == GRID
     for name in ("runs", "steps", "epochs"):
         assert (tmp_path / "out" / f"{name}.parquet").is_file()
@@ -66,7 +70,7 @@ def test_grid_fills_the_store_layout(tmp_path, calls):
     assert list(runs.columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
     assert set(runs["status"]) == {"finished"} and runs["run_id"].is_unique
     assert runs[METRIC_COLUMNS].notna().all().all()
-    expected = {config_hash(c) for c in expand(load_grid(grid))}
+    expected = {config_hash(c) for c in with_baselines(expand(load_grid(grid)))}
     assert set(runs["run_id"]) == expected
     steps = store.steps()
     assert {"run_id", "epoch", "step", "lr", "margin", "loss", "loss_triplet", "weight_triplet",
@@ -89,15 +93,15 @@ def test_rerun_skips_finished_runs_and_extend_adds_only_new_cells(tmp_path, call
     store = run_grid(grid, tmp_path / "out", workers=1)
     before = result_mtimes(store)
     run_grid(grid, tmp_path / "out", workers=1)
-    assert len(calls) == 4 and result_mtimes(store) == before
+    assert len(calls) == 7 and result_mtimes(store) == before
     bigger = write(tmp_path / "g2.toml", GRID.replace("seed = [0, 1]", "seed = [0, 1, 2]"))
     with pytest.raises(ValueError, match="--extend"):
         run_grid(bigger, tmp_path / "out", workers=1)
     run_grid(bigger, tmp_path / "out", workers=1, extend=True)
-    assert len(calls) == 6 and len(set(calls)) == 6
+    assert len(calls) == 10 and len(set(calls)) == 10   # 2 new cells + untrained of seed 2
     after = result_mtimes(store)
     assert {r: after[r] for r in before} == before
-    assert len(store.runs()) == 6 and store.grid_text() == bigger.read_text()
+    assert len(store.runs()) == 10 and store.grid_text() == bigger.read_text()
     assert (tmp_path / "out" / "grid.1.toml").read_text() == GRID
 
 
@@ -107,7 +111,7 @@ def test_foreign_grid_is_refused_before_anything_runs(tmp_path, calls):
     with pytest.raises(ValueError) as err:
         run_grid(other, tmp_path / "out", workers=1)
     assert "different grid file" in str(err.value) and "extend" in str(err.value)
-    assert len(calls) == 4 and ResultsStore(tmp_path / "out").grid_text() == GRID
+    assert len(calls) == 7 and ResultsStore(tmp_path / "out").grid_text() == GRID
 
 
 def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
@@ -143,7 +147,7 @@ def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
     runs = store.runs().set_index(["loss", "seed"])
     assert set(runs.loc["naive", "status"]) == {"finished"}  # failed runs re-ran
     assert runs.loc[("batch_hard", 1), "status"] == "diverged"  # a final outcome: kept
-    assert len(runs) == 4
+    assert len(runs) == 7
 
 
 def test_store_readable_after_sigkill_and_rerun_completes_each_cell_once(tmp_path):
@@ -165,15 +169,16 @@ def test_store_readable_after_sigkill_and_rerun_completes_each_cell_once(tmp_pat
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-grid
         proc.wait()
     killed_with = result_mtimes(store)
-    assert 2 <= len(killed_with) < 6
+    assert 2 <= len(killed_with) < 10   # 6 cells + 1 raw + 3 untrained baselines
     runs = store.runs()  # readable: consolidated files missing or stale, per-run files complete
     assert set(runs["run_id"]) == set(killed_with) and set(runs["status"]) == {"finished"}
-    assert set(store.steps()["run_id"]) == set(killed_with)
+    trained = runs.loc[~runs["loss"].isin(BASELINES), "run_id"]   # baselines log no step
+    assert set(store.steps()["run_id"]) == set(trained)
     run_grid(grid, out, workers=1)
     assert {r: t for r, t in result_mtimes(store).items() if r in killed_with} == killed_with
     runs = pd.read_parquet(out / "runs.parquet")
-    assert len(runs) == 6 and runs["run_id"].is_unique
-    assert set(runs["run_id"]) == {config_hash(c) for c in expand(load_grid(grid))}
+    assert len(runs) == 10 and runs["run_id"].is_unique
+    assert set(runs["run_id"]) == {config_hash(c) for c in with_baselines(expand(load_grid(grid)))}
     assert set(runs["status"]) == {"finished"}
     assert not list(out.glob("**/.*.tmp"))
 

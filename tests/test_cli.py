@@ -27,8 +27,9 @@ def test_run_then_report_then_rerun_reuses_finished_runs(tmp_path):
     first = _tripletlab("run", str(SMOKE), "--out", str(store), "--workers", "1")
     assert first.returncode == 0, first.stderr
     runs = pd.read_parquet(store / "runs.parquet")
-    assert len(runs) == 4 and set(runs["status"]) == {"finished"}
-    assert set(runs["loss"]) == {"batch_hard", "naive"} and set(runs["seed"]) == {0, 1}
+    assert len(runs) == 7 and set(runs["status"]) == {"finished"}   # 4 cells + 3 baselines
+    assert set(runs["loss"]) == {"batch_hard", "naive", "raw", "untrained"}
+    assert set(runs["seed"]) == {0, 1}
 
     report = _tripletlab("report", str(store))
     assert report.returncode == 0, report.stderr
@@ -48,7 +49,7 @@ def test_run_then_report_then_rerun_reuses_finished_runs(tmp_path):
 def test_dry_run_prints_the_runs_and_axes_and_creates_nothing(tmp_path, capsys):
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "store"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("4 runs")
+    assert out.startswith("4 runs") and "+ 3 baseline runs" in out
     assert "loss (2): batch_hard, naive" in out and "seed (2): 0, 1" in out
     assert not (tmp_path / "store").exists()
 
