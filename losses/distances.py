@@ -25,7 +25,8 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     root is safe at 0: its
     gradient there is 0, as for torch.cdist, never NaN. Backward is one matrix product
     (a custom autograd Function); second derivatives with respect to x are not provided
-    (a gradient that depends on a loss weight, as in GradNorm, is).
+    (a gradient that depends on a loss weight, as in GradNorm, is). float16 and bfloat16
+    inputs are computed, and returned, in float32 (`working_precision`).
     """
     check_embeddings(x, name="x")
     check_choice(metric, name="metric", valid=METRICS)
@@ -33,7 +34,7 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
 
 
 def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact)."""
+    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact; float32 for half inputs)."""
     check_embeddings(a, name="a", min_rows=0)
     check_embeddings(b, name="b", min_rows=0)
     check_same_shape(a=a, b=b)
@@ -41,8 +42,23 @@ def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.
     return _paired_distances(a, b, metric=metric)
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def working_precision(x: torch.Tensor) -> torch.Tensor:
+    """x float -> x, as float32 when it is float16 or bfloat16 (differentiable: its gradient comes back in x's dtype).
+
+    Half-precision distances overflow (float16 above 65504: a squared distance of rows of
+    norm 200) or lose the small differences the losses compare, so every distance is
+    computed in float32 from half inputs and the losses come back in float32, as torch.autocast
+    does for cdist and the losses.
+    """
+    return x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF_DTYPES else x  # non-tensors: validation names them
+
+
 def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """a (N, D), b (N, D) -> (N,), unchecked."""
+    """a (N, D), b (N, D) -> (N,), unchecked; float32 for half inputs."""
+    a, b = working_precision(a), working_precision(b)
     if metric == "cosine":
         a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
         d = (1.0 - (a * b).sum(dim=1)).clamp(0.0, 2.0)  # (N,)
@@ -52,7 +68,8 @@ def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch
 
 
 def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """x (B, D) -> (B, B), unchecked."""
+    """x (B, D) -> (B, B), unchecked; float32 for half inputs."""
+    x = working_precision(x)
     if metric == "cosine":
         xn = F.normalize(x, dim=1)
         half = 0.5 - 0.5 * (xn @ xn.T)  # (B, B) half distances
