@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distances import DIRECT_COUNT_MAX, batch_distances, count_sorted_below, sorted_positive_distances
+from .distances import (
+    DIRECT_COUNT_MAX,
+    batch_distances,
+    count_sorted_below,
+    sorted_positive_distances,
+    working_precision,
+)
 from .masks import triplet_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
@@ -42,6 +48,7 @@ def batch_all_triplet_loss(
     from direct comparisons with the P thresholds instead (faster there; same result).
     """
     margin = check_margin(margin)
+    embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_choice(method, name="method", valid=METHODS)
     check_flag(return_stats, name="return_stats")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distances import _paired_distances, batch_distances, sorted_positive_distances
+from .distances import _paired_distances, batch_distances, sorted_positive_distances, working_precision
 from .reductions import REDUCTIONS, reduce_losses
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_margin
@@ -41,6 +41,7 @@ def batch_hard_triplet_loss(
         margin_value = check_margin(margin)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")
+    embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32
     with torch.no_grad():  # selection only: no backward through the (B, B) matrix
         dist, pos, neg = batch_distances(embeddings.detach(), labels, metric=metric)  # (B, B) x 3
         valid = pos.any(dim=1) & neg.any(dim=1)  # (B,) anchors with a positive and a negative

@@ -18,11 +18,15 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     the expansion |a|^2 + |b|^2 - 2ab (O(B^2) memory and a matrix product; the difference
     form needs a (B, B, D) tensor), clamped at 0, after subtracting the rounded batch mean
     (which leaves distances unchanged and shrinks the cancellation error for translated
-    batches). Rows that are exactly equal get exactly 0 (the expansion would leave a
-    rounding residue of about eps * |x|^2), and the square root is safe at 0: its
+    batches). The matrix is exactly symmetric, and rows that are exactly equal get
+    exactly 0 between them and bitwise identical distances to every other row (the
+    expansion would leave a rounding residue of about eps * |x|^2 that differs from row
+    to row, so a duplicate of a positive could count as farther than it); the square
+    root is safe at 0: its
     gradient there is 0, as for torch.cdist, never NaN. Backward is one matrix product
     (a custom autograd Function); second derivatives with respect to x are not provided
-    (a gradient that depends on a loss weight, as in GradNorm, is).
+    (a gradient that depends on a loss weight, as in GradNorm, is). float16 and bfloat16
+    inputs are computed, and returned, in float32 (`working_precision`).
     """
     check_embeddings(x, name="x")
     check_choice(metric, name="metric", valid=METRICS)
@@ -30,7 +34,7 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
 
 
 def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact)."""
+    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact; float32 for half inputs)."""
     check_embeddings(a, name="a", min_rows=0)
     check_embeddings(b, name="b", min_rows=0)
     check_same_shape(a=a, b=b)
@@ -38,8 +42,23 @@ def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.
     return _paired_distances(a, b, metric=metric)
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def working_precision(x: torch.Tensor) -> torch.Tensor:
+    """x float -> x, as float32 when it is float16 or bfloat16 (differentiable: its gradient comes back in x's dtype).
+
+    Half-precision distances overflow (float16 above 65504: a squared distance of rows of
+    norm 200) or lose the small differences the losses compare, so every distance is
+    computed in float32 from half inputs and the losses come back in float32, as torch.autocast
+    does for cdist and the losses.
+    """
+    return x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF_DTYPES else x  # non-tensors: validation names them
+
+
 def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """a (N, D), b (N, D) -> (N,), unchecked."""
+    """a (N, D), b (N, D) -> (N,), unchecked; float32 for half inputs."""
+    a, b = working_precision(a), working_precision(b)
     if metric == "cosine":
         a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
         d = (1.0 - (a * b).sum(dim=1)).clamp(0.0, 2.0)  # (N,)
@@ -49,12 +68,16 @@ def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch
 
 
 def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """x (B, D) -> (B, B), unchecked."""
+    """x (B, D) -> (B, B), unchecked; float32 for half inputs."""
+    x = working_precision(x)
     if metric == "cosine":
-        x = F.normalize(x, dim=1)
-        d = (1.0 - x @ x.T).clamp(0.0, 2.0)  # (B, B)
-        rows, cols = _equal_pairs(x.detach(), d.detach(), scale=1.0)
-        return d.index_put((rows, cols), torch.zeros((), dtype=d.dtype, device=d.device))
+        xn = F.normalize(x, dim=1)
+        half = 0.5 - 0.5 * (xn @ xn.T)  # (B, B) half distances
+        d = (half + half.T).clamp(0.0, 2.0)  # (B, B) exactly symmetric: a + b == b + a
+        first = _first_equal_row(x.detach(), d.detach(), scale=1.0)  # (B,) raw rows compared
+        with torch.no_grad():
+            exact = _with_equal_rows_equal(d.detach(), first)  # (B, B) values
+        return d + (exact - d).detach()  # values of `exact`, gradient of d (each row its own)
     return _EuclideanDistances.apply(x, metric == "euclidean")
 
 
@@ -81,10 +104,12 @@ class _EuclideanDistances(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, root):
         xc = x.detach() - torch.round(x.detach().mean(dim=0))  # (B, D), distances unchanged
-        sq = (xc * xc).sum(dim=1)  # (B,)
-        d = torch.addmm(sq[:, None] + sq[None, :], xc, xc.T, alpha=-2.0).clamp_min_(0.0)  # (B, B)
-        scale = 2.0 * float(sq.max())  # bound on |a|^2 + |b|^2
-        d.index_put_(_equal_pairs(xc, d, scale=scale), torch.zeros((), dtype=d.dtype, device=d.device))
+        half_sq = 0.5 * (xc * xc).sum(dim=1)  # (B,)
+        half = torch.addmm(half_sq[:, None] + half_sq[None, :], xc, xc.T, alpha=-1.0)  # (B, B) half distances
+        d = torch.add(half, half.T).clamp_min_(0.0)  # (B, B) exactly symmetric: a + b == b + a
+        del half
+        scale = 4.0 * float(half_sq.max())  # bound on |a|^2 + |b|^2
+        d = _with_equal_rows_equal(d, _first_equal_row(xc, d, scale=scale))
         if root:
             d.sqrt_()
         ctx.save_for_backward(xc, d)
@@ -102,24 +127,38 @@ class _EuclideanDistances(torch.autograd.Function):
         return 2.0 * (w_sym.sum(dim=1, keepdim=True) * xc - w_sym @ xc), None
 
 
-def _equal_pairs(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (B, D), d (B, B) computed distances -> (rows (E,), cols (E,)) int64: every pair of exactly equal rows.
+def _first_equal_row(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> torch.Tensor:
+    """x (B, D), d (B, B) computed distances -> (B,) int64: the first row of x exactly equal to each row.
 
-    The diagonal included. For equal rows the computed d (expansion |a|^2 + |b|^2 - 2ab or
-    1 - cos) is a rounding residue below (4 D + 8) eps * scale, scale = 2 max |x|^2 (1 for
-    unit rows, cosine): a rigorous bound for dot products in any summation order. Only the
-    pairs under it are compared exactly (usually the diagonal alone); when there are more
-    than 8 B of them, rows are grouped by torch.unique instead (O(B D log B)).
+    For equal rows the computed d (expansion |a|^2 + |b|^2 - 2ab or 1 - cos) is a rounding
+    residue below (4 D + 8) eps * scale, scale = 2 max |x|^2 (1 for unit rows, cosine): a
+    rigorous bound for dot products in any summation order. Only the pairs under it are
+    compared exactly (usually the diagonal alone); when there are more than 8 B of them,
+    rows are grouped by torch.unique instead (O(B D log B)).
     """
     B, D = x.shape
+    index = torch.arange(B, device=x.device)
     tol = (4 * D + 8) * torch.finfo(d.dtype).eps * scale
     rows, cols = (d <= tol).nonzero(as_tuple=True)  # (C,) candidates
     if rows.numel() > 8 * B + 64:
         _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
-        return (group[:, None] == group[None, :]).nonzero(as_tuple=True)
+        first = torch.full((B,), B, dtype=torch.long, device=x.device).scatter_reduce(0, group, index, "amin")
+        return first[group]
     equal = (x[rows] == x[cols]).all(dim=1)  # (C,)
-    diagonal = torch.arange(B, device=x.device)
-    return torch.cat([diagonal, rows[equal]]), torch.cat([diagonal, cols[equal]])
+    return index.scatter_reduce(0, rows[equal], cols[equal], "amin")
+
+
+def _with_equal_rows_equal(d: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """d (B, B) symmetric, first (B,) from _first_equal_row -> (B, B): 0 on the diagonal, rows of equal x identical.
+
+    Equal rows of x get the first one's row and column of d, so their distances to every
+    other row are bitwise equal (a duplicate of a positive is then never closer or farther
+    than it) and their mutual distance is exactly 0. d is changed in place when no row repeats.
+    """
+    d.diagonal().zero_()
+    if bool((first != torch.arange(first.shape[0], device=first.device)).any()):
+        d = d[first][:, first]  # symmetric still: d[f_i, f_j] == d[f_j, f_i]
+    return d
 
 
 def _safe_sqrt(sq: torch.Tensor) -> torch.Tensor:

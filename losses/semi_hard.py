@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
-from .distances import DIRECT_COUNT_MAX, _paired_distances, batch_distances, count_sorted_below, sorted_positive_distances
+from .distances import (
+    DIRECT_COUNT_MAX,
+    _paired_distances,
+    batch_distances,
+    count_sorted_below,
+    sorted_positive_distances,
+    working_precision,
+)
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_margin
@@ -42,6 +49,7 @@ def semi_hard_triplet_loss(
     and recomputes only those with autograd.
     """
     margin = check_margin(margin)
+    embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32
     check_choice(semantics, name="semantics", valid=SEMANTICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")

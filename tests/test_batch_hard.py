@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import loop_reference as ref
-from losses import METRICS, REDUCTIONS, batch_hard_triplet_loss
+from losses import METRICS, REDUCTIONS, batch_hard_triplet_loss, paired_distances
 
 CASES = ref.named_batches()
 MARGINS = {"hard": 0.5, "soft": None}
@@ -91,3 +91,35 @@ def test_cuda_matches_cpu():
     cpu = batch_hard_triplet_loss(x, y, margin=0.5, metric="cosine")
     gpu = batch_hard_triplet_loss(x.cuda(), y.cuda(), margin=0.5, metric="cosine")
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-10, rtol=0)
+
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_tied_hardest_pairs_send_the_gradient_to_the_first(metric):
+    """Copies of rows (same label): a tied farthest positive / nearest negative gets the gradient at its first index.
+
+    The expected gradient comes from the loop reference's distances (equal inputs give equal
+    Python floats), the first index attaining each max / min, and the paired distances.
+    """
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(60, 6, dtype=torch.float64, generator=g)
+    x = torch.cat([base[40:], base, base[:40]]).requires_grad_(True)  # copies before and after
+    y = torch.cat([torch.arange(60)[40:], torch.arange(60), torch.arange(60)[:40]]) % 12
+    loss = batch_hard_triplet_loss(x, y, margin=0.5, metric=metric, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    d = ref.distance_matrix(x.detach().tolist(), metric)
+    labels = y.tolist()
+    anchors, positives, negatives = [], [], []
+    for a in range(len(labels)):
+        pos = [j for j in range(len(labels)) if j != a and labels[j] == labels[a]]
+        neg = [j for j in range(len(labels)) if labels[j] != labels[a]]
+        anchors.append(a)
+        positives.append(max(pos, key=lambda j: (d[a][j], -j)))  # first of the farthest
+        negatives.append(min(neg, key=lambda j: (d[a][j], j)))  # first of the nearest
+    assert any(d[a][p] == d[a][p2] for a, p in zip(anchors, positives) for p2 in range(len(labels))
+               if p2 != p and p2 != a and labels[p2] == labels[a])  # the batch has tied hardest positives
+    e = x.detach().clone().requires_grad_(True)
+    gap = paired_distances(e[anchors], e[positives], metric=metric) - paired_distances(
+        e[anchors], e[negatives], metric=metric)
+    (expected,) = torch.autograd.grad(torch.relu(gap + 0.5).sum(), e)
+    torch.testing.assert_close(grad, expected, atol=1e-12, rtol=1e-10)

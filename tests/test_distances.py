@@ -30,9 +30,30 @@ def test_diagonal_and_duplicates_exactly_zero_with_finite_gradient(metric, dtype
     assert torch.equal(d.diagonal(), torch.zeros(7, dtype=dtype))
     assert d[0, 5].item() == 0.0 and d[6, 1].item() == 0.0
     assert (d >= 0).all()
-    torch.testing.assert_close(d, d.T)  # a matrix product is symmetric up to rounding only
+    assert torch.equal(d, d.T)  # exactly symmetric
     (grad,) = torch.autograd.grad(d.sum(), x)
     assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("batch_size", [7, 300])
+@pytest.mark.parametrize("metric", METRICS)
+def test_exactly_symmetric_and_equal_rows_give_identical_distances(metric, dtype, batch_size, device):
+    """Bitwise: d == d.T, and rows that repeat have the same distances to every row.
+
+    Guaranteed by construction (a + b == b + a, copied rows), not by the matrix product:
+    a BLAS may round x_i . x_j and x_j . x_i, or two equal rows, differently (blocking, GPU).
+    """
+    g = torch.Generator().manual_seed(batch_size)
+    base = torch.randn(batch_size, 16, dtype=dtype, generator=g) * 30 + 5
+    x = torch.cat([base, base[: batch_size // 3]])[torch.randperm(batch_size + batch_size // 3, generator=g)]
+    d = pairwise_distances(x.to(device), metric=metric).cpu()
+    assert torch.equal(d, d.T)
+    _, group = torch.unique(x, dim=0, return_inverse=True)
+    first = torch.zeros(int(group.max()) + 1, dtype=torch.long).scatter_reduce(
+        0, group, torch.arange(x.shape[0]), "amin", include_self=False)[group]  # first row equal to each row
+    assert (first != torch.arange(x.shape[0])).sum() == batch_size // 3
+    assert torch.equal(d, d[first])
 
 
 def test_gradient_at_zero_distance_is_zero_like_cdist():

@@ -137,3 +137,31 @@ def test_gradient_norm_is_differentiable_in_a_loss_weight(variant, metric):
     (plain,) = torch.autograd.grad(_loss(variant, x, y, metric, "mean"), x)
     assert plain.norm() > 0
     torch.testing.assert_close(dw, plain.norm())
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_half_precision_computes_in_float32(variant, metric, half):
+    """Norm-200 half embeddings: finite loss (float32), the gradient in the input dtype.
+
+    The value is the loss of the same numbers in float32 (half inputs are upcast before any
+    distance: float16 squared distances of such rows overflow 65504); the gradient is that
+    float32 gradient rounded to the input dtype.
+    """
+    g = torch.Generator().manual_seed(0)
+    x = (torch.nn.functional.normalize(torch.randn(64, 32, generator=g)) * 200).to(half)
+    y = torch.arange(64) % 8
+    kwargs = {"margin": 0.2, "metric": metric, "reduction": "mean"}
+    losses = []
+    for dtype in (half, torch.float32):
+        e = x.to(dtype).requires_grad_(True)
+        loss = VARIANTS[variant](e, y, **kwargs)
+        (grad,) = torch.autograd.grad(loss, e)
+        losses.append((loss, grad))
+    (loss, grad), (loss32, grad32) = losses
+    assert loss.dtype == torch.float32 and grad.dtype == half
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    assert loss.item() > 0 or variant == "semi_hard-pml"
+    torch.testing.assert_close(loss, loss32, rtol=0, atol=0)
+    torch.testing.assert_close(grad, grad32.to(half), rtol=0, atol=0)
