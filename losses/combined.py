@@ -20,7 +20,7 @@ from .reductions import REDUCTIONS, reduce_losses
 from .registry import VARIANTS
 from .stats import TripletStats
 from .validation import check_choice, check_embeddings, check_flag, check_labels
-from .validation import check_weight
+from .validation import check_margin, check_weight
 
 CE_INPUTS = ("logits", "probabilities")
 BATCH_VARIANTS = tuple(name for name in VARIANTS if name != "naive")
@@ -52,16 +52,84 @@ class TripletWithIDOutput:
     stats: TripletStats | None
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ce_input: str, anchor: torch.Tensor) -> torch.Tensor:
+CE_KINDS = ("ce", "focal")
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ce_input: str,
+    anchor: torch.Tensor,
+    ce: str = "ce",
+    focal_gamma: float = 2.0,
+    focal_alpha: float | None = None,
+) -> torch.Tensor:
     """logits (N, C) float, target (N,) int -> scalar mean CE; N = 0 gives an attached 0.
 
     ce_input="logits" is the correct CE. ce_input="probabilities" feeds softmax(logits) to the
     CE as if they were logits (the common nn.Softmax + nn.CrossEntropyLoss bug, which squashes
     the gradient): an explicit ablation switch only.
+    ce="focal" (Lin et al. 2017) weights each item's -log p_t by (1 - p_t)^focal_gamma and,
+    when focal_alpha is a number in (0, 1), by alpha_t = focal_alpha for target 1 and
+    1 - focal_alpha otherwise (RetinaNet's binary balance); gamma 0 and alpha None is the CE.
+    focal_gamma and focal_alpha are unused when ce="ce".
     """
+    check_choice(ce, name="ce", valid=CE_KINDS)
     scores = logits if ce_input == "logits" else torch.softmax(logits, dim=1)
-    per_item = F.cross_entropy(scores, target, reduction="none")  # (N,)
+    if ce == "ce":
+        per_item = F.cross_entropy(scores, target, reduction="none")  # (N,)
+    else:
+        log_p = F.log_softmax(scores, dim=1).gather(1, target[:, None])[:, 0]  # (N,) log p_t
+        per_item = -(1.0 - log_p.exp()).pow(focal_gamma) * log_p  # (N,)
+        if focal_alpha is not None:
+            per_item = per_item * torch.where(target == 1, focal_alpha, 1.0 - focal_alpha)
     return reduce_losses(per_item, reduction="mean", anchor=anchor)
+
+
+def check_focal(ce: str, focal_gamma: float, focal_alpha: float | None) -> dict:
+    """-> the cross_entropy keywords {ce, focal_gamma, focal_alpha}, validated (names in errors)."""
+    check_choice(ce, name="ce", valid=CE_KINDS)
+    gamma = check_weight(focal_gamma, name="focal_gamma")
+    if focal_alpha is not None:
+        alpha = check_margin(focal_alpha, name="focal_alpha")
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"expected focal_alpha in (0, 1) or None, got {focal_alpha!r}")
+        focal_alpha = alpha
+    return {"ce": ce, "focal_gamma": gamma, "focal_alpha": focal_alpha}
+
+
+def pair_components(
+    triplet: torch.Tensor, logits_pos: torch.Tensor, logits_neg: torch.Tensor, *, ce_input: str, **focal
+) -> dict[str, torch.Tensor]:
+    """triplet () float, logits_pos (N, 2), logits_neg (M, 2) float -> {"triplet", "ce_pos", "ce_neg"}.
+
+    ce_pos = CE(logits_pos, 1), ce_neg = CE(logits_neg, 0), each the mean over its pairs;
+    `focal` are cross_entropy's ce, focal_gamma, focal_alpha.
+    """
+    ones = torch.ones(logits_pos.shape[0], dtype=torch.long, device=logits_pos.device)
+    zeros = torch.zeros(logits_neg.shape[0], dtype=torch.long, device=logits_neg.device)
+    return {
+        "triplet": triplet,
+        "ce_pos": cross_entropy(logits_pos, ones, ce_input=ce_input, anchor=logits_pos, **focal),
+        "ce_neg": cross_entropy(logits_neg, zeros, ce_input=ce_input, anchor=logits_neg, **focal),
+    }
+
+
+def pair_total(
+    triplet: torch.Tensor,
+    logits_pos: torch.Tensor,
+    logits_neg: torch.Tensor,
+    *,
+    weights: Mapping[str, float],
+    ce_input: str,
+    **focal,
+) -> torch.Tensor:
+    """triplet () float, logits_pos (N, 2), logits_neg (M, 2), weights {"triplet", "ce_pos", "ce_neg"} -> scalar.
+
+    What CombinedLoss adds up: sum of weights[c] * pair_components(...)[c].
+    """
+    return _weighted_total(weights, pair_components(triplet, logits_pos, logits_neg, ce_input=ce_input, **focal))
 
 
 def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -147,6 +215,8 @@ class CombinedLoss(nn.Module):
     ablation switch). w_triplet, w_pos, w_neg: >= 0, default 1 each (equal weights; pass a
     ``losses.weighting`` method the ``components`` instead to weight them adaptively).
     hidden_dim: None (linear head, default) or the hidden width of a one-hidden-layer head.
+    ce: "ce" (default) or "focal" for both CE terms, with focal_gamma and focal_alpha (see
+    ``cross_entropy``; unused with "ce").
     """
 
     def __init__(
@@ -163,8 +233,12 @@ class CombinedLoss(nn.Module):
         variant: str = "batch_hard",
         variant_params: Mapping[str, object] | None = None,
         pairs: str = "hardest",
+        ce: str = "ce",
+        focal_gamma: float = 2.0,
+        focal_alpha: float | None = None,
     ):
         super().__init__()
+        self.focal = check_focal(ce, focal_gamma, focal_alpha)
         self.embedding_dim = _check_size(embedding_dim, name="embedding_dim")
         self.metric = check_choice(metric, name="metric", valid=METRICS)
         self.ce_input = check_choice(ce_input, name="ce_input", valid=CE_INPUTS)
@@ -216,14 +290,9 @@ class CombinedLoss(nn.Module):
     def _combine(self, triplet, a_pos, p, a_neg, n, *, stats) -> CombinedOutput:
         logits_pos = self.classifier(a_pos, p)  # (N, 2)
         logits_neg = self.classifier(a_neg, n)  # (M, 2)
-        ones = torch.ones(logits_pos.shape[0], dtype=torch.long, device=logits_pos.device)
-        zeros = torch.zeros(logits_neg.shape[0], dtype=torch.long, device=logits_neg.device)
-        components = {
-            "triplet": triplet,
-            "ce_pos": cross_entropy(logits_pos, ones, ce_input=self.ce_input, anchor=logits_pos),
-            "ce_neg": cross_entropy(logits_neg, zeros, ce_input=self.ce_input, anchor=logits_neg),
-        }
-        accuracy = _accuracy(torch.cat([logits_pos, logits_neg]), torch.cat([ones, zeros]))
+        components = pair_components(triplet, logits_pos, logits_neg, ce_input=self.ce_input, **self.focal)
+        target = torch.cat([torch.ones(len(logits_pos), dtype=torch.long), torch.zeros(len(logits_neg), dtype=torch.long)])
+        accuracy = _accuracy(torch.cat([logits_pos, logits_neg]), target.to(logits_pos.device))
         return CombinedOutput(_weighted_total(self.weights, components), components, accuracy, stats)
 
 
@@ -236,6 +305,8 @@ class TripletWithIDLoss(nn.Module):
     with margin=None). Components "triplet", "ce_id"; total = w_triplet * triplet + w_ce * ce_id;
     ``id_accuracy`` is the classifier's accuracy on the batch. Labels must lie in [0, num_classes).
     ce_input as in CombinedLoss ("probabilities" is the documented bug, an ablation switch).
+    ce: "ce" (default) or "focal" with focal_gamma (focal_alpha must be None: its binary class
+    balance has no meaning for C classes).
     """
 
     def __init__(
@@ -249,8 +320,14 @@ class TripletWithIDLoss(nn.Module):
         w_triplet: float = 1.0,
         w_ce: float = 1.0,
         variant_params: Mapping[str, object] | None = None,
+        ce: str = "ce",
+        focal_gamma: float = 2.0,
+        focal_alpha: float | None = None,
     ):
         super().__init__()
+        if focal_alpha is not None:
+            raise ValueError(f"focal_alpha must be None for TripletWithIDLoss (a binary class balance), got {focal_alpha!r}")
+        self.focal = check_focal(ce, focal_gamma, None)
         self.variant = check_choice(variant, name="variant", valid=BATCH_VARIANTS)
         self.variant_params = _check_variant_params(variant_params)
         self.metric = check_choice(metric, name="metric", valid=METRICS)
@@ -278,5 +355,5 @@ class TripletWithIDLoss(nn.Module):
             self.variant, embeddings, labels, margin=margin, metric=self.metric, params=self.variant_params, return_stats=return_stats
         )
         logits = self.classifier(embeddings)  # (B, num_classes)
-        components = {"triplet": triplet, "ce_id": cross_entropy(logits, labels, ce_input=self.ce_input, anchor=logits)}
+        components = {"triplet": triplet, "ce_id": cross_entropy(logits, labels, ce_input=self.ce_input, anchor=logits, **self.focal)}
         return TripletWithIDOutput(_weighted_total(self.weights, components), components, _accuracy(logits, labels), stats)

@@ -1,0 +1,307 @@
+"""check_loss: run a user's loss on the battery, compare with ours in float64, diagnose mismatches."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..validation import check_choice
+from .battery import Case
+from .targets import Target, make_target
+
+VALUE_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-4, 1e-6)}  # (relative, absolute)
+GRAD_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-3, 1e-6)}  # relative to the largest entry
+
+
+@dataclass
+class CaseResult:
+    """One battery case: the user's value against ours, and what went wrong (if anything)."""
+
+    case: str
+    dtype: str
+    expected: float
+    value: float | None = None
+    value_ok: bool = False
+    grad_ok: bool | None = None  # None: not compared (tied selection, or no gradient to compare)
+    grad_error: float | None = None  # largest |gradient - ours| / largest |ours|
+    problem: str | None = None  # "error", "not a scalar", "non-finite value", "non-finite gradient", "detached"
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and self.value_ok and self.grad_ok is not False
+
+
+@dataclass
+class ConformanceReport:
+    """The outcome of check_loss: `conforms`, one CaseResult per case, plain-word diagnoses."""
+
+    function: str
+    variant: str
+    settings: dict
+    conforms: bool
+    results: list[CaseResult]
+    diagnoses: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def summary(self) -> str:
+        """Readable text: verdict, diagnoses, notes, then a line per failing case."""
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        verdict = "conforms" if self.conforms else "does NOT conform"
+        lines = [f"{self.function} {verdict} to {self.variant} ({settings}): "
+                 f"{sum(r.ok for r in self.results)}/{len(self.results)} cases pass"]
+        lines += [f"  diagnosis: {d}" for d in self.diagnoses]
+        lines += [f"  note: {n}" for n in self.notes]
+        for r in self.results:
+            if not r.ok:
+                got = "-" if r.value is None else f"{r.value:.10g}"
+                what = r.problem or ("value" if not r.value_ok else f"gradient (off by {r.grad_error:.2g} relative)")
+                lines.append(f"  - {r.case} [{r.dtype}]: {what}; got {got}, expected {r.expected:.10g}"
+                             + (f" ({r.detail})" if r.detail else ""))
+        return "\n".join(lines)
+
+
+def check_loss(
+    fn: Callable,
+    *,
+    as_: str,
+    metric: str = "euclidean",
+    margin: float = 0.2,
+    reduction: str | None = None,
+    semantics: str | None = None,
+    keywords: dict[str, str | None] | None = None,
+    extra: dict | None = None,
+) -> ConformanceReport:
+    """fn, variant name -> ConformanceReport: `fn` checked against our `as_` loss on the battery.
+
+    as_: naive, batch_all, batch_hard, batch_hard_soft, semi_hard_tf, semi_hard_pml
+    (or semi_hard with semantics "tf" / "pml"), or combined (a combining function, see
+    losses.testing.targets). fn takes (embeddings, labels), naive (anchor, positive,
+    negative), and returns a scalar tensor. reduction: None = the variant's usual one
+    (ablations' choice: batch_all and semi_hard_pml "mean_positive", else "mean").
+    The settings margin, metric, reduction, semantics (and soft=True for batch_hard_soft,
+    w_* for combined) are passed by keyword to fn when its signature has a parameter
+    of that name; `keywords` renames them ({"margin": "alpha"}) or, mapped to None,
+    stops one from being passed (fn has it built in); `extra` adds fixed keywords.
+    Nothing is passed positionally but the tensors.
+    """
+    target = make_target(as_, metric=metric, margin=margin, reduction=reduction, semantics=semantics)
+    call_keywords, names = _keyword_plan(fn, target.settings, keywords or {}, extra or {})
+    if target.required_keywords:
+        missing = [k for k in target.required_keywords if k not in names]
+        if missing:
+            raise ValueError(f"as_={target.variant!r}: fn must take {missing} (or map them with keywords)")
+    cases = target.cases(margin_settable="margin" in names)
+    results, outputs = [], []
+    for case in cases:
+        case_keywords = {**call_keywords, **{names[k]: v for k, v in case.params.items() if k in names}}
+        result, out = _run_case(fn, target, case, case_keywords)
+        results.append(result)
+        outputs.append(out)
+    conforms = all(r.ok for r in results)
+    report = ConformanceReport(_name(fn), target.variant, dict(target.settings), conforms, results)
+    report.notes += _tie_notes(target, cases, results)
+    if not conforms:
+        report.diagnoses = _diagnose(target, cases, results, outputs)
+    return report
+
+
+def assert_conforms(fn: Callable, *, as_: str, **options) -> ConformanceReport:
+    """As check_loss; raises AssertionError with the diagnoses unless fn conforms (for pytest)."""
+    report = check_loss(fn, as_=as_, **options)
+    if not report.conforms:
+        raise AssertionError(report.summary())
+    return report
+
+
+def _name(fn: Callable) -> str:
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{module}:{name}" if module else name
+
+
+def _keyword_plan(fn, settings: dict, keywords: dict, extra: dict) -> tuple[dict, dict]:
+    """-> ({parameter name of fn: value}, {setting: parameter name}): the settings fn accepts
+    (renamed per `keywords`), then `extra`."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(keywords) - set(settings))
+    if unknown:
+        raise ValueError(f"keywords: unknown setting(s) {unknown}; valid: {sorted(settings)}")
+    plan, names = {}, {}
+    for name, value in settings.items():
+        target = keywords.get(name, name)
+        if target is None:
+            continue
+        if name in keywords and not (target in params or var_kw):
+            raise ValueError(f"keywords: {name}={target!r}, but {_name(fn)} has no parameter {target!r}; "
+                             f"its parameters: {list(params)}")
+        if target in params or (var_kw and name in keywords):
+            plan[target], names[name] = value, target
+    return {**plan, **extra}, names
+
+
+def _run_case(fn, target: Target, case: Case, call_keywords: dict):
+    """fn called with call_keywords on case -> (CaseResult, (user value float64 or None, user gradients or None))."""
+    ref_inputs = tuple(t.clone().requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
+    ref_value, ref_grads = _value_and_grads(target.reference(case), ref_inputs)
+    result = CaseResult(case.name, str(case.dtype).replace("torch.", ""), float(ref_value))
+    inputs = tuple(t.to(case.dtype).requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
+    try:
+        out = fn(*inputs, **call_keywords)
+    except Exception as err:  # noqa: BLE001 - a user's exception is a finding, not a crash
+        result.problem, result.detail = "error", f"{type(err).__name__}: {err}"
+        return result, None
+    if not isinstance(out, torch.Tensor) or out.numel() != 1:
+        result.problem = "not a scalar"
+        result.detail = f"returned {type(out).__name__}" + (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
+        return result, None
+    result.value = float(out.detach())
+    rtol, atol = VALUE_TOL[case.dtype]
+    result.value_ok = math.isfinite(result.value) and abs(result.value - float(ref_value)) <= atol + rtol * abs(float(ref_value))
+    if not math.isfinite(result.value):
+        result.problem = "non-finite value"
+        return result, (result.value, None)
+    if not out.requires_grad:
+        result.problem = "detached"
+        result.detail = "the value is not attached to the inputs' graph: backward() fails"
+        return result, (result.value, None)
+    grads = torch.autograd.grad(out.reshape(()), [t for t in inputs if t.is_floating_point()], allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g.double() for t, g in zip(inputs, grads)]
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        bad = sum(int((~torch.isfinite(g)).sum()) for g in grads)
+        result.problem = "non-finite gradient"
+        result.detail = f"{bad} NaN/inf gradient entries"
+        return result, (result.value, None)
+    if target.compares_gradient(case):
+        scale = max(float(g.abs().max()) if g.numel() else 0.0 for g in ref_grads)
+        err = max(float((g - r).abs().max()) if g.numel() else 0.0 for g, r in zip(grads, ref_grads))
+        rtol, atol = GRAD_TOL[case.dtype]
+        result.grad_error = err / scale if scale > 0 else err
+        result.grad_ok = err <= atol + rtol * scale
+    return result, (result.value, grads)
+
+
+def _value_and_grads(loss_fn, inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    floats = [t for t in inputs if t.is_floating_point()]
+    value = loss_fn(inputs)
+    grads = torch.autograd.grad(value, floats, allow_unused=True) if value.requires_grad else [None] * len(floats)
+    return value.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(floats, grads)]
+
+
+def _tie_notes(target: Target, cases: list[Case], results: list[CaseResult]) -> list[str]:
+    skipped = [c.name for c, r in zip(cases, results) if r.grad_ok is None and r.problem is None and c.exact]
+    if not skipped or not target.selects:
+        return []
+    return [f"gradients not compared on {', '.join(skipped)}: the loss selects among exactly tied "
+            f"distances there, and which of them takes the gradient is a free choice (ours: the first index)"]
+
+
+def _names(cases: list[Case]) -> str:
+    return ", ".join(c.name + ("" if c.dtype == torch.float64 else "") for c in cases)
+
+
+def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outputs) -> list[str]:
+    """Failing results -> plain-word likely causes (known faults reproduced, or patterns)."""
+    out = []
+    by_problem: dict[str, list[Case]] = {}
+    for case, r in zip(cases, results):
+        if r.problem:
+            by_problem.setdefault(r.problem, []).append(case)
+    for problem, failing in by_problem.items():
+        out.append(_problem_words(problem, failing, results, cases, target))
+    mismatched = [(c, r) for c, r in zip(cases, results) if not r.ok and r.problem in (None, "non-finite gradient")]
+    float64 = [(c, o) for c, o, r in zip(cases, outputs, results)
+               if c.dtype == torch.float64 and o is not None]
+    if any(c.dtype == torch.float64 and not (r.value_ok and r.grad_ok is not False) for c, r in mismatched):
+        out.append(_explain(target, float64, [c for c, _ in mismatched if c.dtype == torch.float64]))
+    elif mismatched:
+        names = _names([c for c, _ in mismatched])
+        out.append(f"correct in float64 but not within float32 tolerance on {names}: a precision loss "
+                   f"(e.g. |a|^2 + |b|^2 - 2ab on uncentred large vectors, or a float32 accumulator)")
+    return out
+
+
+def _problem_words(problem: str, failing: list[Case], results, cases, target: Target) -> str:
+    names = _names(failing)
+    if problem == "non-finite gradient":
+        if any(not c.duplicates and not c.empty for c in failing):
+            return (f"NaN or infinite gradient on {names}: square root without a safe gradient at 0 "
+                    f"(the diagonal d(i, i) = 0 or a duplicate reaches sqrt; add epsilon only where the "
+                    f"distance is 0, or mask before the root)")
+        return (f"NaN or infinite gradient on duplicate embeddings ({names}): square root without a safe "
+                f"gradient at 0")
+    if problem == "non-finite value":
+        if all(c.empty for c in failing):
+            return (f"NaN or inf value on batches without any valid {target.items} ({names}): a mean divides "
+                    f"by a zero count; return an attached 0 ((embeddings * 0).sum())")
+        return f"NaN or inf value on {names}"
+    if problem == "detached":
+        where = " without any valid item" if all(c.empty for c in failing) else ""
+        return (f"value not attached to the graph on {names}{where}: return (embeddings * 0).sum(), "
+                f"never a new constant tensor, so backward() works on every batch")
+    details = {r.detail for c, r in zip(cases, results) if r.problem == problem}
+    return f"{problem} on {names}: {'; '.join(sorted(details))[:300]}"
+
+
+def _explain(target: Target, float64, mismatched: list[Case]) -> str:
+    """Name the known fault (or pair of faults) that reproduces fn on every float64 case it returned."""
+    names = _names(mismatched)
+    scores = []
+    candidates = target.candidates()
+    cache: dict[int, list[bool]] = {}
+
+    def matches(index: int, changes: dict) -> list[bool]:
+        if index not in cache:
+            cache[index] = [_matches(target, case, changes, value, grads) for case, (value, grads) in float64]
+        return cache[index]
+
+    for i, (words, changes) in enumerate(candidates):
+        hits = matches(i, changes)
+        if all(hits):
+            return f"{words} (reproduced on every batch; fn differs from the reference on {names})"
+        scores.append((sum(hits), i))
+    pairs = [(i, j) for i, j in itertools.combinations(range(len(candidates)), 2)
+             if not set(candidates[i][1]) & set(candidates[j][1])]
+    for n, (i, j) in enumerate(pairs):
+        merged = {**candidates[i][1], **candidates[j][1]}
+        if all(_matches(target, case, merged, value, grads) for case, (value, grads) in float64):
+            return (f"two faults: {candidates[i][0]}; and {candidates[j][0]} "
+                    f"(reproduced on every batch; fn differs from the reference on {names})")
+    best, i = max(scores) if scores else (0, -1)
+    value_only = [c.name for c in mismatched]
+    closest = f"; closest known fault: {candidates[i][0]} ({best} of {len(float64)} batches)" if best else ""
+    return (f"no known fault reproduces it: differs from the reference on {', '.join(value_only)}"
+            f"{closest}")
+
+
+def _matches(target: Target, case: Case, changes: dict, value: float, grads) -> bool:
+    """Does the faulty spec `changes` give fn's value (and gradient, where compared) on case?"""
+    inputs = tuple(t.clone().requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
+    try:
+        cand_value, cand_grads = _value_and_grads(target.candidate(case, changes), inputs)
+    except Exception:  # noqa: BLE001 - a fault that cannot run on this batch does not match
+        return False
+    rtol, atol = VALUE_TOL[torch.float64]
+    if not math.isfinite(float(cand_value)) or abs(value - float(cand_value)) > atol + rtol * abs(float(cand_value)):
+        return False
+    if grads is None or not target.compares_gradient(case):
+        return True
+    scale = max(float(g.abs().max()) if g.numel() else 0.0 for g in cand_grads)
+    err = max(float((g - r).abs().max()) if g.numel() else 0.0 for g, r in zip(grads, cand_grads))
+    return err <= 1e-9 + 1e-6 * scale

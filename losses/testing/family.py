@@ -1,0 +1,132 @@
+"""One readable mask-form implementation of every variant, with switches for the classic faults.
+
+`family_loss(inputs, spec)` computes the loss a `Spec` describes with (B, B) and
+(B, B, B) masks (small batches only). With the default switches it equals the
+reference loss of `losses/`; each switch reproduces one mistake found in real code
+(a mask that includes the diagonal, the other semi-hard boundary, a detached hardest
+positive, ...). The checker evaluates these "known wrong" specs and names the one
+that reproduces what a user's function returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..reductions import reduce_losses
+
+BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml")
+CHECKED_VARIANTS = ("naive", *BATCH_VARIANTS)
+# metric names a Spec may hold: the three of losses.METRICS plus the faulty ones
+FAULTY_METRICS = ("cosine_similarity",)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one loss computes. The defaults of the switches are the correct rules.
+
+    variant: one of CHECKED_VARIANTS; margin, metric, reduction as the losses take them.
+    eps: added under the square root everywhere (0: the safe root, exactly 0 at distance 0).
+    normalize: L2-normalise the embeddings before the distance.
+    positives: "same_label" (y_p == y_a, p != a) | "with_diagonal" (p == a allowed).
+    negatives: "other_label" (y_n != y_a) | "other_index" (n != a, any label) |
+        "not_positive" (the complement of the positive mask: the anchor itself included).
+    lower: semi-hard d_an > d_ap ("strict") | d_an >= d_ap ("inclusive").
+    upper: PML semi-hard d_an <= d_ap + margin ("inclusive") | d_an < d_ap + margin ("strict").
+    detach: batch-hard "" | "positive" | "negative": that hardest distance carries no gradient.
+    """
+
+    variant: str
+    margin: float
+    metric: str
+    reduction: str
+    eps: float = 0.0
+    normalize: bool = False
+    positives: str = "same_label"
+    negatives: str = "other_label"
+    lower: str = "strict"
+    upper: str = "inclusive"
+    detach: str = ""
+
+    def but(self, **changes) -> Spec:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def distances(u: torch.Tensor, v: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """u (..., D), v (..., D) broadcastable float -> (...) distances under spec (difference form)."""
+    if spec.normalize:
+        u, v = F.normalize(u, dim=-1), F.normalize(v, dim=-1)
+    if spec.metric in ("cosine", "cosine_similarity"):
+        cos = (F.normalize(u, dim=-1) * F.normalize(v, dim=-1)).sum(dim=-1)
+        if spec.metric == "cosine_similarity":
+            return cos
+        equal = (u.detach() == v.detach()).all(dim=-1)
+        return torch.where(equal, 0.0, (1.0 - cos).clamp(0.0, 2.0))
+    sq = (u - v).pow(2).sum(dim=-1)
+    if spec.metric == "squared_euclidean":
+        return sq
+    if spec.eps > 0:
+        return torch.sqrt(sq + spec.eps)
+    zero = sq == 0
+    return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, 1.0, sq)))
+
+
+def family_loss(inputs: tuple[torch.Tensor, ...], spec: Spec) -> torch.Tensor:
+    """inputs (embeddings (B, D), labels (B,)) or, for naive, (anchor, positive, negative) (N, D) -> scalar."""
+    if spec.variant == "naive":
+        anchor, positive, negative = inputs
+        items = torch.relu(distances(anchor, positive, spec) - distances(anchor, negative, spec) + spec.margin)
+        return reduce_losses(items, reduction=spec.reduction, anchor=anchor)
+    x, labels = inputs
+    B = x.shape[0]
+    d = distances(x[:, None, :], x[None, :, :], spec)  # (B, B)
+    same = labels[:, None] == labels[None, :]  # (B, B)
+    eye = torch.eye(B, dtype=torch.bool, device=x.device)
+    pos = same if spec.positives == "with_diagonal" else same & ~eye
+    neg = {"other_label": ~same, "other_index": ~eye, "not_positive": ~pos}[spec.negatives]
+    if spec.variant in ("batch_hard", "batch_hard_soft"):
+        items = _batch_hard(d, pos, neg, spec)
+    elif spec.variant == "semi_hard_tf":
+        items = _semi_hard_tf(d, pos, neg, spec)
+    else:
+        d_ap, d_an = d[:, :, None], d[:, None, :]  # (B, B, 1), (B, 1, B)
+        keep = pos[:, :, None] & neg[:, None, :]  # (B, B, B) triplets (a, p, n)
+        if spec.variant == "semi_hard_pml":
+            above = d_an >= d_ap if spec.lower == "inclusive" else d_an > d_ap
+            below = d_an < d_ap + spec.margin if spec.upper == "strict" else d_an <= d_ap + spec.margin
+            keep = keep & above & below
+        items = torch.relu(d_ap - d_an + spec.margin)[keep]
+    return reduce_losses(items, reduction=spec.reduction, anchor=x)
+
+
+def _batch_hard(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """(B, B) distances and masks -> (A,) per-anchor losses; ties go to the first index."""
+    valid = pos.any(dim=1) & neg.any(dim=1)  # (B,)
+    hardest_pos = torch.where(pos, d.detach(), -torch.inf).argmax(dim=1, keepdim=True)  # (B, 1)
+    hardest_neg = torch.where(neg, d.detach(), torch.inf).argmin(dim=1, keepdim=True)  # (B, 1)
+    d_ap = d.gather(1, hardest_pos)[:, 0][valid]  # (A,)
+    d_an = d.gather(1, hardest_neg)[:, 0][valid]  # (A,)
+    if spec.detach == "positive":
+        d_ap = d_ap.detach()
+    if spec.detach == "negative":
+        d_an = d_an.detach()
+    if spec.variant == "batch_hard_soft":
+        return F.softplus(d_ap - d_an)
+    return torch.relu(d_ap - d_an + spec.margin)
+
+
+def _semi_hard_tf(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """(B, B) -> per positive pair (a, p), row-major: the nearest negative farther than p, else the farthest."""
+    dd = d.detach()
+    d_an = dd[:, None, :]  # (B, 1, B): [a, ., n]
+    d_ap = dd[:, :, None]  # (B, B, 1): [a, p, .]
+    farther = neg[:, None, :] & (d_an >= d_ap if spec.lower == "inclusive" else d_an > d_ap)  # (B, B, B)
+    nearest = torch.where(farther, d_an, torch.inf).argmin(dim=2)  # (B, B)
+    farthest = torch.where(neg, dd, -torch.inf).argmax(dim=1, keepdim=True)  # (B, 1)
+    chosen = torch.where(farther.any(dim=2), nearest, farthest)  # (B, B) negative of pair (a, p)
+    items = pos & neg.any(dim=1, keepdim=True)  # (B, B) pairs whose anchor has a negative
+    return torch.relu(d - d.gather(1, chosen) + spec.margin)[items]
