@@ -112,6 +112,7 @@ class RunConfig:
     eval_every: int = 10                # validation every N epochs, and always after the last
     # --- keys added after the first store format (hashed only when not default) ---
     encoder: str = "mlp"                # mlp (ablations/model.py; more in ENCODERS)
+    data_fingerprint: str = ""          # npz: sha256 of the file, filled by resolve_config (changed data = new run id)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -136,6 +137,10 @@ _POSITIVE_INTS = ("blobs_classes", "blobs_dim", "blobs_points_per_class", "margi
 _NON_NEGATIVE = ("blobs_spread", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
                  "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed", "gradnorm_alpha")
 _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
+SEED_KEYS = ("seed", "data_seed")
+MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
+# datasets read from a file: their runs carry the file's sha256 as data_fingerprint
+FILE_DATASETS = ("npz",)
 # weighting method -> (config key, keyword of losses.weighting.make_weighting)
 WEIGHTING_PARAMS = {
     "inverse_ema": (("ema_momentum", "momentum"),),
@@ -155,6 +160,8 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset += [k for k in FIELDS if k.startswith("blobs_")] + ["data_seed"]
     if cfg["dataset"] != "npz":
         reset.append("npz_path")
+    if cfg["dataset"] not in FILE_DATASETS:
+        reset.append("data_fingerprint")
     margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
         loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft")
     if margin_unused:
@@ -208,10 +215,33 @@ def check_value(key: str, value: Any) -> Any:
         raise ValueError(f"key 'ema_momentum' must be in [0, 1), got {value!r}")
     if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
+    if key in SEED_KEYS and not 0 <= value <= MAX_SEED:
+        raise ValueError(f"key {key!r} must be in [0, 2**32 - 1] = [0, {MAX_SEED}] "
+                         f"(scikit-learn's KMeans takes no larger seed), got {value!r}")
+    if key == "blobs_points_per_class" and value < 2:
+        raise ValueError(f"key 'blobs_points_per_class' must be >= 2 (a class with one point "
+                         f"has no positive pair to retrieve), got {value!r}")
+    if key == "data_fingerprint" and value and (
+            len(value) != 64 or value.strip("0123456789abcdef")):
+        raise ValueError(f"key 'data_fingerprint' must be empty (filled from the data file) or "
+                         f"a sha256 of 64 lowercase hex digits, got {value!r}")
     if key in ("sampler_p", "sampler_k") and value < 2:
         raise ValueError(f"key {key!r} must be >= 2 (a batch needs positives and negatives), "
                          f"got {value!r}")
     return value
+
+
+def _check_schedules(cfg: dict[str, Any]) -> None:
+    """A schedule longer than training is an error naming both keys."""
+    lengths = []
+    if cfg["lr_schedule"] == "warmup_cosine":
+        lengths.append(("warmup_epochs", "lr_schedule = 'warmup_cosine'"))
+    if cfg["margin_schedule"] == "linear":
+        lengths.append(("margin_ramp_epochs", "margin_schedule = 'linear'"))
+    for key, where in lengths:
+        if cfg[key] > cfg["epochs"]:
+            raise ValueError(f"key {key!r} = {cfg[key]} (with {where}) is longer than training "
+                             f"(epochs = {cfg['epochs']}); use {key} <= epochs")
 
 
 def resolve_config(values: dict[str, Any]) -> RunConfig:
@@ -225,6 +255,11 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
         raise ValueError("key 'npz_path' must name a .npz file when dataset = 'npz'")
     for key in _keys_to_reset(cfg):
         cfg[key] = DEFAULTS[key]
+    _check_schedules(cfg)
+    if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
+        from ablations.data import file_fingerprint
+
+        cfg["data_fingerprint"] = file_fingerprint(cfg["npz_path"], key="npz_path")
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)

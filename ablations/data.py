@@ -13,7 +13,13 @@ validation or test set is seen in training. Classes are sorted and cut in order:
   each, `data_seed` fixes it; `blobs_label_noise` replaces that share of the
   *training* labels by a random training class (noisy supervision; evaluation
   labels stay clean).
-- npz: arrays X (N, D) float and y (N,) int from `npz_path`, split as above.
+- npz: arrays X (N, D) float and y (N,) int from `npz_path`, split as above. X must be
+  real (integer or float, no complex, no object arrays) with D >= 1, and every class
+  needs at least 2 samples (a query with no same-class neighbour has no precision
+  or MAP@R): a class with fewer is an error naming it, not a silent NaN. The file's
+  sha256 is the run's `data_fingerprint` (part of its run id, see
+  `ablations.config`): changed data means new runs; a run whose file changed
+  after its grid was resolved fails with an error naming the file.
 
 Features are standardised with the training split's mean and standard deviation.
 Model selection uses the validation split only; test metrics are computed for
@@ -22,12 +28,16 @@ every run, and reports pick configurations on validation.
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 MIN_CLASSES = 6
+MIN_CLASS_SIZE = 2
+_FINGERPRINTS: dict[tuple, str] = {}  # (resolved path, size, mtime_ns) -> sha256
 
 
 @dataclass(frozen=True)
@@ -95,31 +105,82 @@ def make_blobs_xy(*, classes: int, dim: int, points_per_class: int, spread: floa
     return x, y
 
 
+def file_fingerprint(path: str | Path, *, key: str = "path") -> str:
+    """file -> sha256 hex digest of its bytes (cached while its size and mtime stay the same).
+
+    ValueError naming `key` and the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+        if not path.is_file():
+            raise IsADirectoryError(21, "not a file")
+        cache_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if cache_key not in _FINGERPRINTS:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            _FINGERPRINTS[cache_key] = digest.hexdigest()
+    except FileNotFoundError:
+        raise ValueError(f"{key}: file not found: {str(path)!r}") from None
+    except OSError as err:
+        raise ValueError(f"{key}: cannot read {str(path)!r} ({err.strerror or err})") from err
+    return _FINGERPRINTS[cache_key]
+
+
+def check_class_sizes(y: np.ndarray, *, source: str) -> None:
+    """y (N,) int -> None; ValueError naming the classes with fewer than MIN_CLASS_SIZE samples."""
+    classes, counts = np.unique(y, return_counts=True)
+    small = classes[counts < MIN_CLASS_SIZE]
+    if len(small):
+        shown = ", ".join(map(str, small[:20].tolist())) + (" ..." if len(small) > 20 else "")
+        raise ValueError(f"{source}: {len(small)} class(es) of y have fewer than "
+                         f"{MIN_CLASS_SIZE} samples ({shown}); every class needs at least "
+                         f"{MIN_CLASS_SIZE} (a query needs a same-class neighbour): remove them "
+                         f"or add samples")
+
+
 def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """.npz with X (N, D) float and y (N,) int -> (X, y); ValueError on anything else."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"npz_path: file not found: {str(path)!r}")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [name for name in ("X", "y") if name not in data.files]
-        if missing:
-            raise ValueError(f"npz_path {str(path)!r}: missing array(s) {missing}; "
-                             f"found {sorted(data.files)}, need X (N, D) float and y (N,) int")
-        x, y = data["X"], data["y"]
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"npz_path {str(path)!r}: X must be a 2-D numeric array, "
+    where = f"npz_path {str(path)!r}"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"{where}: not an .npz archive (a single .npy array?); "
+                                 f"save X and y with numpy.savez")
+            missing = [name for name in ("X", "y") if name not in data.files]
+            if missing:
+                raise ValueError(f"{where}: missing array(s) {missing}; "
+                                 f"found {sorted(data.files)}, need X (N, D) float and y (N,) int")
+            x, y = data["X"], data["y"]
+    except ValueError as err:
+        if str(err).startswith(where):
+            raise
+        raise ValueError(f"{where}: cannot be read as an .npz of plain arrays ({err}); "
+                         f"need X (N, D) float and y (N,) int, no object arrays") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{where}: not a readable .npz archive ({err})") from err
+    real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    if x.ndim != 2 or not real:
+        raise ValueError(f"{where}: X must be a 2-D real (integer or float) array, "
                          f"got shape {x.shape} dtype {x.dtype}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{where}: X has zero columns (shape {x.shape}); need at least 1 feature")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"npz_path {str(path)!r}: y must be a 1-D integer array, "
+        raise ValueError(f"{where}: y must be a 1-D integer array, "
                          f"got shape {y.shape} dtype {y.dtype}")
     if len(x) != len(y):
-        raise ValueError(f"npz_path {str(path)!r}: X has {len(x)} rows but y has {len(y)} labels")
+        raise ValueError(f"{where}: X has {len(x)} rows but y has {len(y)} labels")
     if not np.isfinite(x).all():
-        raise ValueError(f"npz_path {str(path)!r}: X has {int((~np.isfinite(x)).sum())} "
-                         f"non-finite values")
+        raise ValueError(f"{where}: X has {int((~np.isfinite(x)).sum())} non-finite values")
     if len(np.unique(y)) < 2:
-        raise ValueError(f"npz_path {str(path)!r}: y has a single class; "
+        raise ValueError(f"{where}: y has a single class; "
                          f"the split needs at least {MIN_CLASSES}")
+    check_class_sizes(y, source=where)
     return x, y
 
 
@@ -135,9 +196,20 @@ def load_split(config) -> Split:
         split = split_by_class(x, y)
         return _with_label_noise(split, rate=config.blobs_label_noise, seed=config.data_seed)
     if config.dataset == "npz":
+        _check_fingerprint(config)
         x, y = load_npz_xy(config.npz_path)
         return split_by_class(x, y)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz")
+
+
+def _check_fingerprint(config) -> None:
+    """ValueError when the file's sha256 is not the config's data_fingerprint (data changed)."""
+    expected = getattr(config, "data_fingerprint", "")
+    actual = file_fingerprint(config.npz_path, key="npz_path")
+    if expected and actual != expected:
+        raise ValueError(f"npz_path {config.npz_path!r} changed after the grid was resolved: "
+                         f"its sha256 is {actual[:16]}..., the run expects data_fingerprint "
+                         f"{expected[:16]}...; run the grid again to make runs for the new data")
 
 
 def _with_label_noise(split: Split, *, rate: float, seed: int) -> Split:
