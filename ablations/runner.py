@@ -24,6 +24,7 @@ from ablations.grid import MAX_RUNS, Grid, expand, load_grid
 from ablations.store import ResultsStore
 
 CONSOLIDATE_EVERY_S = 30.0  # also consolidated once at the end (and on interrupt)
+REFRESH_S = 0.5  # the progress bar is redrawn at most this often on epoch news
 SHOWN_IN_FLIGHT = 4  # runs in flight named in the progress bar (the rest are counted)
 
 
@@ -109,6 +110,7 @@ class _Progress:
                         file=sys.stderr, dynamic_ncols=True)
         self.counts = {"finished": 0, "diverged": 0, "failed": 0}
         self.in_flight: dict[str, tuple[int, int]] = {}
+        self.shown_at = 0.0
 
     def epoch(self, run_id: str, epoch: int, epochs: int) -> None:
         """Callback of run_one (forwarded by the executor): run_id is at epoch / epochs."""
@@ -128,7 +130,10 @@ class _Progress:
                      list(self.in_flight.items())[:SHOWN_IN_FLIGHT]]
             more = len(self.in_flight) - len(shown)
             text += " | running: " + ", ".join(shown) + (f" +{more} more" if more > 0 else "")
-        self.bar.set_postfix_str(text, refresh=True)
+        self.bar.set_postfix_str(text, refresh=False)
+        if time.monotonic() - self.shown_at >= REFRESH_S:  # epochs can be many a second
+            self.bar.refresh()
+            self.shown_at = time.monotonic()
 
     def close(self) -> None:
         self.bar.close()

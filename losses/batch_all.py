@@ -9,7 +9,7 @@ from .distances import DIRECT_COUNT_MAX, batch_distances, count_sorted_below, so
 from .masks import triplet_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
-from .validation import check_choice, check_flag, check_margin
+from .validation import check_choice, check_flag, check_triplet_margin
 
 METHODS = ("sorted", "mask")
 
@@ -41,7 +41,7 @@ def batch_all_triplet_loss(
     cost log P instead of a full (B, B) sort. For P <= DIRECT_COUNT_MAX the counts come
     from direct comparisons with the P thresholds instead (faster there; same result).
     """
-    margin = check_margin(margin)
+    margin = check_triplet_margin(margin)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_choice(method, name="method", valid=METHODS)
     check_flag(return_stats, name="return_stats")

@@ -8,7 +8,7 @@ from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
 from .distances import DIRECT_COUNT_MAX, _paired_distances, batch_distances, count_sorted_below, sorted_positive_distances
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
-from .validation import check_choice, check_flag, check_margin
+from .validation import check_choice, check_flag, check_triplet_margin
 
 SEMANTICS = ("tf", "pml")
 
@@ -41,7 +41,7 @@ def semi_hard_triplet_loss(
     O(B^2) memory, no (B, B, B) tensor. "tf" chooses its pairs on the detached distances
     and recomputes only those with autograd.
     """
-    margin = check_margin(margin)
+    margin = check_triplet_margin(margin)
     check_choice(semantics, name="semantics", valid=SEMANTICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")
