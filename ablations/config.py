@@ -207,6 +207,9 @@ def check_value(key: str, value: Any) -> Any:
                          f"valid choices: {', '.join(CHOICES[key])}")
     if key in _POSITIVE_INTS and value < 1:
         raise ValueError(f"key {key!r} must be >= 1, got {value!r}")
+    if key in SEED_KEYS and not 0 <= value <= MAX_SEED:
+        raise ValueError(f"key {key!r} must be in [0, 2**32 - 1] = [0, {MAX_SEED}] "
+                         f"(scikit-learn's KMeans takes no larger seed), got {value!r}")
     if key in _NON_NEGATIVE and value < 0:
         raise ValueError(f"key {key!r} must be >= 0, got {value!r}")
     if (key == "lr" or key in _POSITIVE_FLOATS) and value <= 0:
@@ -215,9 +218,6 @@ def check_value(key: str, value: Any) -> Any:
         raise ValueError(f"key 'ema_momentum' must be in [0, 1), got {value!r}")
     if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
-    if key in SEED_KEYS and not 0 <= value <= MAX_SEED:
-        raise ValueError(f"key {key!r} must be in [0, 2**32 - 1] = [0, {MAX_SEED}] "
-                         f"(scikit-learn's KMeans takes no larger seed), got {value!r}")
     if key == "blobs_points_per_class" and value < 2:
         raise ValueError(f"key 'blobs_points_per_class' must be >= 2 (a class with one point "
                          f"has no positive pair to retrieve), got {value!r}")

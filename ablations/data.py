@@ -148,10 +148,11 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"npz_path: file not found: {str(path)!r}")
     where = f"npz_path {str(path)!r}"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError(f"{where}: not an .npz archive (a single .npy array?); "
-                                 f"save X and y with numpy.savez")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"{where}: not an .npz archive (a single .npy array?); "
+                             f"save X and y with numpy.savez")
+        with loaded as data:
             missing = [name for name in ("X", "y") if name not in data.files]
             if missing:
                 raise ValueError(f"{where}: missing array(s) {missing}; "
