@@ -177,7 +177,9 @@ class ResultsStore:
             atomic_write_bytes(self.root / f"grid.{n}.toml", old.encode("utf-8"))
         if old != grid_text:
             atomic_write_bytes(self.root / "grid.toml", grid_text.encode("utf-8"))
-        if source is not None and source != self.grid_source():
+        # grid.toml's file: recorded when the text is (re)written, or by an older store's
+        # first run with its own text; the same text from elsewhere does not move it
+        if source is not None and (old != grid_text or self.grid_source() is None):
             atomic_write_json(self.root / SOURCE_FILE, {"path": source})
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
