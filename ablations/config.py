@@ -131,13 +131,14 @@ class RunConfig:
     idx_labels: str = ""                # idx: MNIST-format label file (.gz or not)
     class_folds: int = 1                # K class-disjoint partitions; a grid expands it to folds 0..K-1
     fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
+    data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), filled by resolve_config (changed data = new run id)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 # The keys that make a run's data (its split included): one loaded split per distinct value,
 # and what a `raw` baseline depends on.
-DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels", "class_folds",
-             "fold") + tuple(k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
+DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels", "data_fingerprint",
+             "class_folds", "fold") + tuple(k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
 DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 # The keys of the first store format. A key added later enters the run id only when
 # it differs from its default, so every existing store keeps its run ids.
@@ -167,6 +168,10 @@ _NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_
                  "margin_start", "w_triplet", "w_pos", "w_neg", "w_ce", "hidden_layers",
                  "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold")
 _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
+SEED_KEYS = ("seed", "data_seed")
+MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
+# datasets read from a file: their runs carry the file's sha256 as data_fingerprint
+FILE_DATASETS = {"npz": ("npz_path",), "idx": ("idx_images", "idx_labels")}  # -> their file keys
 # weighting method -> (config key, keyword of losses.weighting.make_weighting)
 WEIGHTING_PARAMS = {
     "inverse_ema": (("ema_momentum", "momentum"),),
@@ -194,6 +199,8 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset += ["idx_images", "idx_labels"]
     if cfg["encoder"] != "conv":
         reset += ["image_shape", "conv_channels"]
+    if cfg["dataset"] not in FILE_DATASETS:
+        reset.append("data_fingerprint")
     margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
         loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft")
     if margin_unused:
@@ -258,6 +265,9 @@ def check_value(key: str, value: Any) -> Any:
                          f"valid choices: {', '.join(CHOICES[key])}")
     if key in _POSITIVE_INTS and value < 1:
         raise ValueError(f"key {key!r} must be >= 1, got {value!r}")
+    if key in SEED_KEYS and not 0 <= value <= MAX_SEED:
+        raise ValueError(f"key {key!r} must be in [0, 2**32 - 1] = [0, {MAX_SEED}] "
+                         f"(scikit-learn's KMeans takes no larger seed), got {value!r}")
     if key in _NON_NEGATIVE and value < 0:
         raise ValueError(f"key {key!r} must be >= 0, got {value!r}")
     if (key == "lr" or key in _POSITIVE_FLOATS) and value <= 0:
@@ -266,10 +276,30 @@ def check_value(key: str, value: Any) -> Any:
         raise ValueError(f"key 'ema_momentum' must be in [0, 1), got {value!r}")
     if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
+    if key == "blobs_points_per_class" and value < 2:
+        raise ValueError(f"key 'blobs_points_per_class' must be >= 2 (a class with one point "
+                         f"has no positive pair to retrieve), got {value!r}")
+    if key == "data_fingerprint" and value and (
+            len(value) != 64 or value.strip("0123456789abcdef")):
+        raise ValueError(f"key 'data_fingerprint' must be empty (filled from the data file) or "
+                         f"a sha256 of 64 lowercase hex digits, got {value!r}")
     if key in ("sampler_p", "sampler_k") and value < 2:
         raise ValueError(f"key {key!r} must be >= 2 (a batch needs positives and negatives), "
                          f"got {value!r}")
     return value
+
+
+def _check_schedules(cfg: dict[str, Any]) -> None:
+    """A schedule longer than training is an error naming both keys."""
+    lengths = []
+    if cfg["lr_schedule"] == "warmup_cosine":
+        lengths.append(("warmup_epochs", "lr_schedule = 'warmup_cosine'"))
+    if cfg["margin_schedule"] == "linear":
+        lengths.append(("margin_ramp_epochs", "margin_schedule = 'linear'"))
+    for key, where in lengths:
+        if cfg[key] > cfg["epochs"]:
+            raise ValueError(f"key {key!r} = {cfg[key]} (with {where}) is longer than training "
+                             f"(epochs = {cfg['epochs']}); use {key} <= epochs")
 
 
 def resolve_config(values: dict[str, Any]) -> RunConfig:
@@ -296,6 +326,12 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
                          f"got {cfg['fold']!r}")
     for key in _keys_to_reset(cfg):
         cfg[key] = DEFAULTS[key]
+    _check_schedules(cfg)
+    if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
+        from ablations.data import files_fingerprint
+
+        cfg["data_fingerprint"] = files_fingerprint(
+            {key: cfg[key] for key in FILE_DATASETS[cfg["dataset"]]})
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)

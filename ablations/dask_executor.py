@@ -20,6 +20,11 @@ Determinism: each task sets torch to ``torch_threads`` intra-op threads
 environment, so a worker does not oversubscribe its cores and a run gives the
 same numbers on a worker as in a local process.
 
+Progress: with ``map_unordered(..., progress=cb)`` each task calls ``fn(item,
+progress=...)``, which logs ``(run_id, epoch, epochs)`` as a Dask event
+(``Worker.log_event``) under a topic unique to this call; the client subscribes
+to it and calls ``cb`` from the thread iterating the results.
+
 Workers: ``dask worker tcp://HOST:PORT --nthreads 1 --nworkers N``, in an
 environment where this checkout's ``losses`` and ``ablations`` import (the
 project installed with ``pip install -e .``, or ``PYTHONPATH=<repo root>``;
@@ -31,7 +36,9 @@ on every worker.
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -40,6 +47,7 @@ from ablations.config import config_hash
 __all__ = ["DaskExecutor", "task_key"]
 
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+POLL_S = 0.2  # how often progress events are forwarded while tasks run
 
 
 def task_key(fn: Callable[[dict], dict], item: dict) -> str:
@@ -61,13 +69,27 @@ def task_key(fn: Callable[[dict], dict], item: dict) -> str:
     return f"{name}-{run_id}"
 
 
-def _call_with_torch_threads(item: dict, *, fn: Callable[[dict], dict], torch_threads: int) -> dict:
-    """run config dict -> fn(item), with torch limited to torch_threads intra-op threads."""
+def _call_with_torch_threads(item: dict, *, fn: Callable[..., dict], torch_threads: int,
+                             progress_topic: str | None = None) -> dict:
+    """run config dict -> fn(item), with torch limited to torch_threads intra-op threads.
+
+    progress_topic: fn also gets `progress`, which logs [run_id, epoch, epochs]
+    as a Dask event under that topic.
+    """
     import torch
 
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
-    return fn(item)
+    if progress_topic is None:
+        return fn(item)
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def progress(run_id: str, epoch: int, epochs: int) -> None:
+        worker.log_event(progress_topic, [run_id, int(epoch), int(epochs)])
+
+    return fn(item, progress=progress)
 
 
 class DaskExecutor:
@@ -114,8 +136,12 @@ class DaskExecutor:
         return (f"DaskExecutor({self.address!r}, retries={self.retries}, "
                 f"torch_threads={self.torch_threads})")
 
-    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
+    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict], *,
+                      progress: Callable[[str, int, int], None] | None = None) -> Iterator[dict]:
         """fn (config dict -> result dict), N config dicts -> the N results, in finishing order.
+
+        progress: (run_id, epoch, epochs) -> None, called here for every progress
+        call of fn on the workers (fn must then accept a `progress` keyword).
 
         The items must be distinct runs (distinct run_ids). A task that raised (after
         ``retries``) or died with too many workers re-raises its error here,
@@ -126,10 +152,10 @@ class DaskExecutor:
         dupes = sorted(key for key, count in Counter(keys).items() if count > 1)
         if dupes:
             raise ValueError(f"items: expected distinct run_ids, got duplicates {dupes}")
-        return self._iterate(fn, items, keys)
+        return self._iterate(fn, items, keys, progress)
 
     def _iterate(self, fn: Callable[[dict], dict], items: list[dict],
-                 keys: list[str]) -> Iterator[dict]:
+                 keys: list[str], progress=None) -> Iterator[dict]:
         if not items:
             return
         from distributed import Client, as_completed
@@ -143,6 +169,11 @@ class DaskExecutor:
             ) from exc
         with client:
             futures: dict[Any, Any] = {}
+            topic = None
+            events: deque = deque()  # appended by the client's event loop thread
+            if progress is not None:
+                topic = f"tripletlab-progress-{uuid.uuid4().hex}"
+                client.subscribe_topic(topic, lambda event: events.append(event[1]))
             try:
                 submitted = client.map(
                     _call_with_torch_threads,
@@ -152,13 +183,26 @@ class DaskExecutor:
                     retries=self.retries,
                     fn=fn,
                     torch_threads=self.torch_threads,
+                    progress_topic=topic,
                 )
                 futures = {f.key: f for f in submitted}
-                for future in as_completed(submitted, loop=client.loop):
-                    result = future.result()
-                    futures.pop(future.key, None)
-                    future.release()
-                    yield result
+                finished = as_completed(submitted, loop=client.loop)
+                while not finished.is_empty():
+                    if progress is None:
+                        batch = finished.next_batch(block=True)
+                    else:
+                        while events:
+                            progress(*events.popleft())
+                        batch = finished.next_batch(block=False)
+                        if not batch:
+                            time.sleep(POLL_S)
+                    for future in batch:
+                        result = future.result()
+                        futures.pop(future.key, None)
+                        future.release()
+                        yield result
             finally:
                 if futures:
                     client.cancel(list(futures.values()))
+                if topic is not None:
+                    client.unsubscribe_topic(topic)

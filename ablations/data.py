@@ -25,6 +25,13 @@ blocks of classes for validation and test, each fold class-disjoint in itself.
   and why it is a fair test.
 - idx: MNIST-format IDX files `idx_images`, `idx_labels` (.gz or not; e.g. Debian's
   dataset-fashion-mnist), images flattened to rows (ablations/idx.py).
+  For npz, X must be
+  real (integer or float, no complex, no object arrays) with D >= 1, and every class
+  needs at least 2 samples (a query with no same-class neighbour has no precision
+  or MAP@R): a class with fewer is an error naming it, not a silent NaN. The file's
+  sha256 is the run's `data_fingerprint` (part of its run id, see
+  `ablations.config`): changed data means new runs; a run whose file changed
+  after its grid was resolved fails with an error naming the file.
 
 Features are standardised with the training split's mean and standard deviation.
 Model selection uses the validation split only; test metrics are computed for
@@ -33,12 +40,16 @@ every run, and reports pick configurations on validation.
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 MIN_CLASSES = 6
+MIN_CLASS_SIZE = 2
+_FINGERPRINTS: dict[tuple, str] = {}  # (resolved path, size, mtime_ns) -> sha256
 
 
 @dataclass(frozen=True)
@@ -118,31 +129,83 @@ def make_blobs_xy(*, classes: int, dim: int, points_per_class: int, spread: floa
     return x, y
 
 
+def file_fingerprint(path: str | Path, *, key: str = "path") -> str:
+    """file -> sha256 hex digest of its bytes (cached while its size and mtime stay the same).
+
+    ValueError naming `key` and the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+        if not path.is_file():
+            raise IsADirectoryError(21, "not a file")
+        cache_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if cache_key not in _FINGERPRINTS:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            _FINGERPRINTS[cache_key] = digest.hexdigest()
+    except FileNotFoundError:
+        raise ValueError(f"{key}: file not found: {str(path)!r}") from None
+    except OSError as err:
+        raise ValueError(f"{key}: cannot read {str(path)!r} ({err.strerror or err})") from err
+    return _FINGERPRINTS[cache_key]
+
+
+def check_class_sizes(y: np.ndarray, *, source: str) -> None:
+    """y (N,) int -> None; ValueError naming the classes with fewer than MIN_CLASS_SIZE samples."""
+    classes, counts = np.unique(y, return_counts=True)
+    small = classes[counts < MIN_CLASS_SIZE]
+    if len(small):
+        shown = ", ".join(map(str, small[:20].tolist())) + (" ..." if len(small) > 20 else "")
+        raise ValueError(f"{source}: {len(small)} class(es) of y have fewer than "
+                         f"{MIN_CLASS_SIZE} samples ({shown}); every class needs at least "
+                         f"{MIN_CLASS_SIZE} (a query needs a same-class neighbour): remove them "
+                         f"or add samples")
+
+
 def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """.npz with X (N, D) float and y (N,) int -> (X, y); ValueError on anything else."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"npz_path: file not found: {str(path)!r}")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [name for name in ("X", "y") if name not in data.files]
-        if missing:
-            raise ValueError(f"npz_path {str(path)!r}: missing array(s) {missing}; "
-                             f"found {sorted(data.files)}, need X (N, D) float and y (N,) int")
-        x, y = data["X"], data["y"]
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"npz_path {str(path)!r}: X must be a 2-D numeric array, "
+    where = f"npz_path {str(path)!r}"
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"{where}: not an .npz archive (a single .npy array?); "
+                             f"save X and y with numpy.savez")
+        with loaded as data:
+            missing = [name for name in ("X", "y") if name not in data.files]
+            if missing:
+                raise ValueError(f"{where}: missing array(s) {missing}; "
+                                 f"found {sorted(data.files)}, need X (N, D) float and y (N,) int")
+            x, y = data["X"], data["y"]
+    except ValueError as err:
+        if str(err).startswith(where):
+            raise
+        raise ValueError(f"{where}: cannot be read as an .npz of plain arrays ({err}); "
+                         f"need X (N, D) float and y (N,) int, no object arrays") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{where}: not a readable .npz archive ({err})") from err
+    real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    if x.ndim != 2 or not real:
+        raise ValueError(f"{where}: X must be a 2-D real (integer or float) array, "
                          f"got shape {x.shape} dtype {x.dtype}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{where}: X has zero columns (shape {x.shape}); need at least 1 feature")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"npz_path {str(path)!r}: y must be a 1-D integer array, "
+        raise ValueError(f"{where}: y must be a 1-D integer array, "
                          f"got shape {y.shape} dtype {y.dtype}")
     if len(x) != len(y):
-        raise ValueError(f"npz_path {str(path)!r}: X has {len(x)} rows but y has {len(y)} labels")
+        raise ValueError(f"{where}: X has {len(x)} rows but y has {len(y)} labels")
     if not np.isfinite(x).all():
-        raise ValueError(f"npz_path {str(path)!r}: X has {int((~np.isfinite(x)).sum())} "
-                         f"non-finite values")
+        raise ValueError(f"{where}: X has {int((~np.isfinite(x)).sum())} non-finite values")
     if len(np.unique(y)) < 2:
-        raise ValueError(f"npz_path {str(path)!r}: y has a single class; "
+        raise ValueError(f"{where}: y has a single class; "
                          f"the split needs at least {MIN_CLASSES}")
+    check_class_sizes(y, source=where)
     return x, y
 
 
@@ -159,6 +222,7 @@ def load_split(config) -> Split:
         split = split_by_class(x, y, **folds)
         return _with_label_noise(split, rate=config.blobs_label_noise, seed=config.data_seed)
     if config.dataset == "npz":
+        _check_fingerprint(config, {"npz_path": config.npz_path})
         x, y = load_npz_xy(config.npz_path)
         return split_by_class(x, y, **folds)
     if config.dataset == "nuisance":
@@ -173,9 +237,32 @@ def load_split(config) -> Split:
     if config.dataset == "idx":
         from ablations.idx import load_idx_xy
 
+        _check_fingerprint(config, {"idx_images": config.idx_images,
+                                    "idx_labels": config.idx_labels})
         x, y = load_idx_xy(config.idx_images, config.idx_labels)
         return split_by_class(x, y, **folds)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx")
+
+
+def files_fingerprint(files: dict[str, str]) -> str:
+    """{config key: path} -> the data's fingerprint: the file's sha256 for one file, else the
+    sha256 of "key=sha256;" over the keys in order (idx: images and labels)."""
+    digests = {key: file_fingerprint(path, key=key) for key, path in files.items()}
+    if len(digests) == 1:
+        return next(iter(digests.values()))
+    text = "".join(f"{key}={digest};" for key, digest in digests.items())
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_fingerprint(config, files: dict[str, str]) -> None:
+    """ValueError when the files' fingerprint is not the config's data_fingerprint (data changed)."""
+    expected = getattr(config, "data_fingerprint", "")
+    actual = files_fingerprint(files)
+    if expected and actual != expected:
+        names = ", ".join(f"{key} {path!r}" for key, path in files.items())
+        raise ValueError(f"{names} changed after the grid was resolved: the data's sha256 is "
+                         f"{actual[:16]}..., the run expects data_fingerprint "
+                         f"{expected[:16]}...; run the grid again to make runs for the new data")
 
 
 def _with_label_noise(split: Split, *, rate: float, seed: int) -> Split:

@@ -4,14 +4,20 @@
         def map_unordered(self, fn, items) -> Iterator[dict]: ...
 
 `fn` is `ablations.train.run_one` (config dict -> result dict, no file I/O);
-results are yielded as they finish. `LocalExecutor` is a process pool on this
+results are yielded as they finish. With `progress` (a callable run_id, epoch,
+epochs -> None in the calling process) the executor calls `fn(item,
+progress=...)` in its workers and forwards every call back to `progress` in the
+calling process, from the thread iterating the results. `LocalExecutor` is a process pool on this
 machine; `ablations.dask_executor.DaskExecutor` runs on a Dask cluster.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
+import queue
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Protocol
@@ -25,8 +31,14 @@ PRELOAD = ("torch", "torch._dynamo", "ablations.train", "ablations.evaluate", "l
            "pytorch_metric_learning.utils.inference")
 
 
+Progress = Callable[[str, int, int], None]  # (run_id, epoch, epochs) -> None
+POLL_S = 0.2  # how often progress messages are forwarded while runs are in flight
+_PROGRESS_QUEUE = None  # a worker's queue back to the calling process (set by _init_worker)
+
+
 class Executor(Protocol):
-    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
+    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict], *,
+                      progress: Progress | None = None) -> Iterator[dict]:
         """fn (config dict -> result dict), N items -> the N results in finishing order."""
         ...
 
@@ -39,10 +51,39 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(torch_threads: int) -> None:
+def _init_worker(torch_threads: int, progress_queue=None) -> None:
+    """Pool worker set-up: torch threads, the progress queue, and SIGINT left to the parent.
+
+    A terminal's Ctrl-C reaches the whole process group; the parent stops the
+    workers, so they ignore it (no KeyboardInterrupt traceback from each).
+    """
+    global _PROGRESS_QUEUE
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(torch_threads)
+    _PROGRESS_QUEUE = progress_queue
+
+
+def _queue_progress(run_id: str, epoch: int, epochs: int) -> None:
+    _PROGRESS_QUEUE.put((run_id, epoch, epochs))
+
+
+def _call_in_worker(item: dict, *, fn: Callable[..., dict]) -> dict:
+    """In a pool worker: fn(item), with progress sent to the parent when it asked for it."""
+    if _PROGRESS_QUEUE is None:
+        return fn(item)
+    return fn(item, progress=_queue_progress)
+
+
+def _drain(progress_queue, progress: Progress) -> None:
+    """Forward every progress message waiting in the queue to `progress`."""
+    while True:
+        try:
+            run_id, epoch, epochs = progress_queue.get_nowait()
+        except queue.Empty:
+            return
+        progress(run_id, epoch, epochs)
 
 
 class LocalExecutor:
@@ -72,48 +113,68 @@ class LocalExecutor:
     def __repr__(self) -> str:
         return f"LocalExecutor(workers={self.workers}, torch_threads={self.torch_threads})"
 
-    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict]) -> Iterator[dict]:
+    def map_unordered(self, fn: Callable[[dict], dict], items: Sequence[dict], *,
+                      progress: Progress | None = None) -> Iterator[dict]:
         items = list(items)
         if self.workers == 1 or len(items) <= 1:
-            return self._serial(fn, items)
-        return self._pool(fn, items)
+            return self._serial(fn, items, progress)
+        return self._pool(fn, items, progress)
 
-    def _serial(self, fn, items):
+    def _serial(self, fn, items, progress):
         import torch
 
         before = torch.get_num_threads()
         torch.set_num_threads(self.torch_threads)
         try:
             for item in items:
-                yield fn(item)
+                yield fn(item) if progress is None else fn(item, progress=progress)
         finally:
             torch.set_num_threads(before)
 
-    def _pool(self, fn, items):
+    def _pool(self, fn, items, progress):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs
+        progress_queue = ctx.Queue() if progress is not None else None
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
-                                   initializer=_init_worker, initargs=(self.torch_threads,))
+                                   initializer=_init_worker,
+                                   initargs=(self.torch_threads, progress_queue))
+        call = functools.partial(_call_in_worker, fn=fn)
         pending = iter(items)
         running = set()
         try:
             for item in pending:
-                running.add(pool.submit(fn, item))
+                running.add(pool.submit(call, item))
                 if len(running) >= 2 * self.workers:  # keep the pool queue fed
                     break
             while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
+                done, running = wait(running, timeout=None if progress is None else POLL_S,
+                                     return_when=FIRST_COMPLETED)
+                if progress is not None:
+                    _drain(progress_queue, progress)
                 for future in done:
                     result = future.result()
                     nxt = next(pending, None)
                     if nxt is not None:
-                        running.add(pool.submit(fn, nxt))
+                        running.add(pool.submit(call, nxt))
                     yield result
         finally:
             for future in running:
                 future.cancel()
             processes = list(getattr(pool, "_processes", {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
-            for proc in processes:  # do not wait for runs nobody will store
-                if proc.is_alive():
-                    proc.terminate()
+            _stop(processes)
+            if progress_queue is not None:
+                progress_queue.cancel_join_thread()
+                progress_queue.close()
+
+
+def _stop(processes, *, grace_s: float = 5.0) -> None:
+    """Terminate pool processes (runs nobody will store), SIGKILL any still alive after grace_s."""
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=grace_s)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=grace_s)

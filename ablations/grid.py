@@ -4,6 +4,9 @@ The runs are the Cartesian product of the axes over `[base]`, in the order the
 axes are written (last axis fastest). Everything is validated before anything
 runs; cells that resolve to the same configuration (see `ablations.config`) are
 run once, so `len(expand(grid))` can be smaller than the product of axis lengths.
+A grid larger than `max_runs` cells (default MAX_RUNS, counted as the product of
+the axis lengths before anything is expanded) is refused; an empty grid file is
+an error.
 
     [base]
     dataset = "digits"
@@ -21,6 +24,7 @@ grid file. The baselines (ablations/baselines.py) are added by the runner, not h
 
 from __future__ import annotations
 
+import functools
 import itertools
 import tomllib
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from typing import Any
 from ablations.config import DEFAULTS, RunConfig, check_value, resolve_config, unique_configs
 
 SECTIONS = ("base", "grid")
+MAX_RUNS = 10_000  # default cap on a grid's cells (`tripletlab run --max-runs N` raises it)
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,40 @@ class Grid:
 
     @property
     def num_cells(self) -> int:
-        """Product of the axis lengths (before de-duplicating equivalent cells)."""
+        """Runs before de-duplicating equivalent cells: product of the axis lengths x folds."""
         n = 1
         for values in self.axes.values():
             n *= len(values)
-        return n
+        if "class_folds" in self.axes:  # each cell gives class_folds runs (one per fold)
+            folds = self.axes["class_folds"]
+            return n // len(folds) * sum(folds)
+        return n * self.base.get("class_folds", 1)
+
+    @functools.cached_property
+    def configs(self) -> tuple[RunConfig, ...]:
+        """The expansion (see `expand`), computed once per Grid."""
+        keys = list(self.axes)
+        cells = ({**self.base, **dict(zip(keys, values))}
+                 for values in itertools.product(*(self.axes[k] for k in keys)))
+        return tuple(unique_configs(
+            resolve_config({**cell, "fold": fold}) for cell in cells
+            for fold in range(cell.get("class_folds", DEFAULTS["class_folds"]))))
 
 
-def parse_grid_text(text: str, *, source: str = "grid") -> Grid:
-    """TOML text -> validated Grid; ValueError naming the offending key."""
+def check_size(grid: Grid, *, max_runs: int, source: str = "grid") -> None:
+    """ValueError when the grid has more than `max_runs` cells (no expansion needed)."""
+    if grid.num_cells > max_runs:
+        sizes = " x ".join(f"{key} {len(values)}" for key, values in grid.axes.items())
+        raise ValueError(f"{source}: the grid has {grid.num_cells} cells ({sizes}), more than "
+                         f"the limit of {max_runs} runs; split it, or raise the limit with "
+                         f"--max-runs {grid.num_cells} (run_grid(..., max_runs=...))")
+
+
+def parse_grid_text(text: str, *, source: str = "grid", max_runs: int = MAX_RUNS) -> Grid:
+    """TOML text -> validated Grid; ValueError naming the offending key.
+
+    max_runs: cap on the number of cells, checked before the grid is expanded.
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -81,7 +111,11 @@ def parse_grid_text(text: str, *, source: str = "grid") -> Grid:
         if len(set(map(repr, checked))) != len(checked):
             raise ValueError(f"{source}: axis grid.{key} repeats a value: {values!r}")
         checked_axes[key] = checked
+    if not checked_base and not checked_axes:
+        raise ValueError(f"{source}: the grid is empty; set at least one key in [base] "
+                         f"or one axis in [grid] (e.g. [grid] seed = [0, 1, 2])")
     grid = Grid(base=checked_base, axes=checked_axes, text=text)
+    check_size(grid, max_runs=max_runs, source=source)
     expand(grid)  # cross-key checks (e.g. npz without a path) fail here, before any run
     return grid
 
@@ -93,19 +127,25 @@ def _checked(source: str, where: str, key: str, value: Any) -> Any:
         raise ValueError(f"{source}: {where}: {err}") from err
 
 
-def load_grid(path: str | Path) -> Grid:
-    """Read and validate a grid file."""
+def load_grid(path: str | Path, *, max_runs: int = MAX_RUNS) -> Grid:
+    """Read and validate a grid file (UTF-8 TOML)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"grid file {str(path)!r} is a directory; expected a TOML file "
+                         f"(e.g. ablations/grids/smoke.toml)")
     if not path.is_file():
         raise FileNotFoundError(f"grid file not found: {path}")
-    return parse_grid_text(path.read_text(encoding="utf-8"), source=str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"grid file {str(path)!r} is not UTF-8 text (byte {err.start}: "
+                         f"{err.reason}); save it as UTF-8 TOML") from err
+    except OSError as err:
+        raise ValueError(f"grid file {str(path)!r} cannot be read ({err.strerror or err})") from err
+    return parse_grid_text(text, source=str(path), max_runs=max_runs)
 
 
 def expand(grid: Grid) -> list[RunConfig]:
     """Every cell of the grid as a resolved RunConfig, equivalent cells once, in grid order;
     a cell with class_folds = K gives K configs, fold 0..K-1 (fastest)."""
-    keys = list(grid.axes)
-    cells = ({**grid.base, **dict(zip(keys, values))}
-             for values in itertools.product(*(grid.axes[k] for k in keys)))
-    return unique_configs(resolve_config({**cell, "fold": fold}) for cell in cells
-                          for fold in range(cell.get("class_folds", DEFAULTS["class_folds"])))
+    return list(grid.configs)

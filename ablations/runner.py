@@ -2,11 +2,18 @@
 
 Results are written to the store by this process as they arrive (result.json
 last), so Ctrl-C or SIGKILL loses only the runs in flight; running the same
-command again runs only the cells that are missing or failed.
+command again runs only the cells that are missing or failed. An interrupt
+(KeyboardInterrupt, which `tripletlab run` also raises on SIGTERM) stops the
+workers, consolidates the store, says how many runs are stored and re-raises.
+
+The progress bar shows the runs done and, beside it, the runs in flight with
+their epoch ("a1b2c3 4/30"): executors forward the `progress` callback of
+`ablations.train.run_one` from their workers to this process.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -14,10 +21,12 @@ from pathlib import Path
 from ablations.baselines import with_baselines
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
 from ablations.data import Split
-from ablations.grid import Grid, expand, load_grid
+from ablations.grid import MAX_RUNS, Grid, expand, load_grid
 from ablations.store import ResultsStore
 
 CONSOLIDATE_EVERY_S = 30.0  # also consolidated once at the end (and on interrupt)
+REFRESH_S = 0.5  # the progress bar is redrawn at most this often on epoch news
+SHOWN_IN_FLIGHT = 4  # runs in flight named in the progress bar (the rest are counted)
 
 
 def check_runnable(configs: list[RunConfig]) -> None:
@@ -59,20 +68,26 @@ def make_executor(workers: int | None, scheduler: str | None):
 
 def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None = None,
              scheduler: str | None = None, dry_run: bool = False,
-             extend: bool = False) -> ResultsStore | None:
+             extend: bool = False, max_runs: int = MAX_RUNS) -> ResultsStore | None:
     """Run every cell of `grid_path` not yet done in the store `out_dir`; return the store.
 
     dry_run: print the number of runs and the axes, create nothing, return None.
-    extend: accept a store created by another grid file (adds this grid's cells).
+    extend: accept a store created by another grid file (adds this grid's cells);
+    the grid file the store was made from may be edited without it.
+    max_runs: refuse grids of more cells (product of the axis lengths, counted
+    before expansion). The returned store's `written` counts the statuses written
+    by this call (`written["failed"]` > 0: some runs failed).
     """
-    grid = load_grid(grid_path)
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        raise ValueError(f"max_runs: expected an int >= 1, got {max_runs!r}")
+    grid = load_grid(grid_path, max_runs=max_runs)
     configs = with_baselines(expand(grid))
     if dry_run:
         print(describe(grid, configs))
         return None
     check_runnable(configs)
     store = ResultsStore(out_dir)
-    store.claim(grid.text, grid_name=str(grid_path), extend=extend)
+    store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     done = store.done_ids()
     todo = [c for c in configs if config_hash(c) not in done]
     items = [{**config_to_dict(c), "run_id": config_hash(c)} for c in todo]
@@ -83,25 +98,68 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     return store
 
 
-def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int) -> None:
-    from tqdm import tqdm
-
-    stored: set[str] = set()
-    counts = {"finished": 0, "diverged": 0, "failed": 0}
-    last = time.monotonic()
-    bar = tqdm(total=total, initial=total - len(items), unit="run", desc="runs",
-               file=sys.stderr, dynamic_ncols=True)
+def accepts_progress(fn) -> bool:
+    """Whether fn takes the `progress` keyword of ablations.train.run_one."""
     try:
-        results = executor.map_unordered(fn, items) if items else iter(())
+        return "progress" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Progress:
+    """The tqdm bar: runs done, statuses, and the runs in flight with their epoch."""
+
+    def __init__(self, total: int, initial: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="run", desc="runs",
+                        file=sys.stderr, dynamic_ncols=True)
+        self.counts = {"finished": 0, "diverged": 0, "failed": 0}
+        self.in_flight: dict[str, tuple[int, int]] = {}
+        self.shown_at = 0.0
+
+    def epoch(self, run_id: str, epoch: int, epochs: int) -> None:
+        """Callback of run_one (forwarded by the executor): run_id is at epoch / epochs."""
+        self.in_flight[run_id] = (epoch, epochs)
+        self._show()
+
+    def done(self, run_id: str, status: str) -> None:
+        self.in_flight.pop(run_id, None)
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self.bar.update(1)
+        self._show()
+
+    def _show(self) -> None:
+        text = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        if self.in_flight:
+            shown = [f"{rid[:6]} {e}/{n}" for rid, (e, n) in
+                     list(self.in_flight.items())[:SHOWN_IN_FLIGHT]]
+            more = len(self.in_flight) - len(shown)
+            text += " | running: " + ", ".join(shown) + (f" +{more} more" if more > 0 else "")
+        self.bar.set_postfix_str(text, refresh=False)
+        if time.monotonic() - self.shown_at >= REFRESH_S:  # epochs can be many a second
+            self.bar.refresh()
+            self.shown_at = time.monotonic()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int) -> None:
+    stored: set[str] = set()
+    last = time.monotonic()
+    bar = _Progress(total, total - len(items))
+    interrupted = False
+    try:
+        kwargs = {"progress": bar.epoch} if accepts_progress(fn) else {}
+        results = executor.map_unordered(fn, items, **kwargs) if items else iter(())
         try:
             for result in results:
                 if result["run_id"] in stored:  # a retried task: stored once
                     continue
                 store.write_run(result)
                 stored.add(result["run_id"])
-                counts[result["status"]] = counts.get(result["status"], 0) + 1
-                bar.set_postfix(counts, refresh=False)
-                bar.update(1)
+                bar.done(result["run_id"], result["status"])
                 if time.monotonic() - last > CONSOLIDATE_EVERY_S:
                     store.consolidate()
                     last = time.monotonic()
@@ -109,9 +167,21 @@ def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int
             close = getattr(results, "close", None)
             if close is not None:  # stop the workers / cancel the tasks nobody will store
                 close()
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         bar.close()
         store.consolidate()
-    print(f"{len(stored)} runs stored in {store.root} "
-          f"({', '.join(f'{v} {k}' for k, v in counts.items())}); "
-          f"{total - len(items)} were already done", file=sys.stderr)
+        counts = bar.counts
+        done_before = total - len(items)
+        if interrupted:
+            print(f"interrupted: {len(store.stored_ids())} runs are stored in {store.root} "
+                  f"({len(stored)} from this session, {done_before} done before); the "
+                  f"{len(items) - len(stored)} runs in flight or not started are not. Run the "
+                  f"same command again to resume: stored runs are kept, the rest run",
+                  file=sys.stderr)
+        else:
+            print(f"{len(stored)} runs stored in {store.root} "
+                  f"({', '.join(f'{v} {k}' for k, v in counts.items())}); "
+                  f"{done_before} were already done", file=sys.stderr)

@@ -13,6 +13,11 @@ over the target (`os.replace`), so a kill at any moment leaves either the old
 file or the new one. The consolidated tables are a cache of the per-run files:
 `runs()`, `steps()` and `epochs()` add any finished run the cache misses
 (e.g. after a kill), so the store is always readable and complete.
+
+The store heals (a `StoreWarning` names each damaged file, never a raw parser
+error): a consolidated table that is missing or unreadable is rebuilt from the
+run folders; a run whose result.json, config.json or per-run table cannot be
+read counts as missing, so the next `run_grid` runs it again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +47,53 @@ EXTRA_RUN_COLUMNS = ["cpu_time_s", "train_cpu_time_s"]
 # statuses that are a run's final outcome; "failed" runs are retried on the next run_grid
 DONE_STATUSES = ("finished", "diverged")
 STATUSES = ("finished", "diverged", "failed")
+# per-run files that must be readable for a run to count as stored (result.json aside)
+RUN_FILES = ("config.json", "steps.parquet", "epochs.parquet")
+SOURCE_FILE = "grid_source.json"  # where the grid file of grid.toml lives (resolved path)
+
+
+class StoreWarning(UserWarning):
+    """A damaged store file that was worked around (rebuilt, or its run counted as missing)."""
+
+
+def _read_json(path: Path) -> Any:
+    """JSON file -> object; ValueError naming the file when it is not readable JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not readable JSON ({err})") from err
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """parquet file -> DataFrame; ValueError naming the file when it cannot be read."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{str(path)!r} is not a readable parquet file ({err})") from err
+
+
+def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
+    """Create directory `path` when needed; ValueError naming it when it cannot hold files.
+
+    `what` names the argument in the message (e.g. "--out").
+    """
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == path else f"is under the file {str(parent)!r}"
+                raise ValueError(f"{what} {str(path)!r} {where}; expected a directory "
+                                 f"(existing or to be created)")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{what} {str(path)!r} is not a writable directory "
+                         f"({err.strerror or err}); choose another directory") from err
+    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -77,6 +131,9 @@ class ResultsStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
+        self.written: Counter[str] = Counter()  # statuses of the runs written through this object
+        self._warned: set[str] = set()
+        self._json_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
 
     # ------------------------------------------------------------------ grid
     def grid_text(self) -> str | None:
@@ -84,17 +141,35 @@ class ResultsStore:
         path = self.root / "grid.toml"
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
-    def claim(self, grid_text: str, *, grid_name: str = "the grid file", extend: bool = False) -> None:
-        """Bind the store to `grid_text`; refuse a store made by another grid unless `extend`.
+    def grid_source(self) -> str | None:
+        """Resolved path of the grid file grid.toml was copied from (None: not recorded)."""
+        path = self.root / SOURCE_FILE
+        try:
+            return str(_read_json(path)["path"]) if path.is_file() else None
+        except (ValueError, KeyError, TypeError):
+            return None
 
-        With `extend=True` the new grid text replaces grid.toml (the previous one
-        is kept as grid.<n>.toml) and its runs are added beside the existing ones.
+    def claim(self, grid_text: str, *, grid_name: str = "the grid file", extend: bool = False,
+              grid_path: str | Path | None = None) -> None:
+        """Bind the store to `grid_text`; refuse a store made by another grid file unless `extend`.
+
+        The grid file the store was made from (`grid_path`, recorded in
+        grid_source.json) may be edited freely (new axis values, a comment): its new
+        text replaces grid.toml. Any other grid file needs `extend=True`. Either way
+        the previous text is kept as grid.<n>.toml and the new grid's runs are added
+        beside the existing ones. Raises ValueError when `root` cannot be a store
+        directory (a file, under a file, not writable).
         """
+        ensure_writable_dir(self.root, what="--out")
         old = self.grid_text()
+        source = str(Path(grid_path).resolve()) if grid_path is not None else None
+        same_file = source is not None and source == self.grid_source()
         if old is not None and old != grid_text:
-            if not extend:
+            if not (extend or same_file):
+                made_from = self.grid_source()
+                by = f" ({made_from})" if made_from else ""
                 raise ValueError(
-                    f"store {str(self.root)!r} was created by a different grid file; "
+                    f"store {str(self.root)!r} was created by a different grid file{by}; "
                     f"to add the runs of {grid_name} to it, run again with --extend "
                     f"(run_grid(..., extend=True)), or choose another --out directory")
             n = 1
@@ -103,6 +178,10 @@ class ResultsStore:
             atomic_write_bytes(self.root / f"grid.{n}.toml", old.encode("utf-8"))
         if old != grid_text:
             atomic_write_bytes(self.root / "grid.toml", grid_text.encode("utf-8"))
+        # grid.toml's file: recorded when the text is (re)written, or by an older store's
+        # first run with its own text; the same text from elsewhere does not move it
+        if source is not None and (old != grid_text or self.grid_source() is None):
+            atomic_write_json(self.root / SOURCE_FILE, {"path": source})
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
 
@@ -115,18 +194,58 @@ class ResultsStore:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:  # once per store object and file
+            self._warned.add(message)
+            warnings.warn(message, StoreWarning, stacklevel=3)
+
+    def _cached_json(self, path: Path) -> Any:
+        """Parsed JSON file, re-read only when its size or mtime changes."""
+        stat = path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        hit = self._json_cache.get(path)
+        if hit is None or hit[0] != key:
+            hit = (key, _read_json(path))
+            self._json_cache[path] = hit
+        return hit[1]
+
     def result(self, run_id: str) -> dict | None:
-        """The run's result.json, or None when the run has not finished."""
-        path = self.run_dir(run_id) / "result.json"
-        if not path.is_file():
+        """The run's result.json, or None when the run has not finished or cannot be read.
+
+        An unreadable run (damaged result.json, config.json or per-run table) is
+        missing: a StoreWarning names the file, and the next run_grid runs it again.
+        """
+        d = self.run_dir(run_id)
+        path = d / "result.json"
+        try:
+            result = self._cached_json(path)
+            if not isinstance(result, dict) or result.get("status") not in STATUSES:
+                raise ValueError(f"{str(path)!r} holds no run status "
+                                 f"(expected one of {', '.join(STATUSES)})")
+            config = self._cached_json(d / "config.json")
+            if not isinstance(config, dict):
+                raise ValueError(f"{str(d / 'config.json')!r} is not a JSON object")
+            for name in RUN_FILES[1:]:
+                if not (d / name).is_file():
+                    raise ValueError(f"{str(d / name)!r} is missing")
+        except FileNotFoundError as err:
+            if not path.is_file():
+                return None
+            self._warn(f"run {run_id}: {err.filename!r} is missing; the run counts as missing "
+                       f"and is run again by the next `tripletlab run`")
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            self._warn(f"run {run_id}: {err}; the run counts as missing and is run again by "
+                       f"the next `tripletlab run`")
+            return None
+        return result
 
     def stored_ids(self) -> list[str]:
-        """run_ids with a result.json (any status), sorted."""
+        """run_ids with a readable result.json (any status), sorted."""
         if not self.runs_dir.is_dir():
             return []
-        return sorted(p.parent.name for p in self.runs_dir.glob("*/result.json"))
+        ids = sorted(p.parent.name for p in self.runs_dir.glob("*/result.json"))
+        return [rid for rid in ids if self.result(rid) is not None]
 
     def done_ids(self) -> set[str]:
         """run_ids whose outcome is final (finished or diverged): skipped on a rerun."""
@@ -152,11 +271,12 @@ class ResultsStore:
                                               "train_time_s", *EXTRA_RUN_COLUMNS)}
         summary["metrics"] = result.get("metrics", {})
         atomic_write_json(old, summary)
+        self.written[result["status"]] += 1
 
     def _run_row(self, run_id: str) -> dict:
         d = self.run_dir(run_id)
-        res = json.loads((d / "result.json").read_text(encoding="utf-8"))
-        row = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        res = self._cached_json(d / "result.json")
+        row = dict(self._cached_json(d / "config.json"))
         row.update({k: res.get(k) for k in RUN_COLUMNS + EXTRA_RUN_COLUMNS if k in res})
         for col in METRIC_COLUMNS:
             row[col] = res.get("metrics", {}).get(col, float("nan"))
@@ -181,18 +301,31 @@ class ResultsStore:
         return frame
 
     def _table(self, name: str) -> pd.DataFrame:
-        """Consolidated table `name`; rebuilt from the per-run files when it is stale."""
+        """Consolidated table `name`; rebuilt from the per-run files when stale or unreadable."""
         ids = self.stored_ids()
         path = self.root / f"{name}.parquet"
         newest = max((self.run_dir(r).joinpath("result.json").stat().st_mtime_ns for r in ids),
                      default=0)
         if path.is_file() and path.stat().st_mtime_ns >= newest:
-            cached = pd.read_parquet(path)
-            if set(cached["run_id"]) <= set(ids) and (name != "runs" or len(cached) == len(ids)):
-                return cached
+            try:
+                cached = _read_parquet(path)
+                if "run_id" not in cached:
+                    raise ValueError(f"{str(path)!r} has no run_id column")
+            except ValueError as err:
+                self._warn(f"{err}; rebuilt from the run folders")
+            else:
+                if set(cached["run_id"]) <= set(ids) and (name != "runs" or len(cached) == len(ids)):
+                    return cached
         if name == "runs":
             return self._runs_frame(ids)
-        return _concat([pd.read_parquet(self.run_dir(r) / f"{name}.parquet") for r in ids], name)
+        frames = []
+        for run_id in ids:
+            try:
+                frames.append(_read_parquet(self.run_dir(run_id) / f"{name}.parquet"))
+            except ValueError as err:
+                self._warn(f"run {run_id}: {err}; its {name} are left out (run it again: "
+                           f"delete {str(self.run_dir(run_id))!r} and re-run the grid)")
+        return _concat(frames, name)
 
     def runs(self) -> pd.DataFrame:
         """One row per stored run (RUN_COLUMNS first)."""

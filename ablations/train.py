@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,14 @@ def cached_split(config: RunConfig) -> Split:
     return _SPLITS[key]
 
 
-def run_one(config: dict[str, Any]) -> dict[str, Any]:
-    """config dict (RunConfig keys, optionally "run_id") -> result dict (module docstring)."""
+def run_one(config: dict[str, Any], *,
+            progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """config dict (RunConfig keys, optionally "run_id") -> result dict (module docstring).
+
+    progress: called as progress(run_id, epoch, epochs) when training starts
+    (epoch 0) and after each epoch; it only observes (executors forward it to the
+    progress bar), the result does not depend on it.
+    """
     start, cpu_start = time.perf_counter(), time.process_time()
     values = {k: v for k, v in config.items() if k != "run_id"}
     cfg = resolve_config(values)
@@ -82,7 +89,8 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
         if cfg.loss in BASELINES:  # raw / untrained: evaluated, never trained (no steps)
             evaluate_baseline(cfg, cached_split(cfg), result)
         else:
-            _train(cfg, result)
+            _train(cfg, result, progress=(lambda epoch: progress(run_id, epoch, cfg.epochs))
+                   if progress is not None else None)
     except Diverged as err:
         result.update(status="diverged", error=str(err), diverged_step=err.step,
                       diverged_component=err.component)
@@ -101,7 +109,10 @@ def _embed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
+def _train(cfg: RunConfig, result: dict[str, Any], *,
+           progress: Callable[[int], None] | None = None) -> None:
+    if progress is not None:
+        progress(0)  # the run started
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -158,6 +169,8 @@ def _train(cfg: RunConfig, result: dict[str, Any]) -> None:
         train_time += time.perf_counter() - t0
         train_cpu += time.process_time() - c0
         result["train_time_s"], result["train_cpu_time_s"] = train_time, train_cpu
+        if progress is not None:
+            progress(epoch + 1)
         if weighting is not None:
             weighting.end_epoch({c: s / steps_per_epoch for c, s in sums.items()})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:

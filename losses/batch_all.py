@@ -15,7 +15,7 @@ from .distances import (
 from .masks import triplet_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
-from .validation import check_choice, check_flag, check_margin
+from .validation import check_choice, check_flag, check_triplet_margin
 
 METHODS = ("sorted", "mask")
 
@@ -47,7 +47,7 @@ def batch_all_triplet_loss(
     cost log P instead of a full (B, B) sort. For P <= DIRECT_COUNT_MAX the counts come
     from direct comparisons with the P thresholds instead (faster there; same result).
     """
-    margin = check_margin(margin)
+    margin = check_triplet_margin(margin)
     embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_choice(method, name="method", valid=METHODS)

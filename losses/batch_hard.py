@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from .distances import _paired_distances, batch_distances, sorted_positive_distances, working_precision
 from .reductions import REDUCTIONS, reduce_losses
 from .stats import TripletStats, triplet_stats
-from .validation import check_choice, check_flag, check_margin
+from .validation import check_choice, check_flag, check_triplet_margin
 
 
 def batch_hard_triplet_loss(
@@ -38,7 +38,7 @@ def batch_hard_triplet_loss(
             raise ValueError(f"margin is unused when soft=True: pass margin=None, got {margin!r}")
         margin_value = 0.0
     else:
-        margin_value = check_margin(margin)
+        margin_value = check_triplet_margin(margin)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")
     embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32

@@ -6,7 +6,7 @@ import torch
 
 from .distances import METRICS, _paired_distances
 from .reductions import REDUCTIONS, reduce_losses
-from .validation import check_choice, check_embeddings, check_margin, check_same_shape
+from .validation import check_choice, check_embeddings, check_triplet_margin, check_same_shape
 
 
 def naive_triplet_loss(
@@ -23,7 +23,7 @@ def naive_triplet_loss(
     Per triplet relu(d(a, p) - d(a, n) + margin); every row is a valid item. Distances use
     the exact difference form; the euclidean root has gradient 0 where a row pair coincides.
     """
-    margin = check_margin(margin)
+    margin = check_triplet_margin(margin)
     check_choice(metric, name="metric", valid=METRICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     for name, x in (("anchor", anchor), ("positive", positive), ("negative", negative)):

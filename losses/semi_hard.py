@@ -15,7 +15,7 @@ from .distances import (
 )
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
-from .validation import check_choice, check_flag, check_margin
+from .validation import check_choice, check_flag, check_triplet_margin
 
 SEMANTICS = ("tf", "pml")
 
@@ -48,7 +48,7 @@ def semi_hard_triplet_loss(
     O(B^2) memory, no (B, B, B) tensor. "tf" chooses its pairs on the detached distances
     and recomputes only those with autograd.
     """
-    margin = check_margin(margin)
+    margin = check_triplet_margin(margin)
     embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32
     check_choice(semantics, name="semantics", valid=SEMANTICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)

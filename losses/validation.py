@@ -16,13 +16,32 @@ def check_choice(value: object, *, name: str, valid: Sequence[str]) -> str:
     return value
 
 
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def check_margin(margin: object, *, name: str = "margin") -> float:
-    """margin real number -> float; bools, non-numbers and non-finite values raise."""
+    """margin real number -> float; bools, non-numbers and non-finite values raise.
+
+    Finite means finite in float32 too (|value| <= 3.4e38): a larger value becomes
+    inf inside a float32 loss and gives NaN from finite input.
+    """
     if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
         raise ValueError(f"expected {name} to be a finite real number, got {margin!r}")
     value = float(margin)
     if not math.isfinite(value):
         raise ValueError(f"expected {name} to be finite, got {value!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"expected {name} to be finite in float32 (|{name}| <= {FLOAT32_MAX:.4g}), "
+                         f"got {value!r}")
+    return value
+
+
+def check_triplet_margin(margin: object, *, name: str = "margin") -> float:
+    """triplet margin real number >= 0 -> float: what the grid's `margin` key accepts."""
+    value = check_margin(margin, name=name)
+    if value < 0:
+        raise ValueError(f"expected {name} to be >= 0 (a triplet margin; the ablation grids "
+                         f"reject negative margins too), got {value!r}")
     return value
 
 

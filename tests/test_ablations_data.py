@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.config import resolve_config
+from ablations.config import config_hash, resolve_config
 from ablations.data import class_counts, load_split, split_by_class
 from ablations.evaluate import retrieval_metrics
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
@@ -72,12 +72,49 @@ def test_npz_roundtrip(tmp_path):
     ({"X": np.zeros(10), "y": np.arange(10)}, "2-D"),
     ({"X": np.zeros((10, 3)), "y": np.linspace(0, 1, 10)}, "integer"),
     ({"X": np.full((12, 3), np.nan), "y": np.arange(12) % 6}, "non-finite"),
+    ({"X": np.zeros((200, 0)), "y": np.arange(200) % 6}, "zero columns"),
+    ({"X": np.zeros((12, 3), complex), "y": np.arange(12) % 6}, "real (integer or float)"),
+    ({"X": np.zeros((13, 3)), "y": np.r_[np.arange(12) % 6, 6]}, "1 class(es) of y have fewer than 2 samples (6)"),
+    ({"X": np.zeros((8, 3)), "y": np.arange(8)}, "8 class(es) of y have fewer than 2"),
 ])
 def test_npz_errors(tmp_path, arrays, message):
     path = write_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="npz_path|labels y") as err:
         load_split(npz_config(path))
     assert message in str(err.value)
+
+
+def test_npz_that_is_no_plain_npz_names_the_file(tmp_path):
+    not_zip = tmp_path / "text.npz"
+    not_zip.write_text("X,y\n1,2\n")
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, X=np.array([[1.0], "a"], dtype=object), y=np.arange(2))
+    single = tmp_path / "single.npz"
+    np.save(single, np.zeros((4, 2)))  # np.save appends .npy
+    single = single.with_suffix(".npz.npy").rename(single)
+    for path, message in ((not_zip, "npz"), (objects, "object"), (single, "not an .npz")):
+        with pytest.raises(ValueError, match="npz_path") as err:
+            load_split(npz_config(path))
+        assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_npz_contents_are_part_of_the_run_id(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 4)), np.repeat(np.arange(6), 10)
+    path = write_npz(tmp_path / "f.npz", X=x, y=y)
+    first = npz_config(path)
+    assert len(first.data_fingerprint) == 64
+    assert npz_config(path) == first  # same bytes, same fingerprint
+    write_npz(path, X=x + 1.0, y=y)  # same path, new contents
+    second = npz_config(path)
+    assert second.data_fingerprint != first.data_fingerprint
+    assert config_hash(second) != config_hash(first)
+    with pytest.raises(ValueError, match="changed after the grid was resolved") as err:
+        load_split(first)  # a run resolved for the old contents never trains on the new ones
+    assert str(path) in str(err.value)
+    assert load_split(second).x_train.shape == (20, 4)
+    # built-in datasets have no fingerprint, whatever the grid says
+    assert resolve_config({"data_fingerprint": "a" * 64}).data_fingerprint == ""
 
 
 def test_npz_missing_file(tmp_path):

@@ -113,6 +113,16 @@ def test_idx_bad_files_name_key_and_file(tmp_path):
         load_idx_xy(tmp_path / "img", tmp_path / "lab")
 
 
+def test_idx_data_fingerprint_covers_both_files(tmp_path):
+    _write_idx(tmp_path / "img", np.zeros((4, 2, 2), np.uint8), compress=False)
+    _write_idx(tmp_path / "lab", np.zeros(4, np.uint8), compress=False)
+    keys = {"dataset": "idx", "idx_images": str(tmp_path / "img"),
+            "idx_labels": str(tmp_path / "lab")}
+    before = config_hash(keys)
+    _write_idx(tmp_path / "lab", np.ones(4, np.uint8), compress=False)
+    assert config_hash(keys) != before
+
+
 def test_idx_dataset_needs_both_files():
     with pytest.raises(ValueError, match="idx_images' and 'idx_labels'"):
         resolve_config({"dataset": "idx", "idx_images": "a"})
@@ -120,6 +130,7 @@ def test_idx_dataset_needs_both_files():
 
 def test_npz_path_as_dataset_is_shorthand(tmp_path):
     path = str(tmp_path / "d.npz")
+    np.savez(path, X=np.zeros((12, 2)), y=np.arange(12) % 6)
     short = resolve_config({"dataset": path})
     assert (short.dataset, short.npz_path) == ("npz", path)
     assert config_hash({"dataset": path}) == config_hash({"dataset": "npz", "npz_path": path})

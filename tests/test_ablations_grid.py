@@ -44,6 +44,19 @@ def grid_text(base: str = "", grid: str = "") -> str:
     (grid_text(base='mining = "online"'), "mining", "offline_hard"),
     (grid_text(base="margin = 0.1", grid="margin = [0.2]"), "margin", "both"),
     (grid_text(base='dataset = "npz"'), "npz_path", "npz"),
+    (grid_text(base="seed = 99999999999999999999"), "seed", "[0, 2**32 - 1]"),
+    (grid_text(grid="seed = [0, 9223372036854775807]"), "seed", "[0, 2**32 - 1]"),
+    (grid_text(grid="seed = [4294967296]"), "seed", "[0, 2**32 - 1]"),
+    (grid_text(base="seed = -1"), "seed", "[0, 2**32 - 1]"),
+    (grid_text(base='dataset = "blobs"\ndata_seed = 4294967296'), "data_seed", "[0, 2**32 - 1]"),
+    (grid_text(base="blobs_points_per_class = 1"), "blobs_points_per_class", ">= 2"),
+    (grid_text(base='data_fingerprint = "abc"'), "data_fingerprint", "64 lowercase hex"),
+    (grid_text(base='epochs = 3\nlr_schedule = "warmup_cosine"\nwarmup_epochs = 4'),
+     "warmup_epochs", "longer than training (epochs = 3)"),
+    (grid_text(base='epochs = 5\nmargin_schedule = "linear"', grid="margin_ramp_epochs = [5, 6]"),
+     "margin_ramp_epochs", "longer than training (epochs = 5)"),
+    ("", "empty", "at least one key"),
+    ("# nothing yet\n[base]\n[grid]\n", "empty", "at least one key"),
     ("[bass]\nlr = 0.1\n", "bass", "valid sections"),
     ("[base\nlr = 0.1\n", "TOML", "TOML"),
 ])
@@ -170,3 +183,44 @@ def test_run_ids_of_the_first_store_format_never_change():
     # or every existing store would re-run everything.
     assert config_hash({}) == "0bf46c988a11"
     assert config_hash({"loss": "batch_all", "seed": 2}) == "425d992a86e5"
+
+
+def test_seeds_up_to_two_to_the_32_minus_one_are_accepted():
+    assert resolve_config({"seed": 2**32 - 1}).seed == 2**32 - 1
+
+
+def test_schedules_that_fit_in_training_are_accepted():
+    cfg = resolve_config({"epochs": 3, "lr_schedule": "warmup_cosine", "warmup_epochs": 3})
+    assert cfg.warmup_epochs == 3
+    # a schedule key the run does not use is not checked (constant lr: warmup reset)
+    assert resolve_config({"epochs": 1, "warmup_epochs": 5}).warmup_epochs == DEFAULTS["warmup_epochs"]
+
+
+def test_a_grid_over_the_cap_is_refused_before_expansion(monkeypatch):
+    import ablations.grid
+
+    def never(values):
+        raise AssertionError("the grid was expanded")
+
+    monkeypatch.setattr(ablations.grid, "resolve_config", never)
+    text = grid_text(grid=f"seed = {list(range(1000))}\nlr = {[0.001 * (i + 1) for i in range(1000)]}")
+    with pytest.raises(ValueError) as err:
+        parse_grid_text(text, source="huge.toml")
+    message = str(err.value)
+    assert "huge.toml" in message and "1000000 cells (seed 1000 x lr 1000)" in message
+    assert "--max-runs 1000000" in message
+    with pytest.raises(ValueError, match="4 cells"):
+        parse_grid_text(grid_text(grid="seed = [0, 1, 2, 3]"), max_runs=3)
+    monkeypatch.undo()
+    assert len(expand(parse_grid_text(grid_text(grid="seed = [0, 1, 2, 3]"), max_runs=4))) == 4
+
+
+def test_grid_file_that_is_a_folder_or_not_utf8_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="is a directory") as err:
+        load_grid(tmp_path)
+    assert str(tmp_path) in str(err.value)
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes("[base]\n# caf\u00e9\nepochs = 2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8") as err:
+        load_grid(latin)
+    assert str(latin) in str(err.value)

@@ -225,3 +225,133 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
         store_module.atomic_write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}
     assert list(tmp_path.iterdir()) == [path]
+
+
+# ------------------------------------------------------------ faults and odd input
+
+
+def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path, calls):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(36, 4)), np.repeat(np.arange(6), 6)
+    data = tmp_path / "data.npz"
+    np.savez(data, X=x, y=y)
+    grid = write(tmp_path / "g.toml", f'[base]\ndataset = "npz"\nnpz_path = "{data}"\nepochs = 1\n'
+                                      f'eval_every = 1\nsampler_p = 2\nsampler_k = 4\n'
+                                      f'[grid]\nseed = [0]\n')
+    store = run_grid(grid, tmp_path / "out", workers=1)
+    first = store.runs()
+    np.savez(data, X=x[::-1].copy(), y=y)  # same path, new contents
+    store = run_grid(grid, tmp_path / "out", workers=1)
+    # every run (the trained one and the raw / untrained baselines) ran again on the new data,
+    # not "already done" with the old metrics
+    assert len(calls) == 2 * len(first) and len(set(calls)) == len(calls)
+    runs = store.runs().set_index("run_id")
+    assert len(runs) == 2 * len(first) and runs["data_fingerprint"].nunique() == 2
+    import hashlib
+
+    now = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert (runs.loc[calls[len(first):], "data_fingerprint"] == now).all()
+    assert (runs.loc[first["run_id"], "data_fingerprint"] != now).all()
+
+
+def test_damaged_consolidated_tables_are_rebuilt_with_a_warning_naming_them(tmp_path, calls):
+    from ablations.store import StoreWarning
+
+    grid = write(tmp_path / "g.toml", GRID)
+    out = tmp_path / "out"
+    expected = run_grid(grid, out, workers=1).runs().sort_values("run_id", ignore_index=True)
+    (out / "runs.parquet").write_bytes(b"not parquet at all")
+    (out / "steps.parquet").write_bytes((out / "steps.parquet").read_bytes()[:100])
+    with pytest.warns(StoreWarning, match="runs.parquet") as record:
+        runs = ResultsStore(out).runs().sort_values("run_id", ignore_index=True)
+    assert str(out / "runs.parquet") in str(record[0].message) and "rebuilt" in str(record[0].message)
+    pd.testing.assert_frame_equal(runs, expected)
+    with pytest.warns(StoreWarning, match="steps.parquet"):
+        assert len(ResultsStore(out).steps()) > 0
+    with pytest.warns(StoreWarning):
+        run_grid(grid, out, workers=1)  # the command works and rewrites the tables
+    assert len(calls) == 7 and len(pd.read_parquet(out / "runs.parquet")) == 7
+
+
+def test_an_unreadable_result_json_makes_its_run_missing_and_rerun(tmp_path, calls):
+    from ablations.store import StoreWarning
+
+    grid = write(tmp_path / "g.toml", GRID)
+    store = run_grid(grid, tmp_path / "out", workers=1)
+    truncated, rid = store.stored_ids()[:2]
+    path = store.run_dir(truncated) / "result.json"
+    path.write_text(path.read_text()[:40])
+    (store.run_dir(rid) / "config.json").write_text("{")
+    fresh = ResultsStore(tmp_path / "out")
+    with pytest.warns(StoreWarning) as record:
+        assert set(fresh.runs()["run_id"]) == set(calls) - {truncated, rid}
+    messages = " ".join(str(w.message) for w in record)
+    assert str(path) in messages and str(store.run_dir(rid) / "config.json") in messages
+    assert "run again" in messages
+    with pytest.warns(StoreWarning):
+        store = run_grid(grid, tmp_path / "out", workers=1)
+    assert sorted(calls[7:]) == sorted([truncated, rid])  # re-run, nothing else
+    assert len(store.runs()) == 7 and set(store.runs()["status"]) == {"finished"}
+
+
+def test_the_grid_file_a_store_was_made_from_may_be_edited(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", GRID)
+    run_grid(grid, tmp_path / "out", workers=1)
+    write(grid, "# a comment\n" + GRID.replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+    store = run_grid(grid, tmp_path / "out", workers=1)  # no --extend needed
+    assert len(calls) == 10 and len(store.runs()) == 10  # 6 trained, 1 raw, 3 untrained
+    assert store.grid_text() == grid.read_text()
+    assert (tmp_path / "out" / "grid.1.toml").read_text() == GRID
+    other = write(tmp_path / "other.toml", grid.read_text())  # same text elsewhere: same grid
+    run_grid(other, tmp_path / "out", workers=1)
+    other.write_text(GRID)  # a different file with different text: refused
+    with pytest.raises(ValueError, match=f"different grid file .*{grid.name}.*--extend"):
+        run_grid(other, tmp_path / "out", workers=1)
+
+
+def test_an_unusable_out_is_an_error_naming_it_before_any_run(tmp_path, calls, monkeypatch):
+    from ablations import store as store_module
+
+    grid = write(tmp_path / "g.toml", GRID)
+    a_file = write(tmp_path / "file.txt", "x")
+    for out, message in ((a_file, "is a file"), (a_file / "sub", "is under the file")):
+        with pytest.raises(ValueError, match=message) as err:
+            run_grid(grid, out, workers=1)
+        assert "--out" in str(err.value) and str(out) in str(err.value)
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(store_module.tempfile, "mkstemp", read_only)
+    with pytest.raises(ValueError, match="not a writable directory .*Read-only file system"):
+        run_grid(grid, tmp_path / "ro", workers=1)
+    assert calls == [] and a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_in_flight_report_their_epochs_to_the_caller(tmp_path, workers):
+    from ablations.executors import LocalExecutor
+    from ablations.train import run_one
+
+    configs = expand(load_grid(write(tmp_path / "g.toml", GRID.replace("epochs = 1", "epochs = 3"))))
+    items = [{**c.__dict__, "run_id": config_hash(c)} for c in configs[:2]]
+    seen: list[tuple[str, int, int]] = []
+    results = list(LocalExecutor(workers).map_unordered(
+        run_one, items, progress=lambda *call: seen.append(call)))
+    assert {r["status"] for r in results} == {"finished"}
+    for item in items:
+        epochs = [(e, n) for rid, e, n in seen if rid == item["run_id"]]
+        assert epochs == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    plain = {r["run_id"]: r["metrics"] for r in LocalExecutor(1).map_unordered(run_one, items)}
+    assert {r["run_id"]: r["metrics"] for r in results} == plain  # progress only observes
+
+
+def test_the_store_counts_what_this_call_wrote(tmp_path, monkeypatch):
+    import ablations.objectives as objectives
+
+    def broken(self, a, p, n, margin):
+        raise RuntimeError("naive is broken today")
+
+    monkeypatch.setattr(objectives.NaiveObjective, "forward_triplets", broken)
+    store = run_grid(write(tmp_path / "g.toml", GRID), tmp_path / "out", workers=1)
+    assert store.written == {"finished": 5, "failed": 2}  # 2 batch_hard + 3 baselines

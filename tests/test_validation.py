@@ -41,6 +41,9 @@ BAD = [
     ("labels-list", lambda: (X, [0, 0, 1, 1]), {}, "labels to be a torch.Tensor, got list"),
     ("margin-nan", lambda: (X, Y), {"margin": math.nan}, "margin to be finite, got nan"),
     ("margin-str", lambda: (X, Y), {"margin": "0.2"}, "margin to be a finite real number, got '0.2'"),
+    ("margin-negative", lambda: (X, Y), {"margin": -1}, "margin to be >= 0 .*got -1.0"),
+    ("margin-inf", lambda: (X, Y), {"margin": math.inf}, "margin to be finite, got inf"),
+    ("margin-beyond-float32", lambda: (X, Y), {"margin": 1e39}, "margin to be finite in float32 .*got 1e"),
     ("metric", lambda: (X, Y), {"metric": "l2"}, "unknown metric 'l2'; valid: 'euclidean', 'squared_euclidean', 'cosine'"),
     ("reduction", lambda: (X, Y), {"reduction": "avg"}, "unknown reduction 'avg'; valid: 'mean', 'mean_positive'"),
     ("stats-flag", lambda: (X, Y), {"return_stats": 1}, "return_stats to be a bool, got 1"),
@@ -91,3 +94,25 @@ def test_registry():
     assert get_variant("batch_hard") is batch_hard_triplet_loss
     with pytest.raises(ValueError, match="unknown variant 'hard'; valid: 'naive', 'batch_all', 'batch_hard', 'semi_hard'"):
         get_variant("hard")
+
+
+@pytest.mark.parametrize("margin, message", [(-1, ">= 0"), (-1e-9, ">= 0"), (1e39, "float32"),
+                                             (math.nan, "finite")],
+                         ids=["negative", "tiny-negative", "beyond-float32", "nan"])
+def test_every_triplet_loss_rejects_what_the_grid_rejects(margin, message):
+    from losses import CombinedLoss
+
+    a = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=f"margin.*{message}"):
+        naive_triplet_loss(a, a, a, margin=margin, metric="euclidean")
+    combined = CombinedLoss(embedding_dim=3, metric="euclidean")
+    with pytest.raises(ValueError, match=f"margin.*{message}"):
+        combined(X, Y, margin=margin)
+    with pytest.raises(ValueError, match=f"margin.*{message}"):
+        combined.forward_triplets(a, a, a, margin=margin)
+
+
+def test_margin_zero_and_large_finite_margins_are_accepted():
+    for margin in (0, 0.0, 1e30):
+        loss = batch_all_triplet_loss(X, Y, margin=margin, metric="euclidean")
+        assert torch.isfinite(loss)
