@@ -55,8 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from reports.build import build_report
 
+            from reports.verdict import read_warning
+
             path = build_report(args.store, args.out)
             print(f"report written to {path}")
+            warning = read_warning(path.parent)
+            if warning:
+                print(f"tripletlab report: WARNING: {warning}", file=sys.stderr)
     except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"tripletlab {args.command}: error: {err}", file=sys.stderr)
         return 2
