@@ -46,11 +46,18 @@ def seed_band(steps: pd.DataFrame, value: str, *, hue: str, confidence: float,
 
 
 def _draw_bands(ax, band: pd.DataFrame, *, hue: str, palette: dict) -> None:
-    """Mean lines (seaborn) and the t-band of each `hue` level on one axis."""
+    """Mean lines (seaborn) and the t-band of each `hue` level on one axis; a level with a
+    single point (one evaluation) is drawn as a marker with its interval as an error bar."""
     sns.lineplot(data=band, x="step", y="mean", hue=hue, palette=palette, errorbar=None,
                  ax=ax, linewidth=1.3)
     for level, part in band.groupby(hue):
-        if part["low"].notna().any():
+        if len(part) == 1:
+            x, mean = part["step"].to_numpy(float), part["mean"].to_numpy(float)
+            low = np.nan_to_num(part["low"].to_numpy(float), nan=mean[0])
+            high = np.nan_to_num(part["high"].to_numpy(float), nan=mean[0])
+            ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o", color=palette[level],
+                        capsize=3, label=level)
+        elif part["low"].notna().any():
             ax.fill_between(part["step"], part["low"], part["high"], color=palette[level],
                             alpha=0.2, linewidth=0)
     ax.set_ylabel("")
@@ -146,20 +153,36 @@ def curve_figures(steps: pd.DataFrame, *, out_dir: Path, palette: dict, confiden
     return out
 
 
+def reference_lines(ax, references: dict) -> None:
+    """{label: value} -> dashed horizontal lines (the baselines), labelled for the legend."""
+    styles = ("--", ":", "-.")
+    for i, (label, value) in enumerate(sorted(references.items())):
+        if np.isfinite(value):
+            ax.axhline(value, color="0.25", linestyle=styles[i % len(styles)], linewidth=1.2,
+                       label=f"{label} {value:.3f}")
+
+
 def validation_figure(epochs: pd.DataFrame, *, out_dir: Path, palette: dict,
-                      confidence: float) -> Figure:
-    """epochs of the selected runs (with `variant`) -> validation MAP@R over epochs, t-band."""
+                      confidence: float, references: dict) -> Figure:
+    """epochs of the selected runs (with `variant`), {baseline label: its mean validation
+    MAP@R} -> validation MAP@R over epochs, t-band, baselines as reference lines."""
     if epochs.empty or "val_map_at_r" not in epochs.columns:
         return missing(name="validation_curves", title=VALIDATION_TITLE,
                        reason="no validation evaluations stored for the selected configurations")
     rows = epochs.rename(columns={"step": "step_logged"}).rename(columns={"epoch": "step"})
-    fig = _panels(rows, [("validation MAP@R", "val_map_at_r", rows)], hue="variant",
-                  palette=palette, confidence=confidence, max_points=int(rows["step"].max()) + 1)
-    fig.axes[0].set_xlabel("epoch")
+    fig, axes = panel_grid(1, ncols=1, size=(6.5, 4.0))
+    band = seed_band(rows, "val_map_at_r", hue="variant", confidence=confidence,
+                     max_points=int(rows["step"].max()) + 1)
+    _draw_bands(axes[0], band, hue="variant", palette=palette)
+    reference_lines(axes[0], references)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("validation MAP@R")
+    _shared_legend(fig, axes)
     return save(fig, name="validation_curves", title=VALIDATION_TITLE, out_dir=out_dir,
                 caption=f"Validation MAP@R at each evaluation (the selection metric) of each "
-                        f"variant's selected configuration; mean over seeds with a {confidence:.0%} "
-                        "t-band.")
+                        f"variant's selected configuration; mean over (fold, seed) units with a "
+                        f"{confidence:.0%} t-band (a marker with its interval where there is one "
+                        "evaluation); dashed lines: the baselines' mean validation MAP@R.")
 
 
 def _shares(combined: pd.DataFrame, components: list[str], *, out_dir: Path) -> Figure:

@@ -10,6 +10,7 @@ from reports.leaderboard import TEST_METRICS
 
 SHORT = {"test_precision_at_1": "test P@1", "test_r_precision": "test R-precision",
          "test_map_at_r": "test MAP@R"}
+RECALLS = [m for m in TEST_METRICS if m.startswith("test_recall_at_")]
 
 
 def number(value, digits: int = 3) -> str:
@@ -19,27 +20,45 @@ def number(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def interval(mean, low, high) -> str:
-    """'0.812 [0.790, 0.834]', or the mean alone when the interval is undefined (one seed)."""
+def bounds(low, high) -> str:
+    """'[0.790, 0.834]', or '[n/a]' when the interval is undefined (one unit)."""
     if isinstance(low, float) and math.isnan(low):
-        return f"{number(mean)} [n/a]"
-    return f"{number(mean)} [{number(low)}, {number(high)}]"
+        return "[n/a]"
+    return f"[{number(low)}, {number(high)}]"
+
+
+def interval(mean, low, high) -> str:
+    """'0.812 [0.790, 0.834]', or '0.812 [n/a]' when the interval is undefined (one unit)."""
+    return f"{number(mean)} {bounds(low, high)}"
+
+
+def _versus(row: dict, prefix: str, *, holm: bool) -> str:
+    """'-0.031 [-0.052, -0.010] p=0.012 (Holm 0.036), n=6' or the note."""
+    if row[f"{prefix}_note"]:
+        return row[f"{prefix}_note"]
+    text = (f"{row[f'{prefix}_diff']:+.3f} {bounds(row[f'{prefix}_low'], row[f'{prefix}_high'])}"
+            f" p={row[f'{prefix}_p']:.3g}")
+    if holm and not math.isnan(row["paired_p_holm"]):
+        text += f" (Holm {row['paired_p_holm']:.3g})"
+    return text + f", n={row[f'{prefix}_n']}"
 
 
 def display_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
-    """leaderboard -> strings: metrics as 'mean [95% CI]', the paired test as 'diff (p=...)'."""
+    """leaderboard -> strings: metrics as 'mean [95% CI]', paired tests as 'diff [CI] p (Holm)'."""
     rows = []
     for row in board.to_dict("records"):
-        out = {"rank": row["rank"], "variant": row["variant"], "selected config": row["config"],
-               "seeds finished": row["seeds_finished"], "val MAP@R": number(row["val_map_at_r_mean"])}
-        for metric in TEST_METRICS:
+        baseline = row["kind"] == "baseline"
+        out = {"rank": "baseline" if baseline else str(int(row["rank"])),
+               "variant": f"{row['variant']} (baseline)" if baseline else row["variant"],
+               "selected config": row["config"], "units finished": row["units_finished"],
+               "val MAP@R": interval(row["val_map_at_r_mean"], row["val_map_at_r_low"],
+                                     row["val_map_at_r_high"])}
+        for metric in SHORT:
             out[SHORT[metric]] = interval(row[f"{metric}_mean"], row[f"{metric}_low"],
                                           row[f"{metric}_high"])
-        if row["paired_note"]:
-            out["vs best (test MAP@R)"] = row["paired_note"]
-        else:
-            out["vs best (test MAP@R)"] = (f"{row['paired_diff']:+.3f} (p={row['paired_p']:.3g}, "
-                                           f"n={row['paired_n']})")
+        out["test Recall@1/2/4/8"] = " / ".join(number(row[f"{m}_mean"]) for m in RECALLS)
+        out["vs best (test MAP@R)"] = _versus(row, "paired", holm=True)
+        out["vs best baseline (test MAP@R)"] = _versus(row, "vs_baseline", holm=False)
         rows.append(out)
     return pd.DataFrame(rows)
 

@@ -1,25 +1,43 @@
-"""Model selection on validation and the leaderboard of test metrics over seeds.
+"""Model selection on validation and the leaderboard of test metrics over (fold, seed) units.
 
-Selection rule: for each variant, the configuration with the highest mean
-validation MAP@R over its finished seeds. Test metrics are never used to select;
-they are reported for the selected configuration as mean and t-interval over the
-seeds that finished, with a paired test against the best variant.
+Units: a configuration's repeated runs, one per (fold, seed); the grid's units are
+every fold x seed seen in the store (folds only for the seed-free `raw` baseline).
+Selection rule: a configuration is selectable only when all its units finished;
+for each variant, the selectable configuration with the highest mean validation
+MAP@R over its units. Test metrics are never used to select; they are reported for
+the selected configuration as mean and t-interval over its units. The baselines
+(`raw`, `untrained`) are selected by the same rule and listed as marked rows below
+the ranked variants; the *best baseline* is the one best on validation.
+
+Comparisons, paired over matched units on test MAP@R (a `raw` run of a fold is
+matched with every seed of that fold):
+- every row against the best variant (rank 1): t-test, Holm-adjusted over the
+  family of the other trained variants (baselines are outside that family);
+- every row against the best baseline: the mean difference, its t-interval and p.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from reports.stats import mean_ci, paired_test
-from reports.variants import SEED, describe_config, varying_columns
+from reports.stats import PairedResult, holm, mean_ci, paired_test
+from reports.variants import FOLD, SEED, SEED_FREE, describe_config, varying_columns
 
 SELECT_ON = "val_map_at_r"
-TEST_METRICS = ("test_precision_at_1", "test_r_precision", "test_map_at_r")
+TEST_METRICS = ("test_precision_at_1", "test_r_precision", "test_map_at_r", "test_recall_at_1",
+                "test_recall_at_2", "test_recall_at_4", "test_recall_at_8")
 PAIRED_ON = "test_map_at_r"
 VARIANT_KEYS = ("loss", "weighting", "id_variant")
+BOARD_COLUMNS = (
+    ["rank", "kind", "variant", "config", "units_finished",
+     *[f"{SELECT_ON}_{s}" for s in ("mean", "low", "high", "n")],
+     *[f"{m}_{s}" for m in TEST_METRICS for s in ("mean", "low", "high", "n")]]
+    + [f"paired_{s}" for s in ("n", "diff", "low", "high", "p", "p_holm", "note")]
+    + [f"vs_baseline_{s}" for s in ("n", "diff", "low", "high", "p", "note")])
 
 
 @dataclass(frozen=True)
@@ -27,7 +45,7 @@ class Selection:
     """Per-configuration summary, the leaderboard, and the runs of each selected configuration."""
 
     configs: pd.DataFrame          # one row per (variant, configuration)
-    leaderboard: pd.DataFrame      # one row per variant with a finished run, best first
+    leaderboard: pd.DataFrame      # ranked variants (best first), then the baselines
     selected_runs: dict            # variant -> runs rows (every status) of its selected config
 
 
@@ -39,37 +57,68 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[ok]
 
 
+def unit_of(row, variant: str) -> tuple:
+    """One runs row -> its unit (class_folds, fold, seed); seed None for a seed-free baseline."""
+    seed = None if variant in SEED_FREE else int(row[SEED])
+    return (int(row["class_folds"]), int(row[FOLD]), seed)
+
+
+def describe_unit(unit: tuple) -> str:
+    """(class_folds, fold, seed) -> 'fold 1 of 4, seed 2' / 'seed 2' / 'fold 0'."""
+    k, fold, seed = unit
+    parts = [f"fold {fold}" + (f" of {k}" if k > 1 else "")] if (k > 1 or fold) else []
+    parts += [f"seed {seed}"] if seed is not None else ([] if parts else ["fold 0"])
+    return ", ".join(parts)
+
+
+def grid_units(runs: pd.DataFrame) -> dict[bool, set]:
+    """annotated runs -> {seed_free: the units every configuration must have finished}."""
+    if runs.empty:
+        return {False: set(), True: set()}
+    splits = {(int(k), int(f)) for k, f in zip(runs["class_folds"], runs[FOLD])}
+    seeded = runs[~runs["variant"].isin(SEED_FREE)]
+    seeds = {int(s) for s in (seeded if not seeded.empty else runs)[SEED].dropna()}
+    return {False: {(k, f, s) for k, f in splits for s in seeds},
+            True: {(k, f, None) for k, f in splits}}
+
+
 def config_table(runs: pd.DataFrame, *, confidence: float) -> pd.DataFrame:
-    """annotated runs -> one row per (variant, configuration): seeds, val MAP@R mean and CI."""
+    """annotated runs -> one row per (variant, configuration): units finished, val MAP@R CI."""
     shown = [c for c in varying_columns(runs) if c not in VARIANT_KEYS] if not runs.empty else []
+    units = grid_units(runs)
     rows = []
     for variant, runs_of_variant in runs.groupby("variant", sort=True):
         # describe each configuration by the axes that vary within its variant
         own = [c for c in varying_columns(runs_of_variant) if c not in VARIANT_KEYS]
         for key, group in runs_of_variant.groupby("config_key", sort=True):
-            rows.append(_config_row(variant, key, group, shown, own, confidence=confidence))
-    columns = ["variant", "config_key", "config", *shown, "n_runs", "n_finished",
-               "seeds_finished", f"{SELECT_ON}_mean", f"{SELECT_ON}_low", f"{SELECT_ON}_high"]
-    return pd.DataFrame(rows, columns=columns)
+            rows.append(_config_row(variant, key, group, shown, own,
+                                    expected=units[variant in SEED_FREE], confidence=confidence))
+    columns = ["variant", "config_key", "config", "baseline", *shown, "n_runs", "n_finished",
+               "n_units", "complete", "units_missing", f"{SELECT_ON}_mean", f"{SELECT_ON}_low",
+               f"{SELECT_ON}_high"]
+    return pd.DataFrame(rows, columns=columns).astype({"baseline": bool, "complete": bool})
 
 
 def _config_row(variant: str, key: str, group: pd.DataFrame, shown: list[str], own: list[str], *,
-                confidence: float) -> dict:
+                expected: set, confidence: float) -> dict:
     """The runs of one configuration -> its row of the configurations table."""
     done = finished(group)
     ci = mean_ci(done[SELECT_ON], confidence=confidence)
+    have = {unit_of(row, variant) for _, row in done.iterrows()}
+    absent = sorted(expected - have, key=repr)
     first = group.iloc[0]
     return {"variant": variant, "config_key": key, "config": describe_config(first, own),
-            **{c: first[c] for c in shown},
-            "n_runs": len(group), "n_finished": len(done),
-            "seeds_finished": " ".join(str(s) for s in sorted(done[SEED].tolist())),
+            "baseline": bool(first["baseline"]), **{c: first[c] for c in shown},
+            "n_runs": len(group), "n_finished": len(done), "n_units": len(expected),
+            "complete": bool(have) and not absent,
+            "units_missing": "; ".join(describe_unit(u) for u in absent),
             f"{SELECT_ON}_mean": ci.mean, f"{SELECT_ON}_low": ci.low, f"{SELECT_ON}_high": ci.high}
 
 
 def select(runs: pd.DataFrame, *, confidence: float) -> Selection:
-    """annotated runs -> Selection (best configuration per variant on validation MAP@R)."""
+    """annotated runs -> Selection (best complete configuration per variant on validation)."""
     configs = config_table(runs, confidence=confidence)
-    usable = configs[configs["n_finished"] > 0]
+    usable = configs[configs["complete"]]
     # Highest validation mean; ties broken by the configuration's canonical key (stable).
     best = (usable.sort_values(["variant", f"{SELECT_ON}_mean", "config_key"],
                                ascending=[True, False, True])
@@ -81,35 +130,77 @@ def select(runs: pd.DataFrame, *, confidence: float) -> Selection:
     return Selection(configs=configs, leaderboard=board, selected_runs=selected_runs)
 
 
+def unit_values(runs: pd.DataFrame, variant: str, metric: str) -> dict:
+    """finished runs of one configuration -> unit -> metric."""
+    return {unit_of(row, variant): float(row[metric]) for _, row in runs.iterrows()}
+
+
+def matched(a: dict, b: dict) -> tuple[dict, dict]:
+    """unit -> value dicts -> the same with each seed-free unit (seed None) repeated for every
+    seed the other side has on that fold, so a `raw` run pairs with each seed of its fold."""
+    def spread(x: dict, other: dict) -> dict:
+        out = dict(x)
+        for (k, fold, seed), value in x.items():
+            if seed is None:
+                out.update({u: value for u in other if u[:2] == (k, fold) and u[2] is not None})
+        return out
+    return spread(a, b), spread(b, a)
+
+
+def compare(a: dict, b: dict, *, confidence: float) -> PairedResult:
+    """unit -> value of two configurations -> paired test of a - b over matched units."""
+    return paired_test(*matched(a, b), confidence=confidence)
+
+
 def _leaderboard(best: pd.DataFrame, selected_runs: dict, *, confidence: float) -> pd.DataFrame:
-    """selected configurations -> leaderboard rows, best validation first, with test CIs."""
-    best = best.sort_values([f"{SELECT_ON}_mean", "variant"], ascending=[False, True])
-    by_seed = {v: _metric_by_seed(finished(r), PAIRED_ON) for v, r in selected_runs.items()}
+    """selected configurations -> ranked variants (best validation first), then the baselines."""
+    order = [f"{SELECT_ON}_mean", "variant"]
+    trained = best[~best["baseline"]].sort_values(order, ascending=[False, True])
+    bases = best[best["baseline"]].sort_values(order, ascending=[False, True])
+    values = {v: unit_values(finished(r), v, PAIRED_ON) for v, r in selected_runs.items()}
+    reference = trained["variant"].iloc[0] if not trained.empty else None
+    best_base = bases["variant"].iloc[0] if not bases.empty else None
     rows = []
-    for rank, row in enumerate(best.itertuples(), start=1):
-        done = finished(selected_runs[row.variant])
-        out = {"rank": rank, "variant": row.variant, "config": row.config,
-               "seeds_finished": f"{row.n_finished}/{row.n_runs}",
-               "val_map_at_r_mean": getattr(row, f"{SELECT_ON}_mean")}
-        for metric in TEST_METRICS:
-            ci = mean_ci(done[metric], confidence=confidence)
-            out.update({f"{metric}_mean": ci.mean, f"{metric}_low": ci.low,
-                        f"{metric}_high": ci.high, f"{metric}_n": ci.n})
-        if rank == 1:
-            reference = row.variant
-            out.update({"paired_n": len(by_seed[reference]), "paired_diff": 0.0,
-                        "paired_p": np.nan, "paired_note": "reference (best on validation)"})
-        else:
-            test = paired_test(by_seed[row.variant], by_seed[reference])
-            out.update({"paired_n": test.n, "paired_diff": test.mean_diff,
-                        "paired_p": test.p_value, "paired_note": test.note})
+    for rank, row in [*enumerate(trained.itertuples(), start=1),
+                      *((math.nan, r) for r in bases.itertuples())]:
+        out = _board_row(row, rank, finished(selected_runs[row.variant]), confidence=confidence)
+        out.update(_versus("paired", row.variant, reference, values, confidence=confidence,
+                           same="reference (best on validation)"))
+        out.update(_versus("vs_baseline", row.variant, best_base, values, confidence=confidence,
+                           same="reference (best baseline on validation)"))
         rows.append(out)
-    columns = ["rank", "variant", "config", "seeds_finished", "val_map_at_r_mean",
-               *[f"{m}_{s}" for m in TEST_METRICS for s in ("mean", "low", "high", "n")],
-               "paired_n", "paired_diff", "paired_p", "paired_note"]
-    return pd.DataFrame(rows, columns=columns)
+    board = pd.DataFrame(rows, columns=BOARD_COLUMNS)
+    family = (board["kind"] == "variant") & (board["variant"] != reference)
+    board["paired_p_holm"] = np.nan
+    board.loc[family, "paired_p_holm"] = holm(board.loc[family, "paired_p"].to_numpy())
+    return board
 
 
-def _metric_by_seed(runs: pd.DataFrame, metric: str) -> dict:
-    """finished runs of one configuration -> seed -> metric."""
-    return {int(s): float(m) for s, m in zip(runs[SEED], runs[metric])}
+def _board_row(row, rank, done: pd.DataFrame, *, confidence: float) -> dict:
+    """One selected configuration -> its leaderboard cells (validation and test CIs)."""
+    val = mean_ci(done[SELECT_ON], confidence=confidence)
+    out = {"rank": rank, "kind": "baseline" if row.baseline else "variant",
+           "variant": row.variant, "config": row.config,
+           "units_finished": f"{row.n_finished}/{row.n_units}",
+           f"{SELECT_ON}_mean": val.mean, f"{SELECT_ON}_low": val.low,
+           f"{SELECT_ON}_high": val.high, f"{SELECT_ON}_n": val.n}
+    for metric in TEST_METRICS:
+        ci = mean_ci(done[metric] if metric in done else [], confidence=confidence)
+        out.update({f"{metric}_mean": ci.mean, f"{metric}_low": ci.low,
+                    f"{metric}_high": ci.high, f"{metric}_n": ci.n})
+    return out
+
+
+def _versus(prefix: str, variant: str, reference: str | None, values: dict, *,
+            confidence: float, same: str) -> dict:
+    """Cells `<prefix>_*`: the paired comparison variant - reference on test MAP@R."""
+    if reference is None:
+        return {f"{prefix}_n": 0, f"{prefix}_diff": math.nan, f"{prefix}_low": math.nan,
+                f"{prefix}_high": math.nan, f"{prefix}_p": math.nan, f"{prefix}_note": "n/a"}
+    if variant == reference:
+        n = len(values[variant])
+        return {f"{prefix}_n": n, f"{prefix}_diff": 0.0, f"{prefix}_low": math.nan,
+                f"{prefix}_high": math.nan, f"{prefix}_p": math.nan, f"{prefix}_note": same}
+    test = compare(values[variant], values[reference], confidence=confidence)
+    return {f"{prefix}_n": test.n, f"{prefix}_diff": test.mean_diff, f"{prefix}_low": test.low,
+            f"{prefix}_high": test.high, f"{prefix}_p": test.p_value, f"{prefix}_note": test.note}

@@ -6,12 +6,17 @@ import numpy as np
 import pandas as pd
 
 from reports.leaderboard import SELECT_ON, finished
-from reports.stats import CI_METHOD, PAIRED_TEST
-from reports.variants import SEED
+from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
+from reports.variants import FOLD, SEED
 
 STATUSES = ("finished", "diverged", "failed")
 SPLIT_RULE = ("class-disjoint: classes sorted and cut in order into train / validation / test "
               "(no test class is seen in training; rule and per-dataset split in ablations/data.py)")
+FOLD_RULE = ("; {k} class folds: fold f rotates the sorted classes by round(f * C / {k}) before "
+             "the cut, so each fold holds out other classes for validation and test")
+BASELINE_RULE = ("raw = the standardised input features, untrained = the encoder at its "
+                 "initialisation for each seed (no training step); same split, metrics and "
+                 "distance as the runs; selected on validation like the variants, never ranked")
 
 
 def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
@@ -20,20 +25,28 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
     status = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
     seeds = sorted(int(s) for s in runs[SEED].dropna().unique()) if SEED in runs else []
     datasets = sorted(str(d) for d in runs["dataset"].dropna().unique()) if "dataset" in runs else []
+    folds = int(runs["class_folds"].max()) if "class_folds" in runs and not runs.empty else 1
+    n_folds = runs[FOLD].nunique() if FOLD in runs and not runs.empty else 1
     return [
         ("Dataset", ", ".join(datasets) or "unknown (no run stored)"),
-        ("Class split", SPLIT_RULE + _test_classes(picked)),
-        ("Selection rule", f"per variant, the configuration with the highest mean validation MAP@R "
-                           f"({SELECT_ON}) over its finished seeds; test metrics are never used to "
-                           "select"),
-        ("Seeds", ", ".join(map(str, seeds)) or "none"),
+        ("Class split", SPLIT_RULE + (FOLD_RULE.format(k=folds) if folds > 1 else "")
+         + _test_classes(picked)),
+        ("Baselines", BASELINE_RULE),
+        ("Selection rule", f"per variant, among the configurations whose (fold, seed) units all "
+                           f"finished, the one with the highest mean validation MAP@R "
+                           f"({SELECT_ON}) over its units; test metrics are never used to select"),
+        ("Units", f"{n_folds} fold(s) x {len(seeds)} seed(s) per configuration (seeds "
+                  f"{', '.join(map(str, seeds)) or 'none'}); the raw baseline has one run per "
+                  "fold, paired with every seed of it"),
         ("Runs", f"{len(runs)} stored: {status}"),
         ("Variants", f"{runs['variant'].nunique() if not runs.empty else 0} "
                      f"({finished(runs)['variant'].nunique() if not runs.empty else 0} with a "
-                     "finished run)"),
-        ("Confidence intervals", CI_METHOD + ", over the seeds that finished"),
-        ("Paired test", PAIRED_TEST + " on test MAP@R against the best variant; n/a with fewer "
-                        "than 2 common seeds"),
+                     "finished run), baselines included"),
+        ("Confidence intervals", CI_METHOD + ", over the units that finished"),
+        ("Paired test", PAIRED_TEST + " on test MAP@R against the best variant and against "
+                        f"the best baseline; n/a with fewer than 2 matched units; below "
+                        f"{LOW_POWER_N} units it has little power"),
+        ("Multiple comparisons", HOLM),
     ]
 
 
@@ -46,25 +59,33 @@ def _test_classes(picked: dict) -> str:
     return f"; test classes {classes} ({len(y)} points, from the stored test embeddings)"
 
 
-def gaps(runs: pd.DataFrame, *, describe: dict, notes: list[str]) -> list[str]:
-    """annotated runs, config_key -> description, extra notes -> sentences on what is missing."""
+def gaps(runs: pd.DataFrame, *, configs: pd.DataFrame, describe: dict,
+         notes: list[str]) -> list[str]:
+    """annotated runs, the configurations table, config_key -> description, extra notes ->
+    sentences on what is missing."""
     out = []
     if runs.empty:
         return ["The store holds no run yet: nothing to compare."] + notes
     for row in runs[runs["status"] == "failed"].itertuples():
-        out.append(f"Run {row.run_id} ({row.variant}, seed {getattr(row, SEED)}) failed: {row.error}")
+        out.append(f"Run {row.run_id} ({row.variant}, {_where(row)}) failed: {row.error}")
     for row in runs[runs["status"] == "diverged"].itertuples():
-        out.append(f"Run {row.run_id} ({row.variant}, seed {getattr(row, SEED)}) diverged at step "
+        out.append(f"Run {row.run_id} ({row.variant}, {_where(row)}) diverged at step "
                    f"{row.diverged_step} (component {row.diverged_component}); left out of the "
                    "statistics")
     done = finished(runs)
     for variant in sorted(set(runs["variant"]) - set(done["variant"])):
         out.append(f"Variant {variant} has no finished run: not in the leaderboard")
-    all_seeds = set(runs[SEED].dropna())
-    for key, group in runs.groupby("config_key"):
-        absent = sorted(all_seeds - set(group[SEED]))
-        if absent:
-            out.append(f"Configuration of {group['variant'].iloc[0]} ({describe.get(key, key)}) has no stored "
-                       f"run for seed(s) {', '.join(map(str, absent))} (grid partial?)")
+    for row in configs[~configs["complete"]].itertuples():
+        out.append(f"Configuration of {row.variant} ({describe.get(row.config_key, row.config_key)})"
+                   f" is not selectable: no finished run for {row.units_missing} "
+                   f"({row.n_finished}/{row.n_units} units; failed, diverged or not run)")
+    complete = set(configs.loc[configs["complete"], "variant"])
+    for variant in sorted(set(done["variant"]) - complete):
+        out.append(f"Variant {variant} has no configuration with every (fold, seed) unit "
+                   "finished: not in the leaderboard")
     return out + notes
 
+
+def _where(row) -> str:
+    fold = getattr(row, FOLD, 0)
+    return (f"fold {fold}, " if fold else "") + f"seed {getattr(row, SEED)}"

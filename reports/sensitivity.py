@@ -1,7 +1,10 @@
 """Sensitivity of validation MAP@R to the hyper-parameters (never to test metrics).
 
-Each cell is the mean validation MAP@R over the finished seeds of a configuration;
-where other axes vary too, a cell shows the best configuration over them.
+Each cell is the mean validation MAP@R over the finished units of a configuration;
+where other axes vary too, a cell shows the best configuration over them. The
+runs given are the trained variants' (the baselines are reference lines). A grid
+with one margin and one learning rate gets no heatmap and a grid with one margin
+no MAP@R-vs-margin line: the report says so instead of drawing a lone patch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from reports.curves import reference_lines
 from reports.figures import Figure, missing, panel_grid, save
 from reports.leaderboard import SELECT_ON, finished
 from reports.stats import t_half_width
@@ -50,8 +54,9 @@ def margin_lr_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def sensitivity_figures(runs: pd.DataFrame, *, out_dir: Path, palette: dict,
-                        confidence: float) -> list[Figure]:
-    """annotated runs -> margin x lr heatmaps, loss-weight heatmaps, MAP@R vs margin lines."""
+                        confidence: float, references: dict) -> list[Figure]:
+    """annotated runs of trained variants, {baseline label: mean validation MAP@R} ->
+    margin x lr heatmaps, loss-weight heatmaps, MAP@R vs margin lines (baselines as lines)."""
     table = margin_lr_table(runs)
     if table.empty:
         reason = ("no finished run has a validation MAP@R" if finished(runs).empty
@@ -59,8 +64,16 @@ def sensitivity_figures(runs: pd.DataFrame, *, out_dir: Path, palette: dict,
         return [missing(name="sensitivity_margin_lr", title=_TITLES[0], reason=reason),
                 missing(name="sensitivity_weights", title=_TITLES[1], reason=reason),
                 missing(name="map_vs_margin", title=_TITLES[2], reason=reason)]
-    return [_margin_lr(table, out_dir=out_dir), _weights(runs, out_dir=out_dir),
-            _margin_lines(runs, out_dir=out_dir, palette=palette, confidence=confidence)]
+    margins, lrs = sorted(table["margin"].unique()), sorted(table["lr"].unique())
+    values = f"margin {margins[0]:g}" + (f" and learning rate {lrs[0]:g}" if len(lrs) == 1 else "")
+    one_cell = (f"the grid has a single {values}: each variant's validation MAP@R is the "
+                "leaderboard's 'val MAP@R' column")
+    heatmap = (_margin_lr(table, out_dir=out_dir) if len(margins) > 1 or len(lrs) > 1
+               else missing(name="sensitivity_margin_lr", title=_TITLES[0], reason=one_cell))
+    lines = (_margin_lines(runs, out_dir=out_dir, palette=palette, confidence=confidence,
+                           references=references) if len(margins) > 1
+             else missing(name="map_vs_margin", title=_TITLES[2], reason=one_cell))
+    return [heatmap, _weights(runs, out_dir=out_dir), lines]
 
 
 def _heatmap(ax, frame: pd.DataFrame, *, rows: str, cols: str, vmin: float, vmax: float) -> None:
@@ -108,7 +121,8 @@ def _weights(runs: pd.DataFrame, *, out_dir: Path) -> Figure:
                         "weighting); best configuration over the other axes.")
 
 
-def _margin_lines(runs: pd.DataFrame, *, out_dir: Path, palette: dict, confidence: float) -> Figure:
+def _margin_lines(runs: pd.DataFrame, *, out_dir: Path, palette: dict, confidence: float,
+                  references: dict) -> Figure:
     means = config_means(runs)
     best = best_over_other_axes(means, ["margin"]).sort_values(["variant", "margin"])
     best = best.assign(half=t_half_width(best["std"], best["n"], confidence=confidence))
@@ -116,12 +130,14 @@ def _margin_lines(runs: pd.DataFrame, *, out_dir: Path, palette: dict, confidenc
     for variant, part in best.groupby("variant"):
         ax.errorbar(part["margin"], part["mean"], yerr=np.nan_to_num(part["half"]), marker="o",
                     capsize=3, label=variant, color=palette[variant], linewidth=1.2)
+    reference_lines(ax, references)
     ax.set_xlabel("margin")
     ax.set_ylabel("validation MAP@R")
     ax.legend(fontsize=7, ncols=2)
     return save(fig, name="map_vs_margin", title=_TITLES[2], out_dir=out_dir,
                 caption=f"Validation MAP@R against the margin per variant (best learning rate and other "
-                        f"axes at each margin), with {confidence:.0%} t-intervals over seeds.")
+                        f"axes at each margin), with {confidence:.0%} t-intervals over (fold, seed) "
+                        "units; dashed lines: the baselines' mean validation MAP@R (no margin).")
 
 
 _TITLES = ("Sensitivity: margin x learning rate", "Sensitivity: loss weights",

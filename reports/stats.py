@@ -1,6 +1,7 @@
-"""Statistics over seeds: Student-t confidence intervals and the paired test.
+"""Statistics over units: Student-t confidence intervals, the paired test, Holm's correction.
 
-Both work on the seeds that finished: a failed or diverged seed has no metric
+A unit is one (fold, seed) of a configuration: its repeated runs. The interval and
+the tests work on the units that finished: a failed or diverged unit has no metric
 and is left out (the count `n` says how many remained).
 """
 
@@ -12,8 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as st
 
-CI_METHOD = "95% Student-t interval over seeds (mean +/- t(0.975, n-1) * sd / sqrt(n))"
-PAIRED_TEST = "paired t-test over common seeds (two-sided, scipy.stats.ttest_rel)"
+CI_METHOD = ("95% Student-t interval over (fold, seed) units "
+             "(mean +/- t(0.975, n-1) * sd / sqrt(n))")
+PAIRED_TEST = ("paired t-test over matched (fold, seed) units (two-sided, scipy.stats.ttest_rel), "
+               "with the 95% t-interval of the mean difference")
+HOLM = ("Holm's step-down correction over the comparisons against the best variant "
+        "(family-wise error 5%; the unadjusted p beside it)")
+LOW_POWER_N = 5   # below this many matched units a paired test has little power
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,14 @@ class MeanCI:
 
 @dataclass(frozen=True)
 class PairedResult:
-    """Paired comparison of two variants over their common seeds."""
+    """Paired comparison of two variants over their matched units."""
 
-    n: int                 # common seeds used
-    mean_diff: float       # mean of (a - b) over the common seeds
+    n: int                 # matched units used
+    mean_diff: float       # mean of (a - b) over the matched units
     p_value: float         # NaN when the test is not applicable
     note: str              # "" or why the test is n/a
+    low: float = math.nan  # t-interval of mean_diff (NaN below 2 units; the value itself
+    high: float = math.nan  # when the difference is the same on every unit)
 
 
 def mean_ci(values, *, confidence: float) -> MeanCI:
@@ -61,18 +69,38 @@ def t_half_width(std, count, *, confidence: float):
         return st.t.ppf(0.5 + confidence / 2, dof) * std / np.sqrt(count)
 
 
-def paired_test(a: dict, b: dict) -> PairedResult:
-    """a, b: seed -> metric (NaN = missing) -> paired t-test over the seeds both have."""
-    seeds = sorted(s for s in set(a) & set(b)
-                   if np.isfinite(a[s]) and np.isfinite(b[s]))
-    if len(seeds) < 2:
-        diff = float(a[seeds[0]] - b[seeds[0]]) if seeds else math.nan
-        return PairedResult(len(seeds), diff, math.nan, f"n/a ({len(seeds)} common seed(s), need 2)")
-    xa = np.array([a[s] for s in seeds], dtype=float)
-    xb = np.array([b[s] for s in seeds], dtype=float)
+def paired_test(a: dict, b: dict, *, confidence: float) -> PairedResult:
+    """a, b: unit -> metric (NaN = missing) -> paired t-test and the `confidence` t-interval of
+    the mean difference a - b over the units both have."""
+    units = sorted((u for u in set(a) & set(b) if np.isfinite(a[u]) and np.isfinite(b[u])),
+                   key=repr)
+    if len(units) < 2:
+        diff = float(a[units[0]] - b[units[0]]) if units else math.nan
+        return PairedResult(len(units), diff, math.nan,
+                            f"n/a ({len(units)} matched unit(s), need 2)")
+    xa = np.array([a[u] for u in units], dtype=float)
+    xb = np.array([b[u] for u in units], dtype=float)
     diff = xa - xb
     if np.allclose(diff, diff[0]):
-        note = "n/a (identical results)" if diff[0] == 0 else "n/a (constant difference over seeds)"
-        return PairedResult(len(seeds), float(diff.mean()), math.nan, note)
+        note = ("n/a (identical results)" if diff[0] == 0
+                else "n/a (constant difference over units)")
+        d = float(diff.mean())
+        return PairedResult(len(units), d, math.nan, note, d, d)
+    ci = mean_ci(diff, confidence=confidence)
     p = float(st.ttest_rel(xa, xb).pvalue)
-    return PairedResult(len(seeds), float(diff.mean()), p, "")
+    return PairedResult(len(units), float(diff.mean()), p, "", ci.low, ci.high)
+
+
+def holm(p_values) -> np.ndarray:
+    """p (m,) float, NaN = not tested -> (m,) Holm-adjusted p (NaN kept; the family is the
+    finite values): sorted ascending, p_(i) * (m - i + 1), running maximum, capped at 1."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = len(tested)
+    order = tested[np.argsort(p[tested], kind="stable")]
+    running = 0.0
+    for i, index in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[index]))
+        out[index] = running
+    return out

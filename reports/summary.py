@@ -6,15 +6,22 @@ import pandas as pd
 
 from reports.figures import Figure
 from reports.formatting import markdown_table
+from reports.verdict import Verdict
 
 
-def render_summary(*, protocol: list[tuple[str, str]], gaps: list[str], leaderboard: pd.DataFrame,
-                   figures: list[Figure]) -> str:
+def render_summary(*, verdict: Verdict, protocol: list[tuple[str, str]], gaps: list[str],
+                   leaderboard: pd.DataFrame, figures: list[Figure]) -> str:
     """The report's parts -> Markdown text (figures linked as files under figures/)."""
-    lines = ["# tripletlab comparison report", "", "## Protocol", ""]
+    lines = ["# tripletlab comparison report", ""]
+    if verdict.warning:
+        lines += [f"> **WARNING:** {verdict.warning}", ""]
+    lines += ["## Verdict", "", verdict.text, "", "## Protocol", ""]
     lines += [f"- **{field}**: {text}" for field, text in protocol]
     lines += ["", "## Leaderboard", "",
-              "Test metrics: mean [95% t-interval] over finished seeds; selection on validation MAP@R.",
+              "Metrics: mean [95% t-interval] over (fold, seed) units; selection on mean validation "
+              "MAP@R among configurations whose units all finished; paired differences on test "
+              "MAP@R over matched units (Holm-adjusted p against the best variant). Baselines are "
+              "the rows marked (baseline).",
               "", markdown_table(leaderboard), "## What is missing", ""]
     lines += [f"- {g}" for g in gaps] or ["Nothing."]
     lines += ["", "## Figures", ""]

@@ -1,9 +1,12 @@
-"""Runs -> variants and configurations (the units the leaderboard compares).
+"""Runs -> variants, configurations and units (what the leaderboard compares).
 
 A *variant* is the loss, plus for combined objectives the weighting method (and,
-for `triplet_ce`, the batch variant beside the class CE). A *configuration* is
-every config key except the seed: its seeds are the repeated runs that the
-confidence intervals are taken over.
+for `triplet_ce`, the batch variant beside the class CE); the baselines `raw` and
+`untrained` are variants marked `baseline`, never selected as the best variant. A
+*configuration* is every config key except the unit keys; its *units* are its
+(fold, seed) runs, the repeated runs that confidence intervals and paired tests are
+taken over. A config key missing from older runs (a store made before the key existed)
+reads as its default: a store made before class folds is fold 0 of 1.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from ablations.config import BASELINES, DEFAULTS
+
 # runs.parquet columns that are results, not config keys (ARCHITECTURE.md).
 RESULT_COLUMNS = ("run_id", "status", "error", "diverged_step", "diverged_component",
                   "wall_time_s", "train_time_s")
@@ -20,8 +25,13 @@ RESULT_PREFIXES = ("val_", "test_")
 # Further result columns a store may add are timings in seconds ("cpu_time_s"); no config key
 # ends in "_s". A new non-timing result column must be listed in RESULT_COLUMNS.
 RESULT_SUFFIXES = ("_s",)
-ANNOTATIONS = ("variant", "config_key")   # added by `annotate`
+ANNOTATIONS = ("variant", "config_key", "baseline")   # added by `annotate`
 SEED = "seed"
+FOLD = "fold"
+# A configuration's repeated runs differ only in these (class_folds is 1 on every fold-0 run).
+UNIT_COLUMNS = (SEED, FOLD, "class_folds")
+# Baselines whose runs do not depend on the seed: one run per fold, paired with every seed.
+SEED_FREE = ("raw",)
 # Losses with several components; their variant name includes the weighting.
 COMBINED_LOSSES = ("combined", "triplet_ce")
 
@@ -34,8 +44,8 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def varying_columns(runs: pd.DataFrame) -> list[str]:
-    """runs table -> config columns (seed excluded) taking more than one value in the grid."""
-    keys = [c for c in config_columns(runs) if c != SEED]
+    """runs table -> config columns (unit columns excluded) taking more than one value."""
+    keys = [c for c in config_columns(runs) if c not in UNIT_COLUMNS]
     return [c for c in keys if runs[c].astype(str).nunique(dropna=False) > 1]
 
 
@@ -54,16 +64,26 @@ def is_combined(label: str) -> bool:
     return label.split("(")[0].split(" ")[0] in COMBINED_LOSSES
 
 
+def is_baseline(label: str) -> bool:
+    """Whether a variant name is a baseline (raw features or the untrained encoder)."""
+    return label in BASELINES
+
+
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:
-    """runs -> a copy with `variant` (name) and `config_key` (canonical JSON of the config
-    without the seed) columns."""
+    """runs -> a copy with `variant` (name), `config_key` (canonical JSON of the config
+    without the unit columns) and `baseline` (bool) columns, and `fold` (0 when absent)."""
     out = runs.copy()
     if out.empty:
         out["variant"] = pd.Series(dtype=str)
         out["config_key"] = pd.Series(dtype=str)
+        out["baseline"] = pd.Series(dtype=bool)
         return out
-    keys = [c for c in config_columns(runs) if c != SEED]
+    for key, default in DEFAULTS.items():   # a key added after the run was stored: its default
+        if key in out.columns or key in UNIT_COLUMNS:
+            out[key] = out[key].fillna(default) if key in out.columns else default
+    keys = [c for c in config_columns(runs) if c not in UNIT_COLUMNS]
     out["variant"] = [variant_label(row) for _, row in runs.iterrows()]
+    out["baseline"] = out["variant"].map(is_baseline).astype(bool)
     out["config_key"] = [json.dumps({k: _plain(row[k]) for k in keys}, sort_keys=True, default=str)
                          for _, row in runs.iterrows()]
     return out

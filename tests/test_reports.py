@@ -92,7 +92,7 @@ def test_report_writes_html_summary_figures_and_tables(report, store_dir):
     assert (out / "summary.md").read_text().startswith("# tripletlab comparison report")
     assert {p.name for p in (out / "tables").glob("*.csv")} == {
         "leaderboard.csv", "configurations.csv", "sensitivity_margin_lr.csv", "runs_status.csv",
-        "umap_runs.csv", "missing.csv"}
+        "umap_runs.csv", "missing.csv", "verdict.csv"}
 
 
 def test_every_figure_is_a_nonempty_image_or_says_why_not(report, runs):
@@ -130,33 +130,52 @@ def test_leaderboard_matches_a_hand_computation_from_the_store(report, runs):
     board = pd.read_csv(report.parent / "tables" / "leaderboard.csv").set_index("variant")
     done = runs[runs["status"] == "finished"]
     assert set(board.index) == set(done["variant"])
+    assert set(board.loc[["raw", "untrained"], "kind"]) == {"baseline"}
+    assert board.loc[["raw", "untrained"], "rank"].isna().all()
     means = done.groupby(["variant", "config_key"])["val_map_at_r"].mean()
     best_key = {v: means[v].idxmax() for v in board.index}
     by_seed = {}
     for variant, row in board.iterrows():
         chosen = done[(done["variant"] == variant) & (done["config_key"] == best_key[variant])]
         assert row["val_map_at_r_mean"] == pytest.approx(means[variant].max())
-        assert row["seeds_finished"] == f"{len(chosen)}/{len(chosen)}"   # no run failed here
-        for metric in ("test_precision_at_1", "test_r_precision", "test_map_at_r"):
+        assert row["units_finished"] == f"{len(chosen)}/{len(chosen)}"   # no run failed here
+        by_seed[variant] = chosen.set_index("seed")["test_map_at_r"]
+        if variant == "raw":   # one run per fold, seed-free
+            assert len(chosen) == 1 and row["test_map_at_r_mean"] == pytest.approx(
+                chosen["test_map_at_r"].iloc[0])
+            continue
+        for metric in ("val_map_at_r", "test_precision_at_1", "test_r_precision", "test_map_at_r",
+                       "test_recall_at_1", "test_recall_at_8"):
             x = chosen[metric].to_numpy()
             low, high = st.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=st.sem(x))
             assert row[f"{metric}_n"] == len(x) == 2
             assert row[f"{metric}_mean"] == pytest.approx(x.mean())
             assert (row[f"{metric}_low"], row[f"{metric}_high"]) == (pytest.approx(low), pytest.approx(high))
-        by_seed[variant] = chosen.set_index("seed")["test_map_at_r"]
-    best = board.index[board["rank"] == 1][0]
-    assert board.loc[best, "val_map_at_r_mean"] == board["val_map_at_r_mean"].max()
+    trained = board[board["kind"] == "variant"]
+    best = trained.index[trained["rank"] == 1][0]
+    assert board.loc[best, "val_map_at_r_mean"] == trained["val_map_at_r_mean"].max()
     for variant in board.index.drop(best):
-        expected = st.ttest_rel(by_seed[variant].sort_index(), by_seed[best].sort_index())
+        expected = st.ttest_rel(by_seed[variant].sort_index(), by_seed[best].sort_index()) \
+            if variant != "raw" else st.ttest_1samp(by_seed["raw"].iloc[0] - by_seed[best], 0.0)
         assert board.loc[variant, "paired_p"] == pytest.approx(expected.pvalue, nan_ok=True)
-    assert "paired t-test" in report.read_text()
+    # a single other variant: Holm over a family of one is the p-value itself
+    others = trained.index.drop(best)
+    assert trained.loc[others, "paired_p_holm"].tolist() == pytest.approx(
+        trained.loc[others, "paired_p"].tolist(), nan_ok=True)
+    base = board[board["kind"] == "baseline"].sort_values("val_map_at_r_mean").index[-1]
+    diff = (by_seed[best] - (by_seed[base] if base != "raw" else by_seed["raw"].iloc[0])).to_numpy()
+    assert board.loc[best, "vs_baseline_diff"] == pytest.approx(diff.mean())
+    assert board.loc[best, "vs_baseline_n"] == 2
+    page = report.read_text()
+    assert "paired t-test" in page and "Holm" in page
+    assert page.index("id='verdict'") < page.index("id='protocol'") < page.index("id='leaderboard'")
 
 
 def test_tables_have_one_row_per_run_configuration_and_cell(report, runs):
     tables = report.parent / "tables"
     status = pd.read_csv(tables / "runs_status.csv")
     assert len(status) == len(runs) and set(status["run_id"]) == set(runs["run_id"])
-    assert list(status.columns[:4]) == ["run_id", "variant", "seed", "status"]
+    assert list(status.columns[:5]) == ["run_id", "variant", "fold", "seed", "status"]
     configs = pd.read_csv(tables / "configurations.csv")
     assert len(configs) == runs["config_key"].nunique()
     assert {"variant", "config", "margin", "lr", "n_runs", "n_finished", "val_map_at_r_mean",
@@ -164,7 +183,8 @@ def test_tables_have_one_row_per_run_configuration_and_cell(report, runs):
     assert configs["n_runs"].sum() == len(runs)
     cells = pd.read_csv(tables / "sensitivity_margin_lr.csv")
     done = runs[runs["status"] == "finished"]
-    assert len(cells) == len(done.groupby(["variant", "margin", "lr"]))
+    trained = done[~done["loss"].isin(["raw", "untrained"])]   # baselines have no margin or lr
+    assert len(cells) == len(trained.groupby(["variant", "margin", "lr"]))
     umap_runs = pd.read_csv(tables / "umap_runs.csv")
     assert set(umap_runs["variant"]) == set(done["variant"]) and (umap_runs["n_points"] > 0).all()
 
@@ -202,7 +222,7 @@ def test_a_partial_grid_still_reports_what_is_missing(store_dir, runs, tmp_path)
     page = write_report(partial, tmp_path, **UMAP).read_text()
     assert f"Run {failed}" in page and "failed: RuntimeError: out of luck" in page
     assert f"Run {diverged}" in page and "diverged at step 5 (component ce_pos)" in page
-    assert "has no stored run for seed(s)" in page
+    assert "is not selectable: no finished run for seed" in page
     assert "could not be read" in page or "no test embeddings" in page
     board = pd.read_csv(tmp_path / "tables" / "leaderboard.csv")
     assert not board.empty and (board["test_map_at_r_n"] >= 1).all()

@@ -113,16 +113,20 @@ def test_t_half_width_matches_scipy_and_is_nan_for_one_seed():
 def test_paired_test_is_ttest_rel_over_common_finite_seeds():
     a = {0: 0.50, 1: 0.61, 2: 0.55, 3: 0.70, 4: np.nan}
     b = {1: 0.58, 2: 0.49, 3: 0.66, 4: 0.40, 5: 0.9}
-    result = paired_test(a, b)
+    result = paired_test(a, b, confidence=0.95)
     expected = st.ttest_rel([0.61, 0.55, 0.70], [0.58, 0.49, 0.66])
     assert result.n == 3 and result.note == ""
     assert result.p_value == pytest.approx(expected.pvalue)
     assert result.mean_diff == pytest.approx(np.mean([0.03, 0.06, 0.04]))
+    # by hand: d = (0.03, 0.06, 0.04), sd 0.0152753, t(0.975, 2) = 4.302653
+    half = 4.302653 * 0.0152753 / np.sqrt(3)
+    assert (result.low, result.high) == (pytest.approx(0.043333 - half, abs=1e-5),
+                                         pytest.approx(0.043333 + half, abs=1e-5))
 
 
 @pytest.mark.parametrize("b", [{0: 0.5}, {7: 0.5, 8: 0.4}, {0: np.nan, 1: 0.3}], ids=["one", "none", "nan"])
 def test_paired_test_is_na_below_two_common_seeds(b):
-    result = paired_test({0: 0.6, 1: 0.7}, b)
+    result = paired_test({0: 0.6, 1: 0.7}, b, confidence=0.95)
     assert result.n < 2 and np.isnan(result.p_value) and result.note.startswith("n/a")
 
 
@@ -143,22 +147,32 @@ def test_selection_uses_validation_never_test():
     assert board["test_map_at_r_mean"].iloc[0] == pytest.approx(0.2)
 
 
-def test_leaderboard_ci_is_over_the_seeds_that_finished():
-    test_values = {0: 0.61, 1: 0.52, 2: np.nan, 3: 0.58}
-    runs = [run_row(f"h{s}", seed=s, val=0.7, test=t, status="failed" if s == 2 else "finished")
-            for s, t in test_values.items()]
+def test_a_configuration_is_selectable_only_when_all_its_units_finished(tmp_path):
+    # batch_hard margin 0.1 is best on validation but seed 2 failed: margin 0.3 is selected
+    runs = [run_row(f"h{s}", seed=s, val=0.9, test=0.6, margin=0.1,
+                    status="failed" if s == 2 else "finished") for s in range(4)]
+    runs += [run_row(f"m{s}", seed=s, val=0.7, test=0.5 + s / 100, margin=0.3) for s in range(4)]
     runs += [run_row(f"a{s}", seed=s, val=0.5, test=0.4 + s / 100, loss="batch_all")
-             for s in range(4)]
-    board = select(annotate(pd.DataFrame(runs)), confidence=0.95).leaderboard.set_index("variant")
-    kept = np.array([0.61, 0.52, 0.58])
-    low, high = st.t.interval(0.95, 2, loc=kept.mean(), scale=st.sem(kept))
+             for s in range(3)]   # seed 3 never run: batch_all has no selectable configuration
+    selection = select(annotate(pd.DataFrame(runs)), confidence=0.95)
+    board = selection.leaderboard.set_index("variant")
+    assert board.index.tolist() == ["batch_hard"]
     best = board.loc["batch_hard"]
-    assert best["seeds_finished"] == "3/4" and best["test_map_at_r_n"] == 3
+    assert best["config"] == "margin=0.3" and best["units_finished"] == "4/4"
+    kept = np.array([0.50, 0.51, 0.52, 0.53])
+    low, high = st.t.interval(0.95, 3, loc=kept.mean(), scale=st.sem(kept))
     assert (best["test_map_at_r_low"], best["test_map_at_r_high"]) == (pytest.approx(low),
                                                                       pytest.approx(high))
-    other = board.loc["batch_all"]
-    expected = st.ttest_rel([0.40, 0.41, 0.43], kept)   # seeds 0, 1, 3 in common
-    assert other["paired_n"] == 3 and other["paired_p"] == pytest.approx(expected.pvalue)
+    configs = selection.configs.set_index(["variant", "config"])
+    assert configs.loc[("batch_hard", "margin=0.1"), "units_missing"] == "seed 2"
+    assert configs.loc[("batch_all", "(only configuration)"), "units_missing"] == "seed 3"
+    page = write_report(StoreView(runs=pd.DataFrame(runs), steps=pd.DataFrame(),
+                                  epochs=pd.DataFrame(), grid_text="",
+                                  embeddings=fake_view().embeddings),
+                        tmp_path, umap_epochs=5, umap_max_points=10, random_state=0,
+                        max_curve_points=10).read_text()
+    assert "is not selectable: no finished run for seed 2" in page
+    assert "Variant batch_all has no configuration with every (fold, seed) unit finished" in page
 
 
 def test_result_columns_a_store_adds_do_not_split_configurations():
@@ -205,7 +219,8 @@ def test_curves_without_monitor_columns_or_combined_runs_say_why(tmp_path):
 def test_sensitivity_figures_draw_weight_heatmaps_for_combined(tmp_path):
     runs = annotate(fake_view(seeds=(0, 1)).runs)
     figures = {f.name: f for f in sensitivity_figures(runs, out_dir=tmp_path, confidence=0.95,
-                                                       palette=_palette(runs))}
+                                                       palette=_palette(runs),
+                                                       references={"raw (baseline)": 0.5})}
     assert set(figures) == {"sensitivity_margin_lr", "sensitivity_weights", "map_vs_margin"}
     for name, fig in figures.items():
         assert fig.png.startswith(b"\x89PNG") and (tmp_path / f"{name}.svg").stat().st_size > 0

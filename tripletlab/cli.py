@@ -81,8 +81,13 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         ensure_writable_dir(args.out, what="--out")
+    from reports.verdict import read_warning
+
     path = build_report(args.store, args.out)
     print(f"report written to {path}")
+    warning = read_warning(path.parent)
+    if warning:
+        print(f"tripletlab report: WARNING: {warning}", file=sys.stderr)
     return 0
 
 
