@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ablations.plugins import PLUGIN_KEYS, check_plugin, is_import_string, loss_plugin
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 
@@ -143,6 +144,8 @@ WEIGHTING_PARAMS = {
     "gradnorm": (("gradnorm_alpha", "alpha"), ("gradnorm_lr", "lr")),
     "dwa": (("dwa_temperature", "temperature"),),
 }
+# fixed weighting: config key -> the component it weights
+FIXED_WEIGHT_KEYS = {"w_triplet": "triplet", "w_pos": "ce_pos", "w_neg": "ce_neg", "w_ce": "ce_id"}
 _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
                   "mining_hard_end")
 
@@ -150,25 +153,34 @@ _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start"
 def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
     """Keys that cannot change what `cfg` trains (reset to defaults before hashing)."""
     loss = cfg["loss"]
+    plugin = loss_plugin(loss) if is_import_string(loss) else None  # a user's loss (ablations.plugins)
     reset: list[str] = []
+    if is_import_string(cfg["encoder"]):
+        reset += ["hidden_layers", "width", "normalize"]  # the MLP's keys
     if cfg["dataset"] != "blobs":
         reset += [k for k in FIELDS if k.startswith("blobs_")] + ["data_seed"]
     if cfg["dataset"] != "npz":
         reset.append("npz_path")
     margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
-        loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft")
+        loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft") or (
+        plugin is not None and "margin" not in plugin.keywords)
     if margin_unused:
         reset += ["margin", "margin_schedule", "margin_start", "margin_ramp_epochs"]
     elif cfg["margin_schedule"] == "constant":
         reset += ["margin_start", "margin_ramp_epochs"]
     if loss != "triplet_ce":
         reset.append("id_variant")
+    # a user's loss with several components is weighted; fixed weights w_* apply to components of their name
+    weighted = loss in ("combined", "triplet_ce") or (plugin is not None and len(plugin.components) > 1)
     used = {key for key, _ in WEIGHTING_PARAMS.get(cfg["weighting"], ())}
-    if loss not in ("combined", "triplet_ce"):
+    if not weighted:
         used = set()
     reset += [key for params in WEIGHTING_PARAMS.values() for key, _ in params if key not in used]
-    if loss not in ("combined", "triplet_ce"):
+    if not weighted:
         reset += ["ce_input", "weighting", "w_triplet", "w_pos", "w_neg", "w_ce"]
+    elif plugin is not None:
+        fixed = cfg["weighting"] == "fixed"
+        reset += ["ce_input"] + [w for w, c in FIXED_WEIGHT_KEYS.items() if not fixed or c not in plugin.components]
     else:
         if cfg["weighting"] != "fixed":
             reset += ["w_triplet", "w_pos", "w_neg", "w_ce"]
@@ -195,9 +207,12 @@ def check_value(key: str, value: Any) -> Any:
                          f"got {type(value).__name__} {value!r}")
     if kind is float and not math.isfinite(value):
         raise ValueError(f"key {key!r} must be finite, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
+    if key in PLUGIN_KEYS and is_import_string(value):  # "package.module:name": the user's own piece
+        check_plugin(key, value)
+    elif key in CHOICES and value not in CHOICES[key]:
         raise ValueError(f"key {key!r} got unknown value {value!r}; "
-                         f"valid choices: {', '.join(CHOICES[key])}")
+                         f"valid choices: {', '.join(CHOICES[key])}"
+                         + (", or 'package.module:name' (your own)" if key in PLUGIN_KEYS else ""))
     if key in _POSITIVE_INTS and value < 1:
         raise ValueError(f"key {key!r} must be >= 1, got {value!r}")
     if key in _NON_NEGATIVE and value < 0:

@@ -14,6 +14,8 @@ validation or test set is seen in training. Classes are sorted and cut in order:
   *training* labels by a random training class (noisy supervision; evaluation
   labels stay clean).
 - npz: arrays X (N, D) float and y (N,) int from `npz_path`, split as above.
+- "package.module:loader": the user's loader() -> (X, y), checked as npz arrays
+  (ablations.plugins).
 
 Features are standardised with the training split's mean and standard deviation.
 Model selection uses the validation split only; test metrics are computed for
@@ -106,21 +108,26 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"npz_path {str(path)!r}: missing array(s) {missing}; "
                              f"found {sorted(data.files)}, need X (N, D) float and y (N,) int")
         x, y = data["X"], data["y"]
+    check_xy(x, y, source=f"npz_path {str(path)!r}")
+    return x, y
+
+
+def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
+    """x (N, D) numeric finite, y (N,) int with >= 2 classes, same N; ValueError starting with `source`."""
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"npz_path {str(path)!r}: X must be a 2-D numeric array, "
+        raise ValueError(f"{source}: X must be a 2-D numeric array, "
                          f"got shape {x.shape} dtype {x.dtype}")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"npz_path {str(path)!r}: y must be a 1-D integer array, "
+        raise ValueError(f"{source}: y must be a 1-D integer array, "
                          f"got shape {y.shape} dtype {y.dtype}")
     if len(x) != len(y):
-        raise ValueError(f"npz_path {str(path)!r}: X has {len(x)} rows but y has {len(y)} labels")
+        raise ValueError(f"{source}: X has {len(x)} rows but y has {len(y)} labels")
     if not np.isfinite(x).all():
-        raise ValueError(f"npz_path {str(path)!r}: X has {int((~np.isfinite(x)).sum())} "
+        raise ValueError(f"{source}: X has {int((~np.isfinite(x)).sum())} "
                          f"non-finite values")
     if len(np.unique(y)) < 2:
-        raise ValueError(f"npz_path {str(path)!r}: y has a single class; "
+        raise ValueError(f"{source}: y has a single class; "
                          f"the split needs at least {MIN_CLASSES}")
-    return x, y
 
 
 def load_split(config) -> Split:
@@ -137,6 +144,10 @@ def load_split(config) -> Split:
     if config.dataset == "npz":
         x, y = load_npz_xy(config.npz_path)
         return split_by_class(x, y)
+    if ":" in config.dataset:  # a user's loader, "package.module:function" (ablations.plugins)
+        from ablations.plugins import load_plugin_xy
+
+        return split_by_class(*load_plugin_xy(config.dataset))
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz")
 
 

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 import losses
-from ablations.config import RIVALS, WEIGHTING_PARAMS, RunConfig
+from ablations.config import FIXED_WEIGHT_KEYS, RIVALS, WEIGHTING_PARAMS, RunConfig
+from ablations.plugins import is_import_string, loss_components, loss_plugin
 
 # our variant name -> (losses.VARIANTS name, its keyword arguments besides margin/metric)
 BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
@@ -103,9 +104,42 @@ class RivalObjective(nn.Module):
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
         loss = self.fn(embeddings, labels, **self.kwargs)
-        _, stats = self.stats_of(embeddings.detach(), labels, margin)
-        return StepLoss({self.components[0]: loss},
-                        {**_stats_dict(stats), "active_fraction": float("nan")})
+        return StepLoss({self.components[0]: loss}, batch_stats(self.stats_of, embeddings, labels, margin))
+
+
+def batch_stats(stats_of, embeddings, labels, margin: float) -> dict[str, float]:
+    """pos_ratio and violation_rate of the batch's triplets at `margin`; active_fraction NaN
+    (a loss that selects no triplets has none)."""
+    _, stats = stats_of(embeddings.detach(), labels, margin)
+    return {**_stats_dict(stats), "active_fraction": float("nan")}
+
+
+class PluginObjective(nn.Module):
+    """A user's batch loss "package.module:function" (ablations.plugins); its components are
+    "loss" for a scalar, or the names of the dict it returns. Its TripletStats when it returns
+    them, otherwise those of `batch_stats`."""
+
+    explicit_triplets = False
+
+    def __init__(self, text: str, *, metric: str):
+        super().__init__()
+        self.text = text
+        plugin = loss_plugin(text)
+        self.fn, self.components = plugin.fn, plugin.components
+        self.kwargs = {"metric": metric} if "metric" in plugin.keywords else {}
+        self.takes_margin = "margin" in plugin.keywords
+        self.stats_of = batch_variant("batch_all", metric=metric)
+
+    def forward(self, embeddings, labels, margin: float) -> StepLoss:
+        out = self.fn(embeddings, labels, **self.kwargs, **({"margin": margin} if self.takes_margin else {}))
+        stats = out[1] if isinstance(out, tuple) else None
+        components = loss_components(out, text=self.text)
+        if tuple(components) != self.components:
+            raise ValueError(f"loss {self.text!r} returned components {tuple(components)}, "
+                             f"first {self.components}: they must not change between calls")
+        if stats is None:
+            return StepLoss(components, batch_stats(self.stats_of, embeddings, labels, margin))
+        return StepLoss(components, _stats_dict(stats))
 
 
 class TripletIdObjective(nn.Module):
@@ -184,6 +218,8 @@ def explicit_triplet_stats(a, p, n, *, margin: float, metric: str) -> dict[str, 
 def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
     """RunConfig, number of training classes -> objective module (may hold learnable heads)."""
     loss, metric = config.loss, config.metric
+    if is_import_string(loss):
+        return PluginObjective(loss, metric=metric)
     if loss in BATCH_VARIANT_CALLS:
         return BatchObjective(loss, metric=metric)
     if loss in RIVALS:
@@ -202,10 +238,11 @@ def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
 def weighting_params(config: RunConfig, components: tuple[str, ...]) -> dict:
     """The keyword arguments of losses.weighting.make_weighting for the config's method.
 
-    fixed: the weights w_triplet, w_pos, w_neg, w_ce of the components; the other
-    methods: their parameters from the config (ablations.config.WEIGHTING_PARAMS).
+    fixed: the weights w_triplet, w_pos, w_neg, w_ce of the components of those names
+    (1 for other names: a user's loss); the other methods: their parameters from the
+    config (ablations.config.WEIGHTING_PARAMS).
     """
     if config.weighting == "fixed":
-        key = {"triplet": "w_triplet", "ce_pos": "w_pos", "ce_neg": "w_neg", "ce_id": "w_ce"}
-        return {"weights": {c: getattr(config, key[c]) for c in components}}
+        key = {c: w for w, c in FIXED_WEIGHT_KEYS.items()}
+        return {"weights": {c: getattr(config, key[c]) if c in key else 1.0 for c in components}}
     return {kw: getattr(config, key) for key, kw in WEIGHTING_PARAMS.get(config.weighting, ())}

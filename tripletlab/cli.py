@@ -1,4 +1,4 @@
-"""The `tripletlab` command: `run` a grid into a results store, `report` on a store.
+"""The `tripletlab` command: `run` a grid into a results store, `report` on a store, `check` a loss.
 
 Data flows one way (losses <- ablations <- reports); this module sits on top of
 both and imports each lazily, so `tripletlab run` never pays for UMAP or seaborn.
@@ -41,11 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("store", type=Path, help="results store directory (from `tripletlab run`)")
     report.add_argument("--out", type=Path, default=None,
                         help="report directory (default: STORE/report)")
+
+    from tripletlab import check
+
+    check.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        from tripletlab import check
+
+        return check.run(args)
     try:
         if args.command == "run":
             from ablations.runner import run_grid
