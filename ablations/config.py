@@ -31,16 +31,16 @@ from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 DATASETS = ("digits", "blobs", "npz")
 LOSSES = (
     "naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml",
-    "combined", "triplet_ce", "multi_similarity", "circle", "contrastive",
+    "combined", "triplet_ce", "multi_similarity", "circle", "contrastive", "ntxent",
 )
 # Batch variants that `triplet_ce` can put beside its class cross-entropy.
 BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml")
 # Losses trained on explicit (anchor, positive, negative) triplets drawn offline
 # (randomly, or by offline hard mining): the only ones `mining` applies to.
 EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
-RIVALS = ("multi_similarity", "circle", "contrastive")
+RIVALS = ("multi_similarity", "circle", "contrastive", "ntxent")
 # Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
-COSINE_ONLY = ("multi_similarity", "circle")
+COSINE_ONLY = ("multi_similarity", "circle", "ntxent")
 # One source of truth: the names the losses package defines.
 METRICS = LOSSES_METRICS
 WEIGHTINGS = tuple(LOSSES_WEIGHTINGS)
@@ -48,12 +48,13 @@ MARGIN_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
+CE_KINDS = ("ce", "focal")
 ENCODERS = ("mlp",)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS, "loss": LOSSES, "metric": METRICS, "weighting": WEIGHTINGS,
     "margin_schedule": MARGIN_SCHEDULES, "lr_schedule": LR_SCHEDULES, "mining": MININGS,
-    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS,
+    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS, "ce": CE_KINDS,
 }
 
 
@@ -113,6 +114,10 @@ class RunConfig:
     eval_every: int = 10                # validation every N epochs, and always after the last
     # --- keys added after the first store format (hashed only when not default) ---
     encoder: str = "mlp"                # mlp (ablations/model.py; more in ENCODERS)
+    temperature: float = 0.07           # ntxent: temperature t of the softmax over s / t (PML's default)
+    ce: str = "ce"                      # combined/triplet_ce: "ce" | "focal" for the cross-entropy terms
+    focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
+    focal_alpha: float = -1.0           # ce = "focal", combined: class-1 weight alpha in (0, 1); -1 = none
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -135,8 +140,9 @@ _POSITIVE_INTS = ("blobs_classes", "blobs_dim", "blobs_points_per_class", "margi
                   "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
                   "mining_refresh_epochs", "mining_neighbours", "eval_every")
 _NON_NEGATIVE = ("blobs_spread", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
-                 "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed", "gradnorm_alpha")
-_POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
+                 "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed", "gradnorm_alpha",
+                 "focal_gamma")
+_POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature", "temperature")
 # weighting method -> (config key, keyword of losses.weighting.make_weighting)
 WEIGHTING_PARAMS = {
     "inverse_ema": (("ema_momentum", "momentum"),),
@@ -185,6 +191,14 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         if cfg["weighting"] != "fixed":
             reset += ["w_triplet", "w_pos", "w_neg", "w_ce"]
         reset += ["w_ce"] if loss == "combined" else ["w_pos", "w_neg"]
+    if loss != "ntxent":
+        reset.append("temperature")
+    if loss not in ("combined", "triplet_ce"):
+        reset.append("ce")
+    if loss not in ("combined", "triplet_ce") or cfg["ce"] != "focal":
+        reset += ["focal_gamma", "focal_alpha"]
+    elif loss == "triplet_ce":
+        reset.append("focal_alpha")  # a binary class balance: the pair classifier's only
     if cfg["lr_schedule"] == "constant":
         reset.append("warmup_epochs")
     if loss not in EXPLICIT_TRIPLET_LOSSES:
@@ -221,6 +235,8 @@ def check_value(key: str, value: Any) -> Any:
         raise ValueError(f"key {key!r} must be > 0, got {value!r}")
     if key == "ema_momentum" and not 0.0 <= value < 1.0:
         raise ValueError(f"key 'ema_momentum' must be in [0, 1), got {value!r}")
+    if key == "focal_alpha" and value != -1.0 and not 0.0 < value < 1.0:
+        raise ValueError(f"key 'focal_alpha' must be in (0, 1), or -1 for none, got {value!r}")
     if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
     if key in ("sampler_p", "sampler_k") and value < 2:

@@ -43,7 +43,7 @@ BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
     "semi_hard_pml": ("semi_hard", {"semantics": "pml", "reduction": "mean_positive"}),
 }
 RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
-               "contrastive": "contrastive_loss"}
+               "contrastive": "contrastive_loss", "ntxent": "ntxent_loss"}
 STAT_NAMES = ("active_fraction", "pos_ratio", "violation_rate")
 _NAN_STATS = dict.fromkeys(STAT_NAMES, float("nan"))
 
@@ -88,18 +88,20 @@ class BatchObjective(nn.Module):
 
 
 class RivalObjective(nn.Module):
-    """Multi-Similarity, Circle or Contrastive loss with its paper defaults; one component,
-    named after the loss ("multi_similarity", "circle" or "contrastive")."""
+    """Multi-Similarity, Circle, Contrastive or NT-Xent loss with its paper defaults (NT-Xent:
+    the run's temperature); one component, named after the loss ("multi_similarity", ...)."""
 
     explicit_triplets = False
 
-    def __init__(self, name: str, *, metric: str):
+    def __init__(self, name: str, *, metric: str, temperature: float):
         super().__init__()
         self.fn = getattr(losses, RIVAL_CALLS[name])
         self.components = (name,)
-        # multi_similarity and circle are cosine by definition (config forces metric);
+        # multi_similarity, circle and ntxent are cosine by definition (config forces metric);
         # contrastive takes the run's metric
         self.kwargs = {"metric": metric} if name == "contrastive" else {}
+        if name == "ntxent":
+            self.kwargs = {"temperature": temperature}
         self.stats_of = batch_variant("batch_all", metric=metric)
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
@@ -149,13 +151,13 @@ class TripletIdObjective(nn.Module):
     components = ("triplet", "ce_id")
 
     def __init__(self, variant: str, *, metric: str, num_classes: int, embedding_dim: int,
-                 ce_input: str):
+                 ce_input: str, focal: dict | None = None):
         super().__init__()
         registry_name, params = BATCH_VARIANT_CALLS[variant]
         self.soft = params.get("soft", False)
         self.loss = losses.TripletWithIDLoss(
             variant=registry_name, variant_params=params, metric=metric,
-            num_classes=num_classes, embedding_dim=embedding_dim, ce_input=ce_input)
+            num_classes=num_classes, embedding_dim=embedding_dim, ce_input=ce_input, **(focal or {}))
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
         out = self.loss(embeddings, labels, margin=None if self.soft else margin,
@@ -186,14 +188,15 @@ class CombinedObjective(nn.Module):
     explicit_triplets = True
     components = ("triplet", "ce_pos", "ce_neg")
 
-    def __init__(self, *, metric: str, embedding_dim: int, ce_input: str):
+    def __init__(self, *, metric: str, embedding_dim: int, ce_input: str, focal: dict | None = None):
         super().__init__()
         self.metric = metric
         # unit weights: the run's weighting method combines the components;
         # the pair classifier is linear on concat(u, v, |u - v|, u * v)
         self.loss = losses.CombinedLoss(embedding_dim=embedding_dim, metric=metric,
                                         ce_input=ce_input, w_triplet=1.0, w_pos=1.0,
-                                        w_neg=1.0, hidden_dim=None, triplet_reduction="mean")
+                                        w_neg=1.0, hidden_dim=None, triplet_reduction="mean",
+                                        **(focal or {}))
 
     def forward_triplets(self, a, p, n, margin: float) -> StepLoss:
         out = self.loss.forward_triplets(a, p, n, margin=margin)
@@ -223,15 +226,18 @@ def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
     if loss in BATCH_VARIANT_CALLS:
         return BatchObjective(loss, metric=metric)
     if loss in RIVALS:
-        return RivalObjective(loss, metric=metric)
+        return RivalObjective(loss, metric=metric, temperature=config.temperature)
+    focal = {"ce": config.ce, "focal_gamma": config.focal_gamma,
+             "focal_alpha": None if config.focal_alpha == -1.0 else config.focal_alpha}
     if loss == "triplet_ce":
         return TripletIdObjective(config.id_variant, metric=metric, num_classes=num_classes,
-                                  embedding_dim=config.embedding_dim, ce_input=config.ce_input)
+                                  embedding_dim=config.embedding_dim, ce_input=config.ce_input,
+                                  focal={**focal, "focal_alpha": None})
     if loss == "naive":
         return NaiveObjective(metric=metric)
     if loss == "combined":
         return CombinedObjective(metric=metric, embedding_dim=config.embedding_dim,
-                                 ce_input=config.ce_input)
+                                 ce_input=config.ce_input, focal=focal)
     raise ValueError(f"loss: unknown {loss!r}")
 
 
