@@ -4,10 +4,9 @@ and deliberately broken ones for the error messages."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
-from losses import batch_all_triplet_loss
+from losses import batch_all_triplet_loss, batch_hard_triplet_loss
 
 
 def my_loss(embeddings, labels, *, margin, metric):
@@ -19,6 +18,11 @@ def two_part_loss(embeddings, labels, *, margin, metric):
     """Several components (trained through the run's weighting): a triplet term and a norm penalty."""
     return {"triplet": my_loss(embeddings, labels, margin=margin, metric=metric),
             "norm": (embeddings.norm(dim=1) - 1.0).pow(2).mean()}
+
+
+def loss_with_stats(embeddings, labels, *, margin):
+    """A loss that reports its own TripletStats (euclidean built in, so metric is not taken)."""
+    return batch_hard_triplet_loss(embeddings, labels, margin=margin, metric="euclidean", return_stats=True)
 
 
 def make_encoder(in_features, embedding_dim):

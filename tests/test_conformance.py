@@ -91,7 +91,7 @@ def test_errors_non_scalars_and_detached_zeros_are_findings_not_crashes():
 
     def detached_zero(x, y, margin):
         loss = losses.batch_all_triplet_loss(x, y, margin=margin, metric="euclidean")
-        return loss if float(loss) > 0 else torch.tensor(0.0)
+        return loss if float(loss.detach()) > 0 else torch.tensor(0.0)
 
     report = check_loss(detached_zero, as_="batch_all")
     assert any("not attached to the graph" in d and "without any valid item" in d for d in report.diagnoses)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners, reducers
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
+import torch
 
 from ablations.config import config_hash, resolve_config
-from ablations.grid import expand, parse_grid_text
+from ablations.grid import parse_grid_text
+from ablations.model import build_encoder
+from ablations.objectives import build_objective
 from tripletlab.cli import main
 
 EX = "tests.plugins_example"
@@ -38,6 +43,18 @@ def test_run_id_covers_the_import_string_and_unused_keys_merge():
     assert a.weighting == "fixed" and a.margin == 0.2
     several = resolve_config({"loss": f"{EX}:two_part_loss", "weighting": "uncertainty", "w_pos": 3.0})
     assert several.weighting == "uncertainty" and several.w_pos == 1.0  # weighted; w_pos names no component
+
+
+def test_objective_and_encoder_of_own_pieces():
+    config = resolve_config({"loss": f"{EX}:loss_with_stats", "encoder": f"{EX}:make_encoder", "embedding_dim": 6})
+    objective = build_objective(config, num_classes=3)
+    encoder = build_encoder(config, 5)
+    embeddings = encoder(torch.randn(12, 5))
+    out = objective(embeddings, torch.arange(12) % 3, 0.2)
+    assert list(out.components) == ["loss"] and not math.isnan(out.stats["active_fraction"])  # its own stats
+    out.components["loss"].backward()
+    assert [p.shape for p in encoder.shared_parameters()] == [(6, 5), (6,)]  # the last layer with parameters
+    assert all(p.grad is not None for p in encoder.parameters())
 
 
 def test_a_grid_of_own_pieces_runs_and_reports(tmp_path, capsys):

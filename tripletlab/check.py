@@ -39,12 +39,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Parsed `check` arguments -> exit code (0 conforms, 1 not, 2 usage error)."""
-    import torch
-
     from ablations.plugins import import_object
     from losses.testing import check_loss
 
-    torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # MODULE as seen from where the command runs
     try:
