@@ -26,26 +26,27 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ablations.plugins import PLUGIN_KEYS, check_plugin, is_import_string, loss_plugin
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 
 DATASETS = ("digits", "blobs", "npz", "nuisance", "idx")
 LOSSES = (
     "naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml",
-    "combined", "triplet_ce", "multi_similarity", "circle", "contrastive",
+    "combined", "triplet_ce", "multi_similarity", "circle", "contrastive", "ntxent",
 )
 # Batch variants that `triplet_ce` can put beside its class cross-entropy.
 BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml")
 # Losses trained on explicit (anchor, positive, negative) triplets drawn offline
 # (randomly, or by offline hard mining): the only ones `mining` applies to.
 EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
-RIVALS = ("multi_similarity", "circle", "contrastive")
+RIVALS = ("multi_similarity", "circle", "contrastive", "ntxent")
 # Reference points evaluated for every grid (ablations/baselines.py), never trained and never
 # selected as a variant: "raw" = the standardised input features of the split, "untrained" =
 # the encoder at its initialisation for the run's seed. Valid values of `loss`.
 BASELINES = ("raw", "untrained")
 # Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
-COSINE_ONLY = ("multi_similarity", "circle")
+COSINE_ONLY = ("multi_similarity", "circle", "ntxent")
 # One source of truth: the names the losses package defines.
 METRICS = LOSSES_METRICS
 WEIGHTINGS = tuple(LOSSES_WEIGHTINGS)
@@ -53,12 +54,13 @@ MARGIN_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
+CE_KINDS = ("ce", "focal")
 ENCODERS = ("mlp", "conv")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS, "loss": LOSSES + BASELINES, "metric": METRICS, "weighting": WEIGHTINGS,
     "margin_schedule": MARGIN_SCHEDULES, "lr_schedule": LR_SCHEDULES, "mining": MININGS,
-    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS,
+    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS, "ce": CE_KINDS,
 }
 
 
@@ -132,6 +134,10 @@ class RunConfig:
     class_folds: int = 1                # K class-disjoint partitions; a grid expands it to folds 0..K-1
     fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
     data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), filled by resolve_config (changed data = new run id)
+    temperature: float = 0.07           # ntxent: temperature t of the softmax over s / t (PML's default)
+    ce: str = "ce"                      # combined/triplet_ce: "ce" | "focal" for the cross-entropy terms
+    focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
+    focal_alpha: float = -1.0           # ce = "focal", combined: class-1 weight alpha in (0, 1); -1 = none
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -166,8 +172,9 @@ _POSITIVE_INTS = ("class_folds", "blobs_classes", "blobs_dim", "blobs_points_per
                   "mining_refresh_epochs", "mining_neighbours", "eval_every")
 _NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_warp", "margin",
                  "margin_start", "w_triplet", "w_pos", "w_neg", "w_ce", "hidden_layers",
-                 "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold")
-_POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
+                 "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold",
+                 "focal_gamma")
+_POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature", "temperature")
 SEED_KEYS = ("seed", "data_seed")
 MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
 # datasets read from a file: their runs carry the file's sha256 as data_fingerprint
@@ -179,6 +186,8 @@ WEIGHTING_PARAMS = {
     "gradnorm": (("gradnorm_alpha", "alpha"), ("gradnorm_lr", "lr")),
     "dwa": (("dwa_temperature", "temperature"),),
 }
+# fixed weighting: config key -> the component it weights
+FIXED_WEIGHT_KEYS = {"w_triplet": "triplet", "w_pos": "ce_pos", "w_neg": "ce_neg", "w_ce": "ce_id"}
 _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
                   "mining_hard_end")
 
@@ -186,7 +195,10 @@ _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start"
 def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
     """Keys that cannot change what `cfg` trains (reset to defaults before hashing)."""
     loss = cfg["loss"]
+    plugin = loss_plugin(loss) if is_import_string(loss) else None  # a user's loss (ablations.plugins)
     reset: list[str] = []
+    if is_import_string(cfg["encoder"]):
+        reset += ["hidden_layers", "width", "normalize"]  # the MLP's keys
     if cfg["dataset"] != "blobs":
         reset += [k for k in FIELDS if k.startswith("blobs_")]
     if cfg["dataset"] not in ("blobs", "nuisance"):
@@ -202,23 +214,37 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
     if cfg["dataset"] not in FILE_DATASETS:
         reset.append("data_fingerprint")
     margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
-        loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft")
+        loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft") or (
+        plugin is not None and "margin" not in plugin.keywords)
     if margin_unused:
         reset += ["margin", "margin_schedule", "margin_start", "margin_ramp_epochs"]
     elif cfg["margin_schedule"] == "constant":
         reset += ["margin_start", "margin_ramp_epochs"]
     if loss != "triplet_ce":
         reset.append("id_variant")
+    # a user's loss with several components is weighted; fixed weights w_* apply to components of their name
+    weighted = loss in ("combined", "triplet_ce") or (plugin is not None and len(plugin.components) > 1)
     used = {key for key, _ in WEIGHTING_PARAMS.get(cfg["weighting"], ())}
-    if loss not in ("combined", "triplet_ce"):
+    if not weighted:
         used = set()
     reset += [key for params in WEIGHTING_PARAMS.values() for key, _ in params if key not in used]
-    if loss not in ("combined", "triplet_ce"):
+    if not weighted:
         reset += ["ce_input", "weighting", "w_triplet", "w_pos", "w_neg", "w_ce"]
+    elif plugin is not None:
+        fixed = cfg["weighting"] == "fixed"
+        reset += ["ce_input"] + [w for w, c in FIXED_WEIGHT_KEYS.items() if not fixed or c not in plugin.components]
     else:
         if cfg["weighting"] != "fixed":
             reset += ["w_triplet", "w_pos", "w_neg", "w_ce"]
         reset += ["w_ce"] if loss == "combined" else ["w_pos", "w_neg"]
+    if loss != "ntxent":
+        reset.append("temperature")
+    if loss not in ("combined", "triplet_ce"):
+        reset.append("ce")
+    if loss not in ("combined", "triplet_ce") or cfg["ce"] != "focal":
+        reset += ["focal_gamma", "focal_alpha"]
+    elif loss == "triplet_ce":
+        reset.append("focal_alpha")  # a binary class balance: the pair classifier's only
     if cfg["lr_schedule"] == "constant":
         reset.append("warmup_epochs")
     if loss not in EXPLICIT_TRIPLET_LOSSES:
@@ -260,9 +286,12 @@ def check_value(key: str, value: Any) -> Any:
                          f"got {type(value).__name__} {value!r}")
     if kind is float and not math.isfinite(value):
         raise ValueError(f"key {key!r} must be finite, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
+    if key in PLUGIN_KEYS and is_import_string(value):  # "package.module:name": the user's own piece
+        check_plugin(key, value)
+    elif key in CHOICES and value not in CHOICES[key]:
         raise ValueError(f"key {key!r} got unknown value {value!r}; "
-                         f"valid choices: {', '.join(CHOICES[key])}")
+                         f"valid choices: {', '.join(CHOICES[key])}"
+                         + (", or 'package.module:name' (your own)" if key in PLUGIN_KEYS else ""))
     if key in _POSITIVE_INTS and value < 1:
         raise ValueError(f"key {key!r} must be >= 1, got {value!r}")
     if key in SEED_KEYS and not 0 <= value <= MAX_SEED:
@@ -274,6 +303,8 @@ def check_value(key: str, value: Any) -> Any:
         raise ValueError(f"key {key!r} must be > 0, got {value!r}")
     if key == "ema_momentum" and not 0.0 <= value < 1.0:
         raise ValueError(f"key 'ema_momentum' must be in [0, 1), got {value!r}")
+    if key == "focal_alpha" and value != -1.0 and not 0.0 < value < 1.0:
+        raise ValueError(f"key 'focal_alpha' must be in (0, 1), or -1 for none, got {value!r}")
     if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
     if key == "blobs_points_per_class" and value < 2:

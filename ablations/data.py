@@ -32,6 +32,8 @@ blocks of classes for validation and test, each fold class-disjoint in itself.
   sha256 is the run's `data_fingerprint` (part of its run id, see
   `ablations.config`): changed data means new runs; a run whose file changed
   after its grid was resolved fails with an error naming the file.
+- "package.module:loader": the user's loader() -> (X, y), checked as npz arrays
+  (ablations.plugins).
 
 Features are standardised with the training split's mean and standard deviation.
 Model selection uses the validation split only; test metrics are computed for
@@ -189,6 +191,13 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                          f"need X (N, D) float and y (N,) int, no object arrays") from err
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{where}: not a readable .npz archive ({err})") from err
+    check_xy(x, y, source=where)
+    return x, y
+
+
+def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
+    """x (N, D >= 1) real finite, y (N,) int, >= 2 classes of >= 2 samples; ValueError naming `source`."""
+    where = source
     real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if x.ndim != 2 or not real:
         raise ValueError(f"{where}: X must be a 2-D real (integer or float) array, "
@@ -206,7 +215,6 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{where}: y has a single class; "
                          f"the split needs at least {MIN_CLASSES}")
     check_class_sizes(y, source=where)
-    return x, y
 
 
 def load_split(config) -> Split:
@@ -240,7 +248,12 @@ def load_split(config) -> Split:
         _check_fingerprint(config, {"idx_images": config.idx_images,
                                     "idx_labels": config.idx_labels})
         x, y = load_idx_xy(config.idx_images, config.idx_labels)
+        check_xy(x, y, source=f"idx_images {config.idx_images!r}, idx_labels {config.idx_labels!r}")
         return split_by_class(x, y, **folds)
+    if ":" in config.dataset:  # a user's loader, "package.module:function" (ablations.plugins)
+        from ablations.plugins import load_plugin_xy
+
+        return split_by_class(*load_plugin_xy(config.dataset), **folds)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx")
 
 

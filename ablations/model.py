@@ -109,6 +109,10 @@ def build_encoder(config, in_features: int) -> nn.Module:
     gives the same initial weights, trained or not (the `untrained` baseline).
     The module maps (B, F) -> (B, E) and has `shared_parameters()`.
     """
+    if ":" in config.encoder:  # a user's factory, "package.module:function" (ablations.plugins)
+        from ablations.plugins import build_plugin_encoder
+
+        return build_plugin_encoder(config.encoder, in_features, config.embedding_dim)
     if config.encoder == "conv":
         return EmbeddingConv(image_shape_of(config, in_features), channels=config.conv_channels,
                              embedding_dim=config.embedding_dim, normalize=config.normalize)

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 import losses
-from ablations.config import RIVALS, WEIGHTING_PARAMS, RunConfig
+from ablations.config import FIXED_WEIGHT_KEYS, RIVALS, WEIGHTING_PARAMS, RunConfig
+from ablations.plugins import is_import_string, loss_components, loss_plugin
 
 # our variant name -> (losses.VARIANTS name, its keyword arguments besides margin/metric)
 BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
@@ -42,7 +43,7 @@ BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
     "semi_hard_pml": ("semi_hard", {"semantics": "pml", "reduction": "mean_positive"}),
 }
 RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
-               "contrastive": "contrastive_loss"}
+               "contrastive": "contrastive_loss", "ntxent": "ntxent_loss"}
 STAT_NAMES = ("active_fraction", "pos_ratio", "violation_rate")
 _NAN_STATS = dict.fromkeys(STAT_NAMES, float("nan"))
 
@@ -87,25 +88,60 @@ class BatchObjective(nn.Module):
 
 
 class RivalObjective(nn.Module):
-    """Multi-Similarity, Circle or Contrastive loss with its paper defaults; one component,
-    named after the loss ("multi_similarity", "circle" or "contrastive")."""
+    """Multi-Similarity, Circle, Contrastive or NT-Xent loss with its paper defaults (NT-Xent:
+    the run's temperature); one component, named after the loss ("multi_similarity", ...)."""
 
     explicit_triplets = False
 
-    def __init__(self, name: str, *, metric: str):
+    def __init__(self, name: str, *, metric: str, temperature: float):
         super().__init__()
         self.fn = getattr(losses, RIVAL_CALLS[name])
         self.components = (name,)
-        # multi_similarity and circle are cosine by definition (config forces metric);
+        # multi_similarity, circle and ntxent are cosine by definition (config forces metric);
         # contrastive takes the run's metric
         self.kwargs = {"metric": metric} if name == "contrastive" else {}
+        if name == "ntxent":
+            self.kwargs = {"temperature": temperature}
         self.stats_of = batch_variant("batch_all", metric=metric)
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
         loss = self.fn(embeddings, labels, **self.kwargs)
-        _, stats = self.stats_of(embeddings.detach(), labels, margin)
-        return StepLoss({self.components[0]: loss},
-                        {**_stats_dict(stats), "active_fraction": float("nan")})
+        return StepLoss({self.components[0]: loss}, batch_stats(self.stats_of, embeddings, labels, margin))
+
+
+def batch_stats(stats_of, embeddings, labels, margin: float) -> dict[str, float]:
+    """pos_ratio and violation_rate of the batch's triplets at `margin`; active_fraction NaN
+    (a loss that selects no triplets has none)."""
+    _, stats = stats_of(embeddings.detach(), labels, margin)
+    return {**_stats_dict(stats), "active_fraction": float("nan")}
+
+
+class PluginObjective(nn.Module):
+    """A user's batch loss "package.module:function" (ablations.plugins); its components are
+    "loss" for a scalar, or the names of the dict it returns. Its TripletStats when it returns
+    them, otherwise those of `batch_stats`."""
+
+    explicit_triplets = False
+
+    def __init__(self, text: str, *, metric: str):
+        super().__init__()
+        self.text = text
+        plugin = loss_plugin(text)
+        self.fn, self.components = plugin.fn, plugin.components
+        self.kwargs = {"metric": metric} if "metric" in plugin.keywords else {}
+        self.takes_margin = "margin" in plugin.keywords
+        self.stats_of = batch_variant("batch_all", metric=metric)
+
+    def forward(self, embeddings, labels, margin: float) -> StepLoss:
+        out = self.fn(embeddings, labels, **self.kwargs, **({"margin": margin} if self.takes_margin else {}))
+        stats = out[1] if isinstance(out, tuple) else None
+        components = loss_components(out, text=self.text)
+        if tuple(components) != self.components:
+            raise ValueError(f"loss {self.text!r} returned components {tuple(components)}, "
+                             f"first {self.components}: they must not change between calls")
+        if stats is None:
+            return StepLoss(components, batch_stats(self.stats_of, embeddings, labels, margin))
+        return StepLoss(components, _stats_dict(stats))
 
 
 class TripletIdObjective(nn.Module):
@@ -115,13 +151,13 @@ class TripletIdObjective(nn.Module):
     components = ("triplet", "ce_id")
 
     def __init__(self, variant: str, *, metric: str, num_classes: int, embedding_dim: int,
-                 ce_input: str):
+                 ce_input: str, focal: dict | None = None):
         super().__init__()
         registry_name, params = BATCH_VARIANT_CALLS[variant]
         self.soft = params.get("soft", False)
         self.loss = losses.TripletWithIDLoss(
             variant=registry_name, variant_params=params, metric=metric,
-            num_classes=num_classes, embedding_dim=embedding_dim, ce_input=ce_input)
+            num_classes=num_classes, embedding_dim=embedding_dim, ce_input=ce_input, **(focal or {}))
 
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
         out = self.loss(embeddings, labels, margin=None if self.soft else margin,
@@ -152,14 +188,15 @@ class CombinedObjective(nn.Module):
     explicit_triplets = True
     components = ("triplet", "ce_pos", "ce_neg")
 
-    def __init__(self, *, metric: str, embedding_dim: int, ce_input: str):
+    def __init__(self, *, metric: str, embedding_dim: int, ce_input: str, focal: dict | None = None):
         super().__init__()
         self.metric = metric
         # unit weights: the run's weighting method combines the components;
         # the pair classifier is linear on concat(u, v, |u - v|, u * v)
         self.loss = losses.CombinedLoss(embedding_dim=embedding_dim, metric=metric,
                                         ce_input=ce_input, w_triplet=1.0, w_pos=1.0,
-                                        w_neg=1.0, hidden_dim=None, triplet_reduction="mean")
+                                        w_neg=1.0, hidden_dim=None, triplet_reduction="mean",
+                                        **(focal or {}))
 
     def forward_triplets(self, a, p, n, margin: float) -> StepLoss:
         out = self.loss.forward_triplets(a, p, n, margin=margin)
@@ -184,28 +221,34 @@ def explicit_triplet_stats(a, p, n, *, margin: float, metric: str) -> dict[str, 
 def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
     """RunConfig, number of training classes -> objective module (may hold learnable heads)."""
     loss, metric = config.loss, config.metric
+    if is_import_string(loss):
+        return PluginObjective(loss, metric=metric)
     if loss in BATCH_VARIANT_CALLS:
         return BatchObjective(loss, metric=metric)
     if loss in RIVALS:
-        return RivalObjective(loss, metric=metric)
+        return RivalObjective(loss, metric=metric, temperature=config.temperature)
+    focal = {"ce": config.ce, "focal_gamma": config.focal_gamma,
+             "focal_alpha": None if config.focal_alpha == -1.0 else config.focal_alpha}
     if loss == "triplet_ce":
         return TripletIdObjective(config.id_variant, metric=metric, num_classes=num_classes,
-                                  embedding_dim=config.embedding_dim, ce_input=config.ce_input)
+                                  embedding_dim=config.embedding_dim, ce_input=config.ce_input,
+                                  focal={**focal, "focal_alpha": None})
     if loss == "naive":
         return NaiveObjective(metric=metric)
     if loss == "combined":
         return CombinedObjective(metric=metric, embedding_dim=config.embedding_dim,
-                                 ce_input=config.ce_input)
+                                 ce_input=config.ce_input, focal=focal)
     raise ValueError(f"loss: unknown {loss!r}")
 
 
 def weighting_params(config: RunConfig, components: tuple[str, ...]) -> dict:
     """The keyword arguments of losses.weighting.make_weighting for the config's method.
 
-    fixed: the weights w_triplet, w_pos, w_neg, w_ce of the components; the other
-    methods: their parameters from the config (ablations.config.WEIGHTING_PARAMS).
+    fixed: the weights w_triplet, w_pos, w_neg, w_ce of the components of those names
+    (1 for other names: a user's loss); the other methods: their parameters from the
+    config (ablations.config.WEIGHTING_PARAMS).
     """
     if config.weighting == "fixed":
-        key = {"triplet": "w_triplet", "ce_pos": "w_pos", "ce_neg": "w_neg", "ce_id": "w_ce"}
-        return {"weights": {c: getattr(config, key[c]) for c in components}}
+        key = {c: w for w, c in FIXED_WEIGHT_KEYS.items()}
+        return {"weights": {c: getattr(config, key[c]) if c in key else 1.0 for c in components}}
     return {kw: getattr(config, key) for key, kw in WEIGHTING_PARAMS.get(config.weighting, ())}

@@ -12,7 +12,7 @@ from .stats import TripletStats
 
 # --- weighting engineer: combined / rival losses (add the imports below this line) ---
 from .combined import CombinedLoss, TripletWithIDLoss
-from .rivals import circle_loss, contrastive_loss, multi_similarity_loss
+from .rivals import circle_loss, contrastive_loss, multi_similarity_loss, ntxent_loss
 # --- end of weighting engineer section ---
 
 __all__ = [
@@ -35,3 +35,4 @@ __all__ = [
     "triplet_mask",
 ]
 __all__ += ["CombinedLoss", "TripletWithIDLoss", "circle_loss", "contrastive_loss", "multi_similarity_loss"]  # weighting engineer
+__all__ += ["ntxent_loss"]  # issue 11

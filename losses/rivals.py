@@ -1,4 +1,4 @@
-"""The triplet family's best-known rivals: Multi-Similarity, Circle and Contrastive losses.
+"""The triplet family's best-known rivals: Multi-Similarity, Circle, Contrastive and NT-Xent (InfoNCE) losses.
 
 Each is a pure function of a labelled batch with its paper's defaults as named keyword
 arguments (the defaults of pytorch-metric-learning 2.9, which they match exactly in value
@@ -121,3 +121,32 @@ def contrastive_loss(
     pos_loss = reduce_losses(torch.relu(dist[pos] - pos_margin), reduction=reduction, anchor=embeddings)
     neg_loss = reduce_losses(torch.relu(neg_margin - dist[neg]), reduction=reduction, anchor=embeddings)
     return pos_loss + neg_loss
+
+
+def ntxent_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float = 0.07,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """embeddings (B, D) float, labels (B,) int -> scalar, or (P,) for reduction="none".
+
+    NT-Xent / InfoNCE (Oord et al. 2018, SimCLR's Chen et al. 2020) with labels, on cosine
+    similarities s. Items are the P positive pairs (a, p), a != p, in row-major order; each
+    -log(exp(s_ap / t) / (exp(s_ap / t) + sum_{n: y_n != y_a} exp(s_an / t))) =
+    logaddexp(logsumexp_n(s_an / t), s_ap / t) - s_ap / t, 0 when the anchor has no negative
+    (not F.softplus, which returns its input unchanged above 20: an error of e^-20 per pair).
+    "mean" averages over the positive pairs (PML's MeanReducer, its default).
+    Default temperature 0.07 (PML's; SimCLR uses 0.1 to 0.5).
+    PML: NTXentLoss(temperature) (CosineSimilarity, MeanReducer).
+    """
+    temperature = check_positive(temperature, name="temperature")
+    check_choice(reduction, name="reduction", valid=REDUCTIONS)
+    sim, pos, neg = _cosine_batch(embeddings, labels)  # (B, B) x 3
+    logits = sim / temperature  # (B, B)
+    negatives = torch.logsumexp(logits.masked_fill(~neg, -torch.inf), dim=1)  # (B,) -inf without negatives
+    anchor, positive = pos.nonzero(as_tuple=True)  # (P,) row-major
+    positive_logits = logits[anchor, positive]  # (P,)
+    per_pair = torch.logaddexp(negatives[anchor], positive_logits) - positive_logits  # (P,)
+    return reduce_losses(per_pair, reduction=reduction, anchor=embeddings)

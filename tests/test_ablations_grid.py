@@ -224,3 +224,18 @@ def test_grid_file_that_is_a_folder_or_not_utf8_is_an_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match="not UTF-8") as err:
         load_grid(latin)
     assert str(latin) in str(err.value)
+
+
+def test_ntxent_and_focal_keys_are_validated_and_merge_where_unused():
+    nt = resolve_config({"loss": "ntxent", "metric": "euclidean", "temperature": 0.2})
+    assert nt.metric == "cosine" and nt.temperature == 0.2
+    assert resolve_config({"loss": "batch_hard", "temperature": 0.2}) == resolve_config({"loss": "batch_hard"})
+    focal = resolve_config({"loss": "combined", "ce": "focal", "focal_gamma": 1.0, "focal_alpha": 0.25})
+    assert (focal.ce, focal.focal_gamma, focal.focal_alpha) == ("focal", 1.0, 0.25)
+    assert resolve_config({"loss": "combined", "focal_gamma": 1.0}) == resolve_config({"loss": "combined"})
+    assert resolve_config({"loss": "triplet_ce", "ce": "focal", "focal_alpha": 0.25}).focal_alpha == -1.0
+    assert config_hash({"loss": "combined", "ce": "focal"}) != config_hash({"loss": "combined"})
+    for key, value, message in [("temperature", 0.0, "> 0"), ("ce", "fokal", "valid choices"),
+                                ("focal_alpha", 1.5, "(0, 1)"), ("focal_gamma", -1.0, ">= 0")]:
+        with pytest.raises(ValueError, match=key):
+            parse_grid_text(grid_text(base=f"{key} = {json.dumps(value)}"))

@@ -237,3 +237,56 @@ def test_cuda_combined_and_weighting_run_unchanged():
         assert step.total.device.type == "cuda" and torch.isfinite(step.total)
     ident = TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=4, embedding_dim=E).double().cuda()
     assert torch.isfinite(ident(encoder(x), y, margin=0.5).total)
+
+
+def _focal_loop(logits, target, gamma, alpha):
+    """Loop reference of the focal loss: mean of -alpha_t (1 - p_t)^gamma log p_t."""
+    total = 0.0
+    for row, t in zip(logits.tolist(), target.tolist()):
+        top = max(row)
+        log_p = row[t] - top - math.log(sum(math.exp(v - top) for v in row))
+        weight = 1.0 if alpha is None else (alpha if t == 1 else 1.0 - alpha)
+        total += -weight * (1.0 - math.exp(log_p)) ** gamma * log_p
+    return total / len(target)
+
+
+@pytest.mark.parametrize("gamma, alpha, classes", [(2.0, None, 2), (2.0, 0.25, 2), (0.5, 0.75, 2), (1.5, None, 5)])
+def test_focal_matches_a_loop_reference(gamma, alpha, classes):
+    from losses.combined import cross_entropy
+
+    g = torch.Generator().manual_seed(3)
+    logits = 3 * torch.randn(9, classes, dtype=torch.float64, generator=g)
+    target = torch.randint(0, classes, (9,), generator=g)
+    value = cross_entropy(logits, target, ce_input="logits", anchor=logits, ce="focal", focal_gamma=gamma, focal_alpha=alpha)
+    assert math.isclose(float(value), _focal_loop(logits, target, gamma, alpha), rel_tol=1e-12)
+
+
+def test_focal_with_gamma_0_and_no_alpha_is_the_cross_entropy():
+    from losses.combined import cross_entropy
+
+    logits = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 1, 0, 2, 2])
+    focal = cross_entropy(logits, target, ce_input="logits", anchor=logits, ce="focal", focal_gamma=0.0, focal_alpha=None)
+    ce = cross_entropy(logits, target, ce_input="logits", anchor=logits)
+    torch.testing.assert_close(focal, ce, rtol=1e-14, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(focal, logits)[0], torch.autograd.grad(ce, logits)[0], rtol=1e-12, atol=1e-15)
+
+
+def test_focal_in_combined_and_id_losses():
+    encoder, x, y = encoder_and_batch(4)
+    emb = encoder(x)
+    torch.manual_seed(0)
+    plain = CombinedLoss(embedding_dim=E, metric="euclidean").double()
+    torch.manual_seed(0)
+    focal = CombinedLoss(embedding_dim=E, metric="euclidean", ce="focal", focal_gamma=2.0, focal_alpha=0.25).double()
+    a, b = plain(emb, y, margin=0.2), focal(emb, y, margin=0.2)
+    assert torch.equal(a.components["triplet"], b.components["triplet"])
+    assert 0 < float(b.components["ce_pos"].detach()) < float(a.components["ce_pos"].detach())  # down-weighted: alpha and (1 - p)^gamma < 1
+    ident = TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=4, embedding_dim=E, ce="focal").double()
+    assert float(ident(emb, y, margin=0.2).components["ce_id"].detach()) > 0
+    with pytest.raises(ValueError, match="focal_alpha"):
+        TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=4, embedding_dim=E, ce="focal", focal_alpha=0.25)
+    for bad, match in [({"ce": "fokal"}, "unknown ce"), ({"ce": "focal", "focal_gamma": -1.0}, "focal_gamma"),
+                       ({"ce": "focal", "focal_alpha": 1.0}, "focal_alpha")]:
+        with pytest.raises(ValueError, match=match):
+            CombinedLoss(embedding_dim=E, metric="euclidean", **bad)

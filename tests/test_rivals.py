@@ -10,7 +10,7 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import reducers as pml_reducers
 
-from losses import circle_loss, contrastive_loss, multi_similarity_loss
+from losses import circle_loss, contrastive_loss, multi_similarity_loss, ntxent_loss
 
 PML_REDUCERS = {
     "mean": pml_reducers.MeanReducer,
@@ -191,3 +191,42 @@ def test_cuda_matches_cpu(name):
     value, grad = value_and_grad(RIVALS[name], x.cuda(), y.cuda())
     torch.testing.assert_close(value.cpu(), cpu_value, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(grad.cpu(), cpu_grad, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("temperature, reduction", [(0.07, "mean"), (0.5, "mean"), (0.2, "sum")])
+def test_ntxent_matches_pml(seed, temperature, reduction):
+    x, y = batch(seed)
+    pml = pml_losses.NTXentLoss(temperature=temperature, reducer=PML_REDUCERS[reduction]())
+    value = assert_same_as_pml(lambda e, l: ntxent_loss(e, l, temperature=temperature, reduction=reduction), pml, x, y)
+    assert value > 0
+
+
+def test_ntxent_is_a_loop_reference_and_zero_without_negatives():
+    x, y = batch(5, B=10, classes=3)
+    xn = torch.nn.functional.normalize(x, dim=1)
+    items = []
+    for a in range(10):
+        for p in range(10):
+            if p != a and y[p] == y[a]:
+                terms = [torch.exp(xn[a] @ xn[n] / 0.3) for n in range(10) if y[n] != y[a]]
+                top = torch.exp(xn[a] @ xn[p] / 0.3)
+                items.append(-torch.log(top / (top + sum(terms))))
+    torch.testing.assert_close(ntxent_loss(x, y, temperature=0.3), torch.stack(items).mean(), rtol=1e-12, atol=0)
+    one_class = x.clone().requires_grad_(True)
+    loss = ntxent_loss(one_class, torch.zeros(10, dtype=torch.long))
+    (grad,) = torch.autograd.grad(loss, one_class)
+    assert float(loss) == 0.0 and not grad.any()
+    with pytest.raises(ValueError, match="temperature"):
+        ntxent_loss(x, y, temperature=0.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("reduction", ["mean_positive", "mean"])
+def test_contrastive_cosine_matches_pml_with_margins_one_minus_m(seed, reduction):
+    """Cosine distance 1 - s with margins m_pos, m_neg = PML CosineSimilarity with 1 - m_pos, 1 - m_neg."""
+    x, y = batch(20 + seed)
+    pml = pml_losses.ContrastiveLoss(pos_margin=1 - 0.1, neg_margin=1 - 0.7, distance=pml_distances.CosineSimilarity(),
+                                     reducer=PML_REDUCERS[reduction]())
+    ours = lambda e, l: contrastive_loss(e, l, pos_margin=0.1, neg_margin=0.7, metric="cosine", reduction=reduction)  # noqa: E731
+    assert assert_same_as_pml(ours, pml, x, y) > 0

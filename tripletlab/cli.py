@@ -1,4 +1,4 @@
-"""The `tripletlab` command: `run` a grid into a results store, `report` on a store.
+"""The `tripletlab` command: `run` a grid into a results store, `report` on a store, `check` a loss.
 
 Data flows one way (losses <- ablations <- reports); this module sits on top of
 both and imports each lazily, so `tripletlab run` never pays for UMAP or seaborn.
@@ -91,10 +91,23 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check(sub) -> None:
+    from tripletlab import check
+
+    check.add_parser(sub)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tripletlab import check
+
+    return check.run(args)
+
+
 # name -> (add its parser to the subparsers, handler args -> exit status)
 COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, _run),
     "report": (_add_report, _report),
+    "check": (_add_check, _check),
 }
 
 
@@ -136,6 +149,8 @@ def _interruptible() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check":  # its own exit codes (0 conforms, 1 not, 2 usage)
+        return _check(args)
     try:
         with _interruptible():
             return COMMANDS[args.command][1](args)

@@ -20,15 +20,14 @@ from ..reductions import reduce_losses
 
 BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml")
 CHECKED_VARIANTS = ("naive", *BATCH_VARIANTS)
-# metric names a Spec may hold: the three of losses.METRICS plus the faulty ones
-FAULTY_METRICS = ("cosine_similarity",)
 
 
 @dataclass(frozen=True)
 class Spec:
     """What one loss computes. The defaults of the switches are the correct rules.
 
-    variant: one of CHECKED_VARIANTS; margin, metric, reduction as the losses take them.
+    variant: one of CHECKED_VARIANTS; margin, metric, reduction as the losses take them;
+        metric may also be "cosine_similarity" (the similarity used as if it were a distance).
     eps: added under the square root everywhere (0: the safe root, exactly 0 at distance 0).
     normalize: L2-normalise the embeddings before the distance.
     positives: "same_label" (y_p == y_a, p != a) | "with_diagonal" (p == a allowed).
