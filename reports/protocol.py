@@ -30,7 +30,7 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
     return [
         ("Dataset", ", ".join(datasets) or "unknown (no run stored)"),
         ("Class split", SPLIT_RULE + (FOLD_RULE.format(k=folds) if folds > 1 else "")
-         + _test_classes(picked)),
+         + (_test_classes(picked) if n_folds == 1 else "; the test classes differ by fold")),
         ("Baselines", BASELINE_RULE),
         ("Selection rule", f"per variant, among the configurations whose (fold, seed) units all "
                            f"finished, the one with the highest mean validation MAP@R "

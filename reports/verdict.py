@@ -29,8 +29,8 @@ class Verdict:
 
 
 def _power_note(n: int) -> str:
-    return (f" Only n = {n} matched (fold, seed) units: below {LOW_POWER_N} the test has little "
-            "power, so a difference that is not significant is no evidence that there is none."
+    return (f" Only n = {n} matched (fold, seed) units: below {LOW_POWER_N} a paired test has "
+            "little power (a difference that is not significant is no evidence of no difference)."
             if n < LOW_POWER_N else "")
 
 
@@ -47,7 +47,8 @@ def verdict(board: pd.DataFrame) -> Verdict:
         return Verdict(text, None, pd.DataFrame([row]))
     best = trained.iloc[0]
     row["best_variant"] = best["variant"]
-    lines = [f"Best variant on validation: {best['variant']} ({best['config']}), test MAP@R "
+    config = "" if best["config"] == "(only configuration)" else f" ({best['config']})"
+    lines = [f"Best variant on validation: {best['variant']}{config}, test MAP@R "
              f"{interval(best['test_map_at_r_mean'], best['test_map_at_r_low'], best['test_map_at_r_high'])}"
              f" over {best['test_map_at_r_n']} units."]
     warning = None
@@ -60,21 +61,22 @@ def verdict(board: pd.DataFrame) -> Verdict:
         row.update(best_baseline=base["variant"], n_units=n, diff=diff,
                    low=float(best["vs_baseline_low"]), high=float(best["vs_baseline_high"]),
                    p=float(best["vs_baseline_p"]), beats_baseline=bool(diff > 0))
-        sig = (row["low"] > 0 or row["high"] < 0) if not math.isnan(row["low"]) else False
+        sig = not math.isnan(row["low"]) and (row["low"] > 0 or row["high"] < 0)
+        outcome = ("beats the baseline significantly" if sig and diff > 0 else
+                   "is significantly worse than the baseline" if sig else
+                   ("beats" if diff > 0 else "does not beat") + " the baseline on average, "
+                   + ("not significantly" if not math.isnan(row["low"]) else "with no interval"))
         lines.append(
             f"Against the best baseline, {base['variant']} (test MAP@R "
             f"{number(base['test_map_at_r_mean'])}), its paired difference is {diff:+.3f} "
-            f"(95% t-interval {bounds(row['low'], row['high'])}, "
-            f"p = {number(row['p'], 3)}, n = {n}): it "
-            + ("beats" if diff > 0 else "does not beat") + " the baseline"
-            + ("" if math.isnan(row["low"]) else (", significantly" if sig else
-                                                  ", not significantly")) + ".")
+            f"(95% t-interval {bounds(row['low'], row['high'])}, p = {row['p']:.3g}, "
+            f"n = {n}): it {outcome}.")
         beaten_by = trained[trained["vs_baseline_diff"] > 0]["variant"].tolist()
         if not beaten_by:
             warning = (f"No trained variant beats the best baseline ({base['variant']}, test MAP@R "
-                       f"{number(base['test_map_at_r_mean'])}) on test: training made the "
-                       "features worse on the held-out classes, and the leaderboard ranks how "
-                       "much each loss damages them.")
+                       f"{number(base['test_map_at_r_mean'])}) on test: training did not improve "
+                       "on it for the held-out classes, so the leaderboard ranks how much each "
+                       "loss changes the features, not how much it improves them.")
             row["warning"] = warning
         lines[-1] += _power_note(n)
     others = trained.iloc[1:]
