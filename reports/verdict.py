@@ -26,6 +26,7 @@ class Verdict:
     text: str              # one paragraph
     warning: str | None    # set when no trained variant beats the best baseline on test
     table: pd.DataFrame    # one row: the numbers behind the text
+    power: str = ""        # a note for the leaderboard when the tests have few units
 
 
 def _power_note(n: int) -> str:
@@ -88,7 +89,10 @@ def verdict(board: pd.DataFrame) -> Verdict:
         lines.append(f"Significantly different from {best['variant']} on test MAP@R after Holm "
                      f"correction over {len(others)} comparison(s) (5% family-wise): "
                      + (", ".join(differ) if differ else "none") + ".")
-    return Verdict(" ".join(lines), warning, pd.DataFrame([row]))
+    n_best = int(best["test_map_at_r_n"])
+    power = (f"Note: the best variant has n = {n_best} (fold, seed) units; below {LOW_POWER_N} the "
+             "paired tests have little power." if n_best < LOW_POWER_N else "")
+    return Verdict(" ".join(lines), warning, pd.DataFrame([row]), power)
 
 
 def read_warning(report_dir: str | Path) -> str | None:

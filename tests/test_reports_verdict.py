@@ -76,7 +76,7 @@ def test_a_variant_worse_than_raw_features_raises_the_warning_everywhere(tmp_pat
     assert summary.split("\n")[2].startswith("> **WARNING:** No trained variant beats")
     assert "WARNING: No trained variant beats the best baseline (raw" in cli
     assert "is significantly worse than the baseline" in page or "does not beat" in page
-    assert "little power" in page   # n = 2 units
+    assert "little power" in page and "paired tests have little power" in summary   # n = 2
     # one evaluation per run: a marker, not an empty axis; one margin x lr: said, not drawn
     assert (tmp_path / "store" / "report" / "figures" / "validation_curves.png").is_file()
     assert "the grid has a single margin 0.2 and learning rate 0.001" in page
