@@ -2,7 +2,8 @@
 
 `verdict(board)` reads the leaderboard (reports/leaderboard.py) and gives one short
 paragraph, the warning when no trained variant beats the best baseline on test
-(paired mean difference of test MAP@R <= 0 for every variant), and one table row
+(paired mean difference of test MAP@R over matched units <= 0 for every selected
+variant), and one table row
 (tables/verdict.csv, which `read_warning` reads back for the command line).
 """
 
@@ -35,6 +36,21 @@ def _power_note(n: int) -> str:
             if n < LOW_POWER_N else "")
 
 
+def _outcome(row: dict) -> str:
+    """The verdict row's paired difference to the baseline -> 'its paired difference is ...'."""
+    n, diff, low, high, p = row["n_units"], row["diff"], row["low"], row["high"], row["p"]
+    if n == 0 or math.isnan(diff):
+        return "no (fold, seed) unit of the best variant matches one of the baseline's"
+    sig = not math.isnan(low) and (low > 0 or high < 0)
+    outcome = ("beats the baseline significantly" if sig and diff > 0 else
+               "is significantly worse than the baseline" if sig else
+               ("beats" if diff > 0 else "does not beat") + " the baseline on average"
+               + (", not significantly" if not math.isnan(low) else ""))
+    p_text = "n/a" if math.isnan(p) else f"{p:.3g}"
+    return (f"its paired difference is {diff:+.3f} (95% t-interval {bounds(low, high)}, "
+            f"p = {p_text}, n = {n}): it {outcome}")
+
+
 def verdict(board: pd.DataFrame) -> Verdict:
     """leaderboard -> Verdict (text, warning or None, one-row table)."""
     trained = board[board["kind"] == "variant"] if not board.empty else board
@@ -62,18 +78,13 @@ def verdict(board: pd.DataFrame) -> Verdict:
         row.update(best_baseline=base["variant"], n_units=n, diff=diff,
                    low=float(best["vs_baseline_low"]), high=float(best["vs_baseline_high"]),
                    p=float(best["vs_baseline_p"]), beats_baseline=bool(diff > 0))
-        sig = not math.isnan(row["low"]) and (row["low"] > 0 or row["high"] < 0)
-        outcome = ("beats the baseline significantly" if sig and diff > 0 else
-                   "is significantly worse than the baseline" if sig else
-                   ("beats" if diff > 0 else "does not beat") + " the baseline on average, "
-                   + ("not significantly" if not math.isnan(row["low"]) else "with no interval"))
-        lines.append(
-            f"Against the best baseline, {base['variant']} (test MAP@R "
-            f"{number(base['test_map_at_r_mean'])}), its paired difference is {diff:+.3f} "
-            f"(95% t-interval {bounds(row['low'], row['high'])}, p = {row['p']:.3g}, "
-            f"n = {n}): it {outcome}.")
+        lines.append(f"Against the best baseline, {base['variant']} (test MAP@R "
+                     f"{number(base['test_map_at_r_mean'])}), " + _outcome(row) + ".")
         beaten_by = trained[trained["vs_baseline_diff"] > 0]["variant"].tolist()
-        if not beaten_by:
+        if beaten_by and not diff > 0:
+            lines[-1] += (" Trained variants above it on test on average: "
+                          + ", ".join(beaten_by) + ".")
+        if not beaten_by and trained["vs_baseline_diff"].notna().any():
             warning = (f"No trained variant beats the best baseline ({base['variant']}, test MAP@R "
                        f"{number(base['test_map_at_r_mean'])}) on test: training did not improve "
                        "on it for the held-out classes, so the leaderboard ranks how much each "
