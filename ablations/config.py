@@ -118,7 +118,7 @@ class RunConfig:
     eval_every: int = 10                # validation every N epochs, and always after the last
     # --- keys added after the first store format (hashed only when not default) ---
     encoder: str = "mlp"                # mlp (ablations/model.py; more in ENCODERS)
-    class_folds: int = 1                # K class-disjoint partitions; a grid expands it to folds 0..K-1
+    class_folds: int = 1                # K class partitions; a grid runs folds 0..K-1 of each cell
     fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
 
 
@@ -146,8 +146,8 @@ DATA_KEYS = ("dataset", "blobs_classes", "blobs_dim", "blobs_points_per_class", 
 MODEL_KEYS = ("encoder", "hidden_layers", "width", "embedding_dim", "normalize")
 
 _POSITIVE_INTS = ("class_folds", "blobs_classes", "blobs_dim", "blobs_points_per_class",
-                  "margin_ramp_epochs", "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
-                  "mining_refresh_epochs", "mining_neighbours", "eval_every")
+                  "margin_ramp_epochs", "epochs", "sampler_p", "sampler_k", "width",
+                  "embedding_dim", "mining_refresh_epochs", "mining_neighbours", "eval_every")
 _NON_NEGATIVE = ("blobs_spread", "margin", "margin_start", "w_triplet", "w_pos", "w_neg",
                  "w_ce", "hidden_layers", "warmup_epochs", "seed", "data_seed", "gradnorm_alpha",
                  "fold")

@@ -65,9 +65,10 @@ def verdict(board: pd.DataFrame) -> Verdict:
     best = trained.iloc[0]
     row["best_variant"] = best["variant"]
     config = "" if best["config"] == "(only configuration)" else f" ({best['config']})"
-    lines = [f"Best variant on validation: {best['variant']}{config}, test MAP@R "
-             f"{interval(best['test_map_at_r_mean'], best['test_map_at_r_low'], best['test_map_at_r_high'])}"
-             f" over {best['test_map_at_r_n']} units."]
+    test = interval(best["test_map_at_r_mean"], best["test_map_at_r_low"],
+                    best["test_map_at_r_high"])
+    lines = [f"Best variant on validation: {best['variant']}{config}, test MAP@R {test} over "
+             f"{best['test_map_at_r_n']} units."]
     warning = None
     if bases.empty:
         lines.append("This store has no baseline run (it was made before baselines existed): run "
