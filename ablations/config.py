@@ -131,7 +131,7 @@ class RunConfig:
     nuisance_warp: float = 1.0          # nuisance: strength of the non-linear mixing (0 = a rotation)
     idx_images: str = ""                # idx: MNIST-format image file (.gz or not)
     idx_labels: str = ""                # idx: MNIST-format label file (.gz or not)
-    class_folds: int = 1                # K class-disjoint partitions; a grid expands it to folds 0..K-1
+    class_folds: int = 1                # K class partitions; a grid runs folds 0..K-1 of each cell
     fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
     data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), filled by resolve_config (changed data = new run id)
     temperature: float = 0.07           # ntxent: temperature t of the softmax over s / t (PML's default)

@@ -8,7 +8,8 @@ of torch threads (executors use one per worker).
 The result dict:
     run_id, config (resolved, flat), status ("finished" | "diverged" | "failed"),
     error (str | None), diverged_step, diverged_component (None unless diverged),
-    metrics {val_precision_at_1, val_r_precision, val_map_at_r, val_nmi, test_...},
+    metrics {val_precision_at_1, val_r_precision, val_map_at_r, val_nmi, val_recall_at_{1,2,4,8},
+             test_...},
     steps  [one dict per step: epoch, step, lr, margin, loss, loss_<c>, weight_<c>,
             gradnorm_<c>, active_fraction, pos_ratio, violation_rate, and
             pair_accuracy (combined) or id_accuracy (triplet_ce)],

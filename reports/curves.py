@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from reports.figures import Figure, missing, panel_grid, save
 from reports.stats import t_half_width
@@ -175,6 +176,7 @@ def validation_figure(epochs: pd.DataFrame, *, out_dir: Path, palette: dict,
                      max_points=int(rows["step"].max()) + 1)
     _draw_bands(axes[0], band, hue="variant", palette=palette)
     reference_lines(axes[0], references)
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("validation MAP@R")
     _shared_legend(fig, axes)

@@ -46,6 +46,7 @@ def render(*, title: str, verdict: Verdict, protocol: list[tuple[str, str]], gap
              "units, as difference [95% t-interval] p, against the best variant (Holm-adjusted "
              "p beside the unadjusted one) and against the best baseline. Baselines (raw "
              "features, untrained encoder) are the marked rows below the ranked variants.</p>",
+             *([f"<p class='missing'>{escape(verdict.power)}</p>"] if verdict.power else []),
              _table(leaderboard) if not leaderboard.empty
              else "<p class='missing'>No variant has a finished run.</p>",
              "<h2 id='figures'>Figures</h2>", *[_figure(f) for f in figures],

@@ -30,7 +30,7 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
     return [
         ("Dataset", ", ".join(datasets) or "unknown (no run stored)"),
         ("Class split", SPLIT_RULE + (FOLD_RULE.format(k=folds) if folds > 1 else "")
-         + _test_classes(picked)),
+         + (_test_classes(picked) if n_folds == 1 else "; the test classes differ by fold")),
         ("Baselines", BASELINE_RULE),
         ("Selection rule", f"per variant, among the configurations whose (fold, seed) units all "
                            f"finished, the one with the highest mean validation MAP@R "
@@ -76,9 +76,10 @@ def gaps(runs: pd.DataFrame, *, configs: pd.DataFrame, describe: dict,
     for variant in sorted(set(runs["variant"]) - set(done["variant"])):
         out.append(f"Variant {variant} has no finished run: not in the leaderboard")
     for row in configs[~configs["complete"]].itertuples():
-        out.append(f"Configuration of {row.variant} ({describe.get(row.config_key, row.config_key)})"
-                   f" is not selectable: no finished run for {row.units_missing} "
-                   f"({row.n_finished}/{row.n_units} units; failed, diverged or not run)")
+        config = describe.get(row.config_key, row.config_key)
+        out.append(f"Configuration of {row.variant} ({config}) is not selectable: no finished "
+                   f"run for {row.units_missing} ({row.n_finished}/{row.n_units} units; failed, "
+                   "diverged or not run)")
     complete = set(configs.loc[configs["complete"], "variant"])
     for variant in sorted(set(done["variant"]) - complete):
         out.append(f"Variant {variant} has no configuration with every (fold, seed) unit "

@@ -22,7 +22,8 @@ def render_summary(*, verdict: Verdict, protocol: list[tuple[str, str]], gaps: l
               "MAP@R among configurations whose units all finished; paired differences on test "
               "MAP@R over matched units (Holm-adjusted p against the best variant). Baselines are "
               "the rows marked (baseline).",
-              "", markdown_table(leaderboard), "## What is missing", ""]
+              "", *([verdict.power, ""] if verdict.power else []), markdown_table(leaderboard),
+              "## What is missing", ""]
     lines += [f"- {g}" for g in gaps] or ["Nothing."]
     lines += ["", "## Figures", ""]
     for fig in figures:

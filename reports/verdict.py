@@ -2,7 +2,8 @@
 
 `verdict(board)` reads the leaderboard (reports/leaderboard.py) and gives one short
 paragraph, the warning when no trained variant beats the best baseline on test
-(paired mean difference of test MAP@R <= 0 for every variant), and one table row
+(paired mean difference of test MAP@R over matched units <= 0 for every selected
+variant), and one table row
 (tables/verdict.csv, which `read_warning` reads back for the command line).
 """
 
@@ -26,12 +27,28 @@ class Verdict:
     text: str              # one paragraph
     warning: str | None    # set when no trained variant beats the best baseline on test
     table: pd.DataFrame    # one row: the numbers behind the text
+    power: str = ""        # a note for the leaderboard when the tests have few units
 
 
 def _power_note(n: int) -> str:
-    return (f" Only n = {n} matched (fold, seed) units: below {LOW_POWER_N} the test has little "
-            "power, so a difference that is not significant is no evidence that there is none."
+    return (f" Only n = {n} matched (fold, seed) units: below {LOW_POWER_N} a paired test has "
+            "little power (a difference that is not significant is no evidence of no difference)."
             if n < LOW_POWER_N else "")
+
+
+def _outcome(row: dict) -> str:
+    """The verdict row's paired difference to the baseline -> 'its paired difference is ...'."""
+    n, diff, low, high, p = row["n_units"], row["diff"], row["low"], row["high"], row["p"]
+    if n == 0 or math.isnan(diff):
+        return "no (fold, seed) unit of the best variant matches one of the baseline's"
+    sig = not math.isnan(low) and (low > 0 or high < 0)
+    outcome = ("beats the baseline significantly" if sig and diff > 0 else
+               "is significantly worse than the baseline" if sig else
+               ("beats" if diff > 0 else "does not beat") + " the baseline on average"
+               + (", not significantly" if not math.isnan(low) else ""))
+    p_text = "n/a" if math.isnan(p) else f"{p:.3g}"
+    return (f"its paired difference is {diff:+.3f} (95% t-interval {bounds(low, high)}, "
+            f"p = {p_text}, n = {n}): it {outcome}")
 
 
 def verdict(board: pd.DataFrame) -> Verdict:
@@ -47,9 +64,11 @@ def verdict(board: pd.DataFrame) -> Verdict:
         return Verdict(text, None, pd.DataFrame([row]))
     best = trained.iloc[0]
     row["best_variant"] = best["variant"]
-    lines = [f"Best variant on validation: {best['variant']} ({best['config']}), test MAP@R "
-             f"{interval(best['test_map_at_r_mean'], best['test_map_at_r_low'], best['test_map_at_r_high'])}"
-             f" over {best['test_map_at_r_n']} units."]
+    config = "" if best["config"] == "(only configuration)" else f" ({best['config']})"
+    test = interval(best["test_map_at_r_mean"], best["test_map_at_r_low"],
+                    best["test_map_at_r_high"])
+    lines = [f"Best variant on validation: {best['variant']}{config}, test MAP@R {test} over "
+             f"{best['test_map_at_r_n']} units."]
     warning = None
     if bases.empty:
         lines.append("This store has no baseline run (it was made before baselines existed): run "
@@ -60,21 +79,17 @@ def verdict(board: pd.DataFrame) -> Verdict:
         row.update(best_baseline=base["variant"], n_units=n, diff=diff,
                    low=float(best["vs_baseline_low"]), high=float(best["vs_baseline_high"]),
                    p=float(best["vs_baseline_p"]), beats_baseline=bool(diff > 0))
-        sig = (row["low"] > 0 or row["high"] < 0) if not math.isnan(row["low"]) else False
-        lines.append(
-            f"Against the best baseline, {base['variant']} (test MAP@R "
-            f"{number(base['test_map_at_r_mean'])}), its paired difference is {diff:+.3f} "
-            f"(95% t-interval {bounds(row['low'], row['high'])}, "
-            f"p = {number(row['p'], 3)}, n = {n}): it "
-            + ("beats" if diff > 0 else "does not beat") + " the baseline"
-            + ("" if math.isnan(row["low"]) else (", significantly" if sig else
-                                                  ", not significantly")) + ".")
+        lines.append(f"Against the best baseline, {base['variant']} (test MAP@R "
+                     f"{number(base['test_map_at_r_mean'])}), " + _outcome(row) + ".")
         beaten_by = trained[trained["vs_baseline_diff"] > 0]["variant"].tolist()
-        if not beaten_by:
+        if beaten_by and not diff > 0:
+            lines[-1] += (" Trained variants above it on test on average: "
+                          + ", ".join(beaten_by) + ".")
+        if not beaten_by and trained["vs_baseline_diff"].notna().any():
             warning = (f"No trained variant beats the best baseline ({base['variant']}, test MAP@R "
-                       f"{number(base['test_map_at_r_mean'])}) on test: training made the "
-                       "features worse on the held-out classes, and the leaderboard ranks how "
-                       "much each loss damages them.")
+                       f"{number(base['test_map_at_r_mean'])}) on test: training did not improve "
+                       "on it for the held-out classes, so the leaderboard ranks how much each "
+                       "loss changes the features, not how much it improves them.")
             row["warning"] = warning
         lines[-1] += _power_note(n)
     others = trained.iloc[1:]
@@ -86,7 +101,10 @@ def verdict(board: pd.DataFrame) -> Verdict:
         lines.append(f"Significantly different from {best['variant']} on test MAP@R after Holm "
                      f"correction over {len(others)} comparison(s) (5% family-wise): "
                      + (", ".join(differ) if differ else "none") + ".")
-    return Verdict(" ".join(lines), warning, pd.DataFrame([row]))
+    n_best = int(best["test_map_at_r_n"])
+    power = (f"Note: the best variant has n = {n_best} (fold, seed) units; below {LOW_POWER_N} the "
+             "paired tests have little power." if n_best < LOW_POWER_N else "")
+    return Verdict(" ".join(lines), warning, pd.DataFrame([row]), power)
 
 
 def read_warning(report_dir: str | Path) -> str | None:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ablations.baselines import with_baselines
 from ablations.config import config_hash
 from ablations.dask_executor import DaskExecutor, task_key
 from ablations.grid import expand, load_grid
@@ -233,8 +234,10 @@ margin = {json.dumps(margins)}
     return path
 
 
-def _expected_run_ids(grid_path: Path) -> list[str]:
-    return sorted(config_hash(c) for c in expand(load_grid(grid_path)))
+def _expected_run_ids(grid_path: Path, *, baselines: bool = True) -> list[str]:
+    """The grid's run ids, with its raw / untrained baselines (they log no step) or without."""
+    configs = expand(load_grid(grid_path))
+    return sorted(config_hash(c) for c in (with_baselines(configs) if baselines else configs))
 
 
 def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -258,7 +261,8 @@ def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_pa
     for table, order in (("steps", ["run_id", "step"]), ("epochs", ["run_id", "epoch"])):
         local_table = _sorted(getattr(local, table)(), order)
         dask_table = _sorted(getattr(dask, table)(), order)
-        assert set(dask_table["run_id"]) == set(run_ids)
+        assert set(dask_table["run_id"]) == set(run_ids if table == "epochs" else
+                                                _expected_run_ids(grid, baselines=False))
         pd.testing.assert_frame_equal(dask_table, local_table, check_exact=True)
     for run_id in run_ids:
         for local_array, dask_array in zip(local.embeddings(run_id), dask.embeddings(run_id)):
@@ -318,5 +322,5 @@ def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(cluster, tm
     assert sorted(consolidated["run_id"]) == run_ids  # each run once
     assert (consolidated["status"] == "finished").all()
     steps = store.steps()
-    assert set(steps["run_id"]) == set(run_ids)
+    assert set(steps["run_id"]) == set(_expected_run_ids(grid, baselines=False))
     assert not steps.duplicated(["run_id", "step"]).any()
