@@ -85,14 +85,8 @@ def test_workers_must_be_a_whole_number_at_least_one(tmp_path, workers, capsys):
 
 # ------------------------------------------------------------ faults and odd input
 
-TINY = """[base]
-epochs = 1
-eval_every = 1
-sampler_k = 8
-
-[grid]
-loss = ["batch_hard", "naive"]
-"""
+TINY = SMOKE.read_text().replace("epochs = 2", "epochs = 1\nsampler_k = 8").replace(
+    "seed = [0, 1]", "")  # 2 runs of one short epoch
 
 
 def test_exit_status_is_one_with_the_count_when_runs_failed(tmp_path, monkeypatch, capsys):
