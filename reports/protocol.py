@@ -22,6 +22,7 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
     datasets = sorted(str(d) for d in runs["dataset"].dropna().unique()) if "dataset" in runs else []
     return [
         ("Dataset", ", ".join(datasets) or "unknown (no run stored)"),
+        ("Data files", ", ".join(sorted({f"{p} (sha256 {f[:16]}...)" for p, f in zip(runs.get("npz_path", ()), runs.get("data_fingerprint", ())) if isinstance(f, str) and f})) or "none (built-in datasets)"),
         ("Class split", SPLIT_RULE + _test_classes(picked)),
         ("Selection rule", f"per variant, the configuration with the highest mean validation MAP@R "
                            f"({SELECT_ON}) over its finished seeds; test metrics are never used to "
