@@ -159,8 +159,9 @@ def test_a_damaged_runs_parquet_is_a_warning_naming_it_and_the_command_goes_on(t
     assert "2 were already done" in err and len(pd.read_parquet(out / "runs.parquet")) == 2
 
 
-@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_an_interrupt_stops_every_worker_and_says_how_to_resume(tmp_path, signame, code):
+def test_an_interrupt_stops_every_worker_and_says_how_to_resume(tmp_path):
+    """SIGINT to the process group (Ctrl-C) and SIGTERM to the command (`kill`), both at
+    once (two commands started together to halve the test's time), with runs in flight."""
     import os
     import signal
     import time
@@ -170,29 +171,36 @@ def test_an_interrupt_stops_every_worker_and_says_how_to_resume(tmp_path, signam
     grid = tmp_path / "long.toml"
     grid.write_text("[base]\nepochs = 500\neval_every = 500\nsampler_k = 8\n"
                     "[grid]\nseed = [0, 1, 2]\n")
-    log = tmp_path / "stderr.txt"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tripletlab", "run", str(grid), "--out",
-                                 str(tmp_path / "out"), "--workers", "2"], cwd=ROOT,
-                                stdout=err, stderr=err, start_new_session=True)
+    cases = {"SIGINT": 130, "SIGTERM": 143}
+    procs, logs, children = {}, {}, {}
     try:
-        deadline = time.monotonic() + 120
-        while "running:" not in log.read_text() and proc.poll() is None:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 3  # resource tracker, fork server, workers
-        if signame == "SIGINT":  # Ctrl-C in a terminal: the whole process group
-            os.killpg(proc.pid, signal.SIGINT)
-        else:  # `kill PID`: the command only
-            proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == code
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert alive == [], [p.cmdline()[:3] for p in alive]
+        for name in cases:
+            logs[name] = tmp_path / f"{name}.txt"
+            with open(logs[name], "w") as err:
+                procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "tripletlab", "run", str(grid), "--out",
+                     str(tmp_path / name), "--workers", "2"], cwd=ROOT, stdout=err, stderr=err,
+                    start_new_session=True)
+        deadline = time.monotonic() + 180
+        for name, proc in procs.items():
+            while "running:" not in logs[name].read_text():  # a run is in flight
+                assert proc.poll() is None and time.monotonic() < deadline, logs[name].read_text()
+                time.sleep(0.1)
+            children[name] = psutil.Process(proc.pid).children(recursive=True)
+            assert len(children[name]) >= 3  # resource tracker, fork server, workers
+        os.killpg(procs["SIGINT"].pid, signal.SIGINT)  # Ctrl-C: the whole process group
+        procs["SIGTERM"].send_signal(signal.SIGTERM)  # `kill PID`: the command only
+        for name, code in cases.items():
+            assert procs[name].wait(timeout=60) == code, logs[name].read_text()
+            _, alive = psutil.wait_procs(children[name], timeout=10)
+            assert alive == [], [p.cmdline()[:3] for p in alive]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
-    assert "Traceback" not in text and "KeyboardInterrupt" not in text
-    assert f"interrupted by {signame}" in text
-    assert "0 runs are stored in" in text and "Run the same command again to resume" in text
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    for name in cases:
+        text = logs[name].read_text()
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text
+        assert f"interrupted by {name}" in text
+        assert re.search(r"interrupted: \d+ runs are stored in", text)
+        assert "Run the same command again to resume" in text
