@@ -1,14 +1,15 @@
 """Executors: how the cells of a grid are run. The store is written by the caller.
 
     class Executor(Protocol):
-        def map_unordered(self, fn, items) -> Iterator[dict]: ...
+        def map_unordered(self, fn, items, *, progress=None) -> Iterator[dict]: ...
 
 `fn` is `ablations.train.run_one` (config dict -> result dict, no file I/O);
 results are yielded as they finish. With `progress` (a callable run_id, epoch,
 epochs -> None in the calling process) the executor calls `fn(item,
 progress=...)` in its workers and forwards every call back to `progress` in the
-calling process, from the thread iterating the results. `LocalExecutor` is a process pool on this
-machine; `ablations.dask_executor.DaskExecutor` runs on a Dask cluster.
+calling process, from the thread iterating the results, a run's calls before
+its result. `LocalExecutor` is a process pool on this machine;
+`ablations.dask_executor.DaskExecutor` runs on a Dask cluster.
 """
 
 from __future__ import annotations

@@ -166,7 +166,8 @@ class ResultsStore:
         if old is not None and old != grid_text:
             if not (extend or same_file):
                 made_from = self.grid_source()
-                by = f" ({made_from})" if made_from else ""
+                by = (f" ({made_from})" if made_from else
+                      " (or by an earlier text of it: this store predates grid_source.json)")
                 raise ValueError(
                     f"store {str(self.root)!r} was created by a different grid file{by}; "
                     f"to add the runs of {grid_name} to it, run again with --extend "
