@@ -139,8 +139,9 @@ _NON_NEGATIVE = ("blobs_spread", "margin", "margin_start", "w_triplet", "w_pos",
 _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature")
 SEED_KEYS = ("seed", "data_seed")
 MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
-# datasets read from a file: their runs carry the file's sha256 as data_fingerprint
-FILE_DATASETS = ("npz",)
+# datasets read from a file -> the key naming the file: their runs carry the file's
+# sha256 as data_fingerprint (a file-backed dataset added later adds its entry)
+FILE_DATASETS = {"npz": "npz_path"}
 # weighting method -> (config key, keyword of losses.weighting.make_weighting)
 WEIGHTING_PARAMS = {
     "inverse_ema": (("ema_momentum", "momentum"),),
@@ -259,7 +260,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
         from ablations.data import file_fingerprint
 
-        cfg["data_fingerprint"] = file_fingerprint(cfg["npz_path"], key="npz_path")
+        path_key = FILE_DATASETS[cfg["dataset"]]
+        cfg["data_fingerprint"] = file_fingerprint(cfg[path_key], key=path_key)
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)
