@@ -1,14 +1,15 @@
 """Executors: how the cells of a grid are run. The store is written by the caller.
 
     class Executor(Protocol):
-        def map_unordered(self, fn, items) -> Iterator[dict]: ...
+        def map_unordered(self, fn, items, *, progress=None) -> Iterator[dict]: ...
 
 `fn` is `ablations.train.run_one` (config dict -> result dict, no file I/O);
 results are yielded as they finish. With `progress` (a callable run_id, epoch,
 epochs -> None in the calling process) the executor calls `fn(item,
 progress=...)` in its workers and forwards every call back to `progress` in the
-calling process, from the thread iterating the results. `LocalExecutor` is a process pool on this
-machine; `ablations.dask_executor.DaskExecutor` runs on a Dask cluster.
+calling process, from the thread iterating the results, a run's calls before
+its result. `LocalExecutor` is a process pool on this machine;
+`ablations.dask_executor.DaskExecutor` runs on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
-import queue
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -77,13 +77,13 @@ def _call_in_worker(item: dict, *, fn: Callable[..., dict]) -> dict:
 
 
 def _drain(progress_queue, progress: Progress) -> None:
-    """Forward every progress message waiting in the queue to `progress`."""
-    while True:
-        try:
-            run_id, epoch, epochs = progress_queue.get_nowait()
-        except queue.Empty:
-            return
-        progress(run_id, epoch, epochs)
+    """Forward every progress message waiting in the queue to `progress`.
+
+    The queue is a SimpleQueue (a worker's put is written before its run returns),
+    so a run's messages are all here before its result is yielded.
+    """
+    while not progress_queue.empty():
+        progress(*progress_queue.get())
 
 
 class LocalExecutor:
@@ -134,7 +134,7 @@ class LocalExecutor:
     def _pool(self, fn, items, progress):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs
-        progress_queue = ctx.Queue() if progress is not None else None
+        progress_queue = ctx.SimpleQueue() if progress is not None else None
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
                                    initializer=_init_worker,
                                    initargs=(self.torch_threads, progress_queue))
@@ -164,7 +164,6 @@ class LocalExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
             _stop(processes)
             if progress_queue is not None:
-                progress_queue.cancel_join_thread()
                 progress_queue.close()
 
 

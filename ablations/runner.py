@@ -116,14 +116,18 @@ class _Progress:
                         file=sys.stderr, dynamic_ncols=True)
         self.counts = {"finished": 0, "diverged": 0, "failed": 0}
         self.in_flight: dict[str, tuple[int, int]] = {}
+        self.finished: set[str] = set()
         self.shown_at = 0.0
 
     def epoch(self, run_id: str, epoch: int, epochs: int) -> None:
         """Callback of run_one (forwarded by the executor): run_id is at epoch / epochs."""
+        if run_id in self.finished:  # a late message (e.g. from a retried task)
+            return
         self.in_flight[run_id] = (epoch, epochs)
         self._show()
 
     def done(self, run_id: str, status: str) -> None:
+        self.finished.add(run_id)
         self.in_flight.pop(run_id, None)
         self.counts[status] = self.counts.get(status, 0) + 1
         self.bar.update(1)

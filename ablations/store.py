@@ -139,7 +139,14 @@ class ResultsStore:
     def grid_text(self) -> str | None:
         """The grid file that created the store, or None for an empty directory."""
         path = self.root / "grid.toml"
-        return path.read_text(encoding="utf-8") if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{str(path)!r} is not UTF-8 text ({err.reason} at byte "
+                             f"{err.start}); restore it from the grid file the store was made "
+                             f"from") from err
 
     def grid_source(self) -> str | None:
         """Resolved path of the grid file grid.toml was copied from (None: not recorded)."""
@@ -167,7 +174,8 @@ class ResultsStore:
         if old is not None and old != grid_text:
             if not (extend or same_file):
                 made_from = self.grid_source()
-                by = f" ({made_from})" if made_from else ""
+                by = (f" ({made_from})" if made_from else
+                      " (or by an earlier text of it: this store predates grid_source.json)")
                 raise ValueError(
                     f"store {str(self.root)!r} was created by a different grid file{by}; "
                     f"to add the runs of {grid_name} to it, run again with --extend "

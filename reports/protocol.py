@@ -29,6 +29,7 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
     n_folds = runs[FOLD].nunique() if FOLD in runs and not runs.empty else 1
     return [
         ("Dataset", ", ".join(datasets) or "unknown (no run stored)"),
+        ("Data files", _data_files(runs)),
         ("Class split", SPLIT_RULE + (FOLD_RULE.format(k=folds) if folds > 1 else "")
          + (_test_classes(picked) if n_folds == 1 else "; the test classes differ by fold")),
         ("Baselines", BASELINE_RULE),
@@ -90,3 +91,15 @@ def gaps(runs: pd.DataFrame, *, configs: pd.DataFrame, describe: dict,
 def _where(row) -> str:
     fold = getattr(row, FOLD, 0)
     return (f"fold {fold}, " if fold else "") + f"seed {getattr(row, SEED)}"
+
+
+def _data_files(runs: pd.DataFrame) -> str:
+    """The data files of file-backed runs with their sha256 fingerprint, or a note when none."""
+    files = set()
+    for key in ("npz_path", "idx_images", "idx_labels"):
+        if key not in runs or "data_fingerprint" not in runs:
+            continue
+        for path, digest in zip(runs[key], runs["data_fingerprint"]):
+            if isinstance(path, str) and path and isinstance(digest, str) and digest:
+                files.add(f"{path} (sha256 {digest[:16]}...)")
+    return ", ".join(sorted(files)) or "none (built-in datasets)"

@@ -355,3 +355,12 @@ def test_the_store_counts_what_this_call_wrote(tmp_path, monkeypatch):
     monkeypatch.setattr(objectives.NaiveObjective, "forward_triplets", broken)
     store = run_grid(write(tmp_path / "g.toml", GRID), tmp_path / "out", workers=1)
     assert store.written == {"finished": 5, "failed": 2}  # 2 batch_hard + 3 baselines
+
+
+def test_a_damaged_grid_toml_is_an_error_naming_it(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", GRID)
+    run_grid(grid, tmp_path / "out", workers=1)
+    (tmp_path / "out" / "grid.toml").write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ValueError, match="grid.toml' is not UTF-8"):
+        run_grid(grid, tmp_path / "out", workers=1)
+    assert len(calls) == 7

@@ -82,3 +82,126 @@ def test_workers_must_be_a_whole_number_at_least_one(tmp_path, workers, capsys):
         main(["run", str(SMOKE), "--out", str(tmp_path), "--workers", workers])
     assert "--workers" in capsys.readouterr().err
 
+
+
+# ------------------------------------------------------------ faults and odd input
+
+TINY = SMOKE.read_text().replace("epochs = 2", "epochs = 1\nsampler_k = 8").replace(
+    "seed = [0, 1]", "")  # 2 runs of one short epoch
+
+
+def test_exit_status_is_one_with_the_count_when_runs_failed(tmp_path, monkeypatch, capsys):
+    import ablations.objectives as objectives
+
+    def broken(self, a, p, n, margin):
+        raise RuntimeError("naive is broken today")
+
+    monkeypatch.setattr(objectives.NaiveObjective, "forward_triplets", broken)
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY)
+    assert main(["run", str(grid), "--out", str(tmp_path / "out"), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "1 run(s) failed" in err and "runs.parquet" in err
+    monkeypatch.undo()
+    assert main(["run", str(grid), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+
+
+@pytest.mark.parametrize("case", ["out-file", "out-under-file", "report-out-file",
+                                  "grid-folder", "grid-not-utf8", "grid-empty"])
+def test_unusable_paths_are_errors_naming_them_not_tracebacks(tmp_path, case, capsys):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY)
+    argv, named = {
+        "out-file": (["run", str(grid), "--out", str(a_file)], a_file),
+        "out-under-file": (["run", str(grid), "--out", str(a_file / "store")], a_file),
+        "report-out-file": (["report", str(tmp_path), "--out", str(a_file)], a_file),
+        "grid-folder": (["run", str(tmp_path), "--out", str(tmp_path / "out")], tmp_path),
+        "grid-not-utf8": (["run", str(a_file), "--out", str(tmp_path / "out")], a_file),
+        "grid-empty": (["run", str(a_file), "--out", str(tmp_path / "out")], a_file),
+    }[case]
+    if case == "grid-not-utf8":
+        a_file.write_bytes(b"[base]\nepochs = 2 # \xe9\n")
+    if case == "grid-empty":
+        a_file.write_text("")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tripletlab {argv[0]}: error:") and str(named) in err
+    assert "Traceback" not in err and a_file.is_file()
+
+
+def test_a_huge_grid_is_refused_at_once_and_max_runs_raises_the_cap(tmp_path, capsys):
+    grid = tmp_path / "huge.toml"
+    grid.write_text(f"[grid]\nseed = {list(range(1000))}\nlr = {[0.001 * (i + 1) for i in range(1000)]}\n")
+    assert main(["run", str(grid), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "1000000 cells" in err and "--max-runs 1000000" in err
+    small = tmp_path / "small.toml"
+    small.write_text(TINY)
+    assert main(["run", str(small), "--out", str(tmp_path / "out"), "--dry-run",
+                 "--max-runs", "1"]) == 2
+    assert "2 cells" in capsys.readouterr().err
+    assert main(["run", str(small), "--out", str(tmp_path / "out"), "--dry-run",
+                 "--max-runs", "2"]) == 0
+    assert capsys.readouterr().out.startswith("2 runs")
+
+
+def test_a_damaged_runs_parquet_is_a_warning_naming_it_and_the_command_goes_on(tmp_path, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(grid), "--out", str(out), "--workers", "1"]) == 0
+    (out / "runs.parquet").write_bytes(b"PAR1 garbage")
+    capsys.readouterr()
+    assert main(["run", str(grid), "--out", str(out), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"tripletlab: warning: {str(out / 'runs.parquet')!r} is not a readable parquet" in err
+    assert "2 were already done" in err and len(pd.read_parquet(out / "runs.parquet")) == 2
+
+
+def test_an_interrupt_stops_every_worker_and_says_how_to_resume(tmp_path):
+    """SIGINT to the process group (Ctrl-C) and SIGTERM to the command (`kill`), both at
+    once (two commands started together to halve the test's time), with runs in flight."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    grid = tmp_path / "long.toml"
+    grid.write_text("[base]\nepochs = 500\neval_every = 500\nsampler_k = 8\n"
+                    "[grid]\nseed = [0, 1, 2]\n")
+    cases = {"SIGINT": 130, "SIGTERM": 143}
+    procs, logs, children = {}, {}, {}
+    try:
+        for name in cases:
+            logs[name] = tmp_path / f"{name}.txt"
+            with open(logs[name], "w") as err:
+                procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "tripletlab", "run", str(grid), "--out",
+                     str(tmp_path / name), "--workers", "2"], cwd=ROOT, stdout=err, stderr=err,
+                    start_new_session=True)
+        deadline = time.monotonic() + 180
+        for name, proc in procs.items():
+            while "running:" not in logs[name].read_text():  # a run is in flight
+                assert proc.poll() is None and time.monotonic() < deadline, logs[name].read_text()
+                time.sleep(0.1)
+            children[name] = psutil.Process(proc.pid).children(recursive=True)
+            assert len(children[name]) >= 3  # resource tracker, fork server, workers
+        os.killpg(procs["SIGINT"].pid, signal.SIGINT)  # Ctrl-C: the whole process group
+        procs["SIGTERM"].send_signal(signal.SIGTERM)  # `kill PID`: the command only
+        for name, code in cases.items():
+            assert procs[name].wait(timeout=60) == code, logs[name].read_text()
+            _, alive = psutil.wait_procs(children[name], timeout=10)
+            assert alive == [], [p.cmdline()[:3] for p in alive]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    for name in cases:
+        text = logs[name].read_text()
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text
+        assert f"interrupted by {name}" in text
+        assert re.search(r"interrupted: \d+ runs are stored in", text)
+        assert "Run the same command again to resume" in text

@@ -64,6 +64,14 @@ def count_then_wait_for_go(item: dict) -> dict:
     return {"run_id": item["run_id"]}
 
 
+def report_epochs(item: dict, *, progress) -> dict:
+    """Reports epochs 0..3 of its run (a little apart, as training would), then returns."""
+    for epoch in range(4):
+        progress(item["run_id"], epoch, 3)
+        time.sleep(0.05)
+    return {"run_id": item["run_id"]}
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -160,6 +168,18 @@ def test_a_task_that_keeps_raising_raises_here(cluster, tmp_path):
     items = [{"run_id": "r0", "marker_dir": str(tmp_path)}]
     with pytest.raises(RuntimeError, match="first attempt of r0 fails"):
         list(DaskExecutor(cluster.address, retries=0).map_unordered(fail_first_attempt, items))
+
+
+def test_progress_on_the_workers_reaches_the_caller(cluster):
+    items = [{"run_id": f"r{i}"} for i in range(3)]
+    seen: list[tuple] = []
+    for result in DaskExecutor(cluster.address).map_unordered(
+            report_epochs, items, progress=lambda *call: seen.append(call)):
+        seen.append(("result", result["run_id"]))
+    assert sorted(rid for tag, rid in (c for c in seen if len(c) == 2)) == ["r0", "r1", "r2"]
+    for item in items:  # every epoch of every run, in order, before its result
+        mine = [c for c in seen if item["run_id"] in c]
+        assert mine == [(item["run_id"], e, 3) for e in range(4)] + [("result", item["run_id"])]
 
 
 def _wait_until(condition, *, timeout_s: float, what: str) -> None:

@@ -255,3 +255,18 @@ def test_an_empty_store_still_gives_a_report_that_says_so(tmp_path):
 
 def _palette(runs):
     return {v: f"C{i}" for i, v in enumerate(sorted(runs["variant"].unique()))}
+
+
+def test_the_protocol_names_each_data_file_and_its_fingerprint():
+    from reports.protocol import protocol_items
+
+    fp = "ab" * 32
+    runs = annotate(pd.DataFrame([
+        run_row("r0", seed=0, val=0.5, test=0.4, dataset="npz", npz_path="/d/x.npz",
+                data_fingerprint=fp),
+        run_row("r1", seed=1, val=0.5, test=0.4, dataset="npz", npz_path="/d/x.npz",
+                data_fingerprint=fp)]))
+    items = dict(protocol_items(runs, {}))
+    assert items["Data files"] == f"/d/x.npz (sha256 {fp[:16]}...)"
+    builtin = annotate(pd.DataFrame([run_row("r0", seed=0, val=0.5, test=0.4)]))
+    assert dict(protocol_items(builtin, {}))["Data files"] == "none (built-in datasets)"
