@@ -81,7 +81,9 @@ def cross_entropy(
         per_item = F.cross_entropy(scores, target, reduction="none")  # (N,)
     else:
         log_p = F.log_softmax(scores, dim=1).gather(1, target[:, None])[:, 0]  # (N,) log p_t
-        per_item = -(1.0 - log_p.exp()).pow(focal_gamma) * log_p  # (N,)
+        # 1 - p_t, kept above 0: at p_t == 1 the derivative of x^gamma (gamma < 1) is infinite (NaN gradient)
+        miss = (-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny)  # (N,)
+        per_item = -miss.pow(focal_gamma) * log_p  # (N,)
         if focal_alpha is not None:
             per_item = per_item * torch.where(target == 1, focal_alpha, 1.0 - focal_alpha)
     return reduce_losses(per_item, reduction="mean", anchor=anchor)

@@ -154,3 +154,8 @@ def softmax_before_cross_entropy(triplet, logits_pos, logits_neg, *, w_triplet, 
 def hard_coded_loss_weight(triplet, logits_pos, logits_neg, *, w_triplet, w_pos, w_neg):
     """w_pos accepted but a literal 1.0 used in its place."""
     return correct_combined(triplet, logits_pos, logits_neg, w_triplet=w_triplet, w_pos=1.0, w_neg=w_neg)
+
+
+def hard_coded_other_weight(triplet, logits_pos, logits_neg, *, w_triplet, w_pos, w_neg):
+    """w_neg accepted but a literal 0.5 used in its place."""
+    return correct_combined(triplet, logits_pos, logits_neg, w_triplet=w_triplet, w_pos=w_pos, w_neg=0.5)

@@ -261,6 +261,17 @@ def test_focal_matches_a_loop_reference(gamma, alpha, classes):
     assert math.isclose(float(value), _focal_loop(logits, target, gamma, alpha), rel_tol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_gradient_is_finite_on_certain_items(dtype, gamma):
+    from losses.combined import cross_entropy
+
+    logits = torch.tensor([[60.0, -60.0], [0.3, 0.1]], dtype=dtype, requires_grad=True)  # p_t rounds to 1
+    value = cross_entropy(logits, torch.tensor([0, 1]), ce_input="logits", anchor=logits, ce="focal", focal_gamma=gamma)
+    (grad,) = torch.autograd.grad(value, logits)
+    assert torch.isfinite(grad).all() and torch.isfinite(value)
+
+
 def test_focal_with_gamma_0_and_no_alpha_is_the_cross_entropy():
     from losses.combined import cross_entropy
 

@@ -25,6 +25,7 @@ FAULTS = [
     (gallery.pml_default_distance, "batch_all", {}, "L2-normalised before the distance"),
     (gallery.softmax_before_cross_entropy, "combined", {}, "softmax before cross-entropy"),
     (gallery.hard_coded_loss_weight, "combined", {}, "hard-coded loss weight: w_pos is ignored"),
+    (gallery.hard_coded_other_weight, "combined", {}, "hard-coded loss weight: w_neg has no effect"),
 ]
 
 

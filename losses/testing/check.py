@@ -246,9 +246,12 @@ def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outp
                   if not r.ok and (r.problem is None or (r.problem == "non-finite gradient" and not r.value_ok))]
     float64 = [(c, o) for c, o in zip(cases, outputs) if c.dtype == torch.float64 and o is not None]
     reproduced = False
+    probed = target.probe(cases, [r.value for r in results])
+    out += probed
     if any(c.dtype == torch.float64 for c in mismatched):
         words, reproduced = _explain(target, float64, [c for c in mismatched if c.dtype == torch.float64])
-        out.append(words)
+        if not (probed and not reproduced):
+            out.append(words)
     elif mismatched:
         names = _names(mismatched)
         out.append(f"correct in float64 but not within float32 tolerance on {names}: a precision loss "

@@ -57,6 +57,10 @@ def make_target(as_: str, *, metric: str, margin: float, reduction: str | None, 
 class TripletTarget:
     """A triplet variant under fixed settings (a Spec without faults)."""
 
+    def probe(self, cases: list[Case], values: list[float | None]) -> list[str]:
+        """Patterns found from fn's values alone (none for the triplet variants)."""
+        return []
+
     required_keywords: tuple[str, ...] = ()
 
     def __init__(self, spec: Spec):
@@ -184,6 +188,19 @@ class CombinedTarget:
             weights[name] = 1.0
         ce_input = changes.get("ce_input", "logits")
         return lambda inputs: pair_total(*inputs, weights=weights, ce_input=ce_input)
+
+    def probe(self, cases: list[Case], values: list[float | None]) -> list[str]:
+        """Weights that change nothing: the same total with weight 1 and another value (the others at 1)."""
+        by_weights = {tuple(c.params.values()): v for c, v in zip(cases, values) if c.params}  # (w_t, w_p, w_n) -> value
+        unit = by_weights.get((1.0, 1.0, 1.0))
+        out = []
+        for i, name in enumerate(self.settings):
+            for weights, value in by_weights.items():
+                varied_alone = weights[i] != 1.0 and all(w == 1.0 for j, w in enumerate(weights) if j != i)
+                if varied_alone and unit is not None and value == unit:
+                    out.append(f"hard-coded loss weight: {name} has no effect (the same total for {name} = 1 "
+                               f"and {name} = {weights[i]})")
+        return out
 
     def candidates(self) -> list[tuple[str, dict]]:
         out = [("softmax before cross-entropy: the CE receives probabilities instead of logits (its gradient is "
