@@ -8,11 +8,12 @@ from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
 from .distances import (
     DIRECT_COUNT_MAX,
     _paired_distances,
-    batch_distances,
+    checked_distances,
     count_sorted_below,
     sorted_positive_distances,
     working_precision,
 )
+from .masks import negative_mask, positive_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_margin
@@ -55,42 +56,62 @@ def semi_hard_triplet_loss(
     check_flag(return_stats, name="return_stats")
     if semantics == "tf":  # selection on the detached matrix; the chosen pairs are recomputed with autograd
         with torch.no_grad():
-            dist, pos, neg = batch_distances(embeddings.detach(), labels, metric=metric)  # (B, B) x 3
-    else:  # the window sums carry their gradient to the matrix: one matrix product backward
-        dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
-    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
+            dist = checked_distances(embeddings.detach(), labels, metric=metric)  # (B, B)
+    else:  # the window sums carry their gradient to the matrix: matrix products backward
+        dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
+    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)  # (B, P) ascending, -inf padded
     if semantics == "tf":
-        loss, num_active, num_items = _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, metric)
+        loss, num_active, num_items = _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, metric)
     else:
-        loss, num_active, num_items = _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings)
+        loss, num_active, num_items = _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings)
     if not return_stats:
         return loss
-    stats = triplet_stats(dist, neg, sorted_pos, margin=margin, num_active=num_active, num_items=num_items)
+    stats = triplet_stats(
+        dist, negative_mask(labels), sorted_pos, margin=margin, num_active=num_active, num_items=num_items
+    )
     return loss, stats
 
 
-def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, metric):
-    """(B, B) detached tensors, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
+_CHUNK_ELEMENTS = 1 << 16  # (R, B) elements per chunk of anchors: the temporaries stay in cache
 
-    Negative n of anchor a falls in bucket b = #(d_ap < d_an); the positive at sorted
-    position j needs the nearest negative in buckets > j: a suffix minimum over buckets.
-    The N chosen (a, p) and (a, n) distances are then recomputed with autograd: backward O(N D).
+
+def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, metric):
+    """(B, B) detached distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
+
+    Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
+    comparisons counted in uint8); the positive at sorted position j needs the nearest
+    negative in buckets > j: a suffix minimum over the P + 1 bucket minima (first index on
+    ties), else the farthest negative (first argmax). The N chosen (a, p) and (a, n)
+    distances are then recomputed with autograd: backward O(N D).
     """
     B, P = sorted_pos.shape
-    d = torch.where(neg, dist.detach(), -torch.inf)  # (B, B); -inf: not a negative, lands in bucket 0
-    bucket = count_sorted_below(sorted_pos.detach(), d)  # (B, B) # d_ap < d_an; bucket 0 is never "farther"
-    bucket_min = torch.full((B, P + 1), torch.inf, dtype=d.dtype, device=d.device)
-    bucket_min = bucket_min.scatter_reduce(1, bucket, d, "amin", include_self=False)  # (B, P + 1)
-    column = torch.arange(B, device=d.device).expand(B, B)
-    attains = d == bucket_min.gather(1, bucket)  # (B, B) at their bucket's minimum
-    bucket_arg = torch.full((B, P + 1), B, dtype=torch.long, device=d.device)
-    bucket_arg = bucket_arg.scatter_reduce(1, bucket, torch.where(attains, column, B), "amin", include_self=False)
-    reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
-    farther_exists = torch.isfinite(reversed_min.flip(1))  # (B, P): a negative farther than position j
-    nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (B, P) negative index
-    farthest = d.argmax(dim=1, keepdim=True)  # (B, 1)
-    chosen = torch.where(farther_exists, nearest_farther, farthest)  # (B, P)
-    real = torch.isfinite(sorted_pos) & neg.any(dim=1, keepdim=True)  # (B, P) valid pairs, not padding
+    d = dist.detach()
+    chosen = torch.empty((B, P), dtype=torch.long, device=d.device)  # (B, P) negative index
+    has_negative = torch.empty(B, dtype=torch.bool, device=d.device)
+    step = max(1, _CHUNK_ELEMENTS // B)
+    closer = torch.empty((min(step, B), B), dtype=torch.bool, device=d.device)
+    for r in range(0, B, step):
+        rows = slice(r, r + step)
+        R = min(step, B - r)
+        negatives = labels[rows, None] != labels[None, :]  # (R, B)
+        q = torch.where(negatives, d[rows], -torch.inf)  # (R, B); -inf: not a negative, lands in bucket 0
+        has_negative[rows] = negatives.any(dim=1)
+        bucket = torch.zeros((R, B), dtype=torch.uint8, device=d.device)  # # d_ap < d_an; 0 is never "farther"
+        for j in range(P):
+            bucket.add_(torch.lt(sorted_pos[rows, j : j + 1], q, out=closer[:R]).view(torch.uint8))
+        bucket = bucket.long()
+        bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)
+        bucket_min = bucket_min.scatter_reduce(1, bucket, q, "amin", include_self=False)  # (R, P + 1)
+        column = torch.arange(B, device=d.device).expand(R, B)
+        attains = q == bucket_min.gather(1, bucket)  # (R, B) at their bucket's minimum
+        bucket_arg = torch.full((R, P + 1), B, dtype=torch.long, device=d.device)
+        bucket_arg = bucket_arg.scatter_reduce(1, bucket, torch.where(attains, column, B), "amin", include_self=False)
+        reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
+        farther_exists = torch.isfinite(reversed_min.flip(1))  # (R, P): a negative farther than position j
+        nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (R, P) negative index
+        farthest = q.argmax(dim=1, keepdim=True)  # (R, 1)
+        chosen[rows] = torch.where(farther_exists, nearest_farther, farthest)
+    real = torch.isfinite(sorted_pos) & has_negative[:, None]  # (B, P) valid pairs, not padding
     anchor, position = real.nonzero(as_tuple=True)  # (N,)
     positive = pos_index[anchor, position]  # (N,)
     order = torch.argsort(anchor * B + positive)  # row-major (a, p), as reduction="none" promises
@@ -103,16 +124,17 @@ def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, me
     return loss, (per_pair > 0).sum(), real.sum()
 
 
-def _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
+def _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
     """(B, B) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
 
     For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
     window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
     """
     if reduction != "none" and sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
-        total, active, mined = counted_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, semi_hard=True)
+        total, active, mined = counted_hinge_sum(dist, labels, sorted_pos, pos_index, margin=margin, semi_hard=True)
         loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
         return loss, active, mined
+    pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B) x 2
     thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos
     d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty windows
     end = count_sorted_below(sorted_pos.detach(), d_an)  # (B, B): # d_ap < d_an (padding included)
