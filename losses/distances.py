@@ -214,7 +214,7 @@ def sorted_positive_distances(dist: torch.Tensor, labels: torch.Tensor) -> tuple
     return values[:, 1:], members.gather(1, at[:, 1:])
 
 
-DIRECT_COUNT_MAX = 15  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
+DIRECT_COUNT_MAX = 24  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
 _COUNT_ROWS = 64  # rows per chunk of the direct comparisons: the temporaries stay in cache
 
 
