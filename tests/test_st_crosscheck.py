@@ -18,6 +18,7 @@ import torch
 st_losses = pytest.importorskip("sentence_transformers.losses")
 
 from losses import batch_all_triplet_loss, batch_hard_triplet_loss, semi_hard_triplet_loss  # noqa: E402
+from test_pml_crosscheck import assert_same_loss_and_gradient  # noqa: E402
 
 DISTANCE = st_losses.BatchHardTripletLossDistanceFunction
 ST_METRIC = {
@@ -35,61 +36,44 @@ def _batch(seed: int):
     return torch.randn(24, 5, dtype=torch.float64, generator=g), labels
 
 
-def _assert_same(ours, theirs, seed):
+# name -> (ours(x, y, metric), peer(metric) -> theirs(x, y)); README's mapping table
+VARIANTS = {
+    "batch_all": (
+        lambda x, y, metric: batch_all_triplet_loss(x, y, margin=MARGIN, metric=metric, reduction="mean_positive"),
+        lambda metric: partial(_swap, st_losses.BatchAllTripletLoss(
+            model=None, distance_metric=ST_METRIC[metric], margin=MARGIN).batch_all_triplet_loss),
+    ),
+    "batch_hard": (
+        lambda x, y, metric: batch_hard_triplet_loss(x, y, margin=MARGIN, metric=metric, reduction="mean"),
+        lambda metric: partial(_swap, st_losses.BatchHardTripletLoss(
+            model=None, distance_metric=ST_METRIC[metric], margin=MARGIN).batch_hard_triplet_loss),
+    ),
+    "batch_hard_soft_margin": (
+        lambda x, y, metric: batch_hard_triplet_loss(x, y, margin=None, soft=True, metric=metric, reduction="mean"),
+        lambda metric: partial(_swap, st_losses.BatchHardSoftMarginTripletLoss(
+            model=None, distance_metric=ST_METRIC[metric]).batch_hard_triplet_soft_margin_loss),
+    ),
+    "batch_semi_hard_is_tf": (
+        lambda x, y, metric: semi_hard_triplet_loss(x, y, margin=MARGIN, metric=metric, semantics="tf",
+                                                    reduction="mean"),
+        lambda metric: partial(_swap, st_losses.BatchSemiHardTripletLoss(
+            model=None, distance_metric=ST_METRIC[metric], margin=MARGIN).batch_semi_hard_triplet_loss),
+    ),
+}
+
+
+def _swap(function, x, y):
+    """Their batch functions take (labels, embeddings)."""
+    return function(y, x)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("metric", list(ST_METRIC))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_same_loss_and_gradient(variant, metric, seed):
+    ours, peer = VARIANTS[variant]
     x, y = _batch(seed)
-    results = []
-    for fn in (ours, theirs):
-        e = x.clone().requires_grad_(True)
-        loss = fn(e, y)
-        (grad,) = torch.autograd.grad(loss, e)
-        results.append((loss, grad))
-    assert results[0][0].item() > 0
-    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-9, rtol=1e-7)
-
-
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("metric", list(ST_METRIC))
-def test_batch_all(metric, seed):
-    peer = st_losses.BatchAllTripletLoss(model=None, distance_metric=ST_METRIC[metric], margin=MARGIN)
-
-    def ours(x, y):
-        return batch_all_triplet_loss(x, y, margin=MARGIN, metric=metric, reduction="mean_positive")
-
-    _assert_same(ours, lambda x, y: peer.batch_all_triplet_loss(y, x), seed)
-
-
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("metric", list(ST_METRIC))
-def test_batch_hard(metric, seed):
-    peer = st_losses.BatchHardTripletLoss(model=None, distance_metric=ST_METRIC[metric], margin=MARGIN)
-
-    def ours(x, y):
-        return batch_hard_triplet_loss(x, y, margin=MARGIN, metric=metric, reduction="mean")
-
-    _assert_same(ours, lambda x, y: peer.batch_hard_triplet_loss(y, x), seed)
-
-
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("metric", list(ST_METRIC))
-def test_batch_hard_soft_margin(metric, seed):
-    peer = st_losses.BatchHardSoftMarginTripletLoss(model=None, distance_metric=ST_METRIC[metric])
-
-    def ours(x, y):
-        return batch_hard_triplet_loss(x, y, margin=None, soft=True, metric=metric, reduction="mean")
-
-    _assert_same(ours, lambda x, y: peer.batch_hard_triplet_soft_margin_loss(y, x), seed)
-
-
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("metric", list(ST_METRIC))
-def test_batch_semi_hard_is_tf_semantics(metric, seed):
-    peer = st_losses.BatchSemiHardTripletLoss(model=None, distance_metric=ST_METRIC[metric], margin=MARGIN)
-
-    def ours(x, y):
-        return semi_hard_triplet_loss(x, y, margin=MARGIN, metric=metric, semantics="tf", reduction="mean")
-
-    _assert_same(ours, lambda x, y: peer.batch_semi_hard_triplet_loss(y, x), seed)
+    assert_same_loss_and_gradient(partial(ours, metric=metric), peer(metric), x, y)
 
 
 def test_anchors_without_positive_differ():
