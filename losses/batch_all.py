@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from .distances import (
     DIRECT_COUNT_MAX,
     checked_distances,
+    chunk_rows,
     count_sorted_below,
     sorted_positive_distances,
     working_precision,
@@ -180,9 +181,6 @@ class _WindowHingeSum(torch.autograd.Function):
         return grad * grad_total, None, None, None, None, None
 
 
-_CHUNK_ELEMENTS = 1 << 16  # (R, B) elements per chunk of anchors: the temporaries stay in cache
-
-
 def counted_hinge_sum(
     dist: torch.Tensor,
     labels: torch.Tensor,
@@ -221,7 +219,7 @@ class _CountedHingeSum(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float64, device=d.device)
         mined = torch.zeros((), dtype=torch.long, device=d.device)
         per_position = torch.empty((B, P), dtype=torch.long, device=d.device)  # active negatives per positive
-        step = max(1, _CHUNK_ELEMENTS // B)
+        step = chunk_rows(B, d.device)
         on = torch.empty((min(step, B), B), dtype=torch.bool, device=d.device)
         closer, kept = torch.empty_like(on), torch.empty_like(on)
         for r in range(0, B, step):

@@ -214,6 +214,13 @@ def sorted_positive_distances(dist: torch.Tensor, labels: torch.Tensor) -> tuple
     return values[:, 1:], members.gather(1, at[:, 1:])
 
 
+def chunk_rows(batch_size: int, device: torch.device) -> int:
+    """-> rows per chunk of the (R, B) comparison loops: about 64k elements on CPU (the temporaries stay
+    in cache), 16M on a GPU (few, large kernels: launches dominate there)."""
+    elements = 1 << 16 if device.type == "cpu" else 1 << 24
+    return max(1, elements // batch_size)
+
+
 DIRECT_COUNT_MAX = 24  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
 _COUNT_ROWS = 64  # rows per chunk of the direct comparisons: the temporaries stay in cache
 

@@ -9,6 +9,7 @@ from .distances import (
     DIRECT_COUNT_MAX,
     _paired_distances,
     checked_distances,
+    chunk_rows,
     count_sorted_below,
     sorted_positive_distances,
     working_precision,
@@ -72,9 +73,6 @@ def semi_hard_triplet_loss(
     return loss, stats
 
 
-_CHUNK_ELEMENTS = 1 << 16  # (R, B) elements per chunk of anchors: the temporaries stay in cache
-
-
 def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, metric):
     """(B, B) detached distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
@@ -88,7 +86,7 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, metr
     d = dist.detach()
     chosen = torch.empty((B, P), dtype=torch.long, device=d.device)  # (B, P) negative index
     has_negative = torch.empty(B, dtype=torch.bool, device=d.device)
-    step = max(1, _CHUNK_ELEMENTS // B)
+    step = chunk_rows(B, d.device)
     closer = torch.empty((min(step, B), B), dtype=torch.bool, device=d.device)
     for r in range(0, B, step):
         rows = slice(r, r + step)
