@@ -134,8 +134,8 @@ class _EuclideanDistances(torch.autograd.Function):
 def _first_equal_row(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> torch.Tensor:
     """x (B, D), d (B, B) computed distances -> (B,) int64: the first row of x exactly equal to each row.
 
-    Screen in O(B D + B log B): a weighted row sum h = x w, sorted; exactly equal rows have
-    computed sums within 2 (D + 2) eps max |x| w (a rigorous bound in any summation order),
+    Screen in O(B D + B log B): a weighted row sum h = x w in float64, sorted; exactly equal
+    rows have computed sums within 2 (D + 2) eps max |x| w (a rigorous bound in any summation order),
     so they lie in one run of sorted values whose neighbours are that close. Rows in such
     runs (usually none, or a few pairs) are then compared exactly with the other rows of
     their run. When the runs hold many rows (more than 8 B pairs to compare), the exact
@@ -144,9 +144,10 @@ def _first_equal_row(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> torch
     """
     B, D = x.shape
     index = torch.arange(B, device=x.device)
-    weights = torch.linspace(1.0, 2.0, D, dtype=x.dtype, device=x.device)  # (D,)
-    h = x @ weights  # (B,)
-    bound = 2 * (D + 2) * torch.finfo(x.dtype).eps * (x.abs() @ weights).max()
+    wide = x.double()  # float64 sums: a tight bound (float32 sums leave thousands of false candidates at B=4096)
+    weights = torch.linspace(1.0, 2.0, D, dtype=torch.float64, device=x.device)  # (D,)
+    h = wide @ weights  # (B,)
+    bound = 2 * (D + 2) * torch.finfo(torch.float64).eps * (wide.abs() @ weights).max()
     h_sorted, order = torch.sort(h)
     close = h_sorted[1:] - h_sorted[:-1] <= bound  # (B - 1,) neighbours that may be equal rows
     if not bool(close.any()):
