@@ -223,7 +223,6 @@ def chunk_rows(batch_size: int, device: torch.device) -> int:
 
 
 DIRECT_COUNT_MAX = 24  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
-_COUNT_ROWS = 64  # rows per chunk of the direct comparisons: the temporaries stay in cache
 
 
 def count_sorted_below(sorted_values: torch.Tensor, queries: torch.Tensor, *, right: bool = False) -> torch.Tensor:
@@ -239,13 +238,16 @@ def count_sorted_below(sorted_values: torch.Tensor, queries: torch.Tensor, *, ri
         return torch.searchsorted(sorted_values.contiguous(), queries.contiguous(), right=right)
     compare = torch.le if right else torch.lt
     out = torch.empty(queries.shape, dtype=torch.long, device=queries.device)
-    for start in range(0, B, _COUNT_ROWS):
-        chunk = queries[start : start + _COUNT_ROWS]  # (R, Q)
-        values = sorted_values[start : start + _COUNT_ROWS]  # (R, P)
-        count = torch.zeros(chunk.shape, dtype=torch.int16, device=queries.device)
+    rows = chunk_rows(queries.shape[1], queries.device)
+    hit = torch.empty((min(rows, B), queries.shape[1]), dtype=queries.dtype, device=queries.device)
+    for start in range(0, B, rows):
+        chunk = queries[start : start + rows]  # (R, Q)
+        R = chunk.shape[0]
+        columns = sorted_values[start : start + rows].T.contiguous()[:, :, None]  # (P, R, 1)
+        count = torch.zeros(chunk.shape, dtype=queries.dtype, device=queries.device)  # 0 / 1 floats: fast on CPU
         for j in range(P):
-            count += compare(values[:, j : j + 1], chunk)
-        out[start : start + _COUNT_ROWS] = count
+            count.add_(compare(columns[j], chunk, out=hit[:R]))
+        out[start : start + rows] = count
     return out
 
 
