@@ -189,12 +189,14 @@ def counted_hinge_sum(
     *,
     margin: float,
     semi_hard: bool = False,
+    count_mined: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dist (B, B), labels (B,) int, sorted_pos/pos_index (B, P) -> (sum (), # active (), # mined ()).
 
     The same sum as `window_hinge_sum` by direct comparisons, for small P: triplet (a, p_j, n)
     is active when t_j = d_ap_j + margin > d_an (and, with semi_hard, d_ap_j < d_an);
-    `mined` counts the semi-hard triplets d_ap < d_an <= t (0 unless semi_hard). The sum is
+    `mined` counts the semi-hard triplets d_ap < d_an <= t (0 unless semi_hard and count_mined:
+    it costs two more passes per positive, and only a "mean" over them needs it). The sum is
     linear in dist given the detached counts, sum_j c_aj t_aj - sum_n w_an d_an
     (c_aj = # active negatives of (a, p_j), w_an = # active positives of (a, n)), so its
     gradient is one count matrix and the distances' backward matrix products. Per chunk
@@ -202,14 +204,14 @@ def counted_hinge_sum(
     CPU several times faster than bool outputs), the negatives' mask made from the labels
     in the chunk (no (B, B) mask).
     """
-    return _CountedHingeSum.apply(dist, labels, sorted_pos.detach(), pos_index, margin, semi_hard)
+    return _CountedHingeSum.apply(dist, labels, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined)
 
 
 class _CountedHingeSum(torch.autograd.Function):
     """Forward: per chunk of R anchors, P (R, B) comparisons counted as 0 / 1 floats. Backward: the saved counts."""
 
     @staticmethod
-    def forward(ctx, dist, labels, sorted_pos, pos_index, margin, semi_hard):
+    def forward(ctx, dist, labels, sorted_pos, pos_index, margin, semi_hard, count_mined):
         B, P = sorted_pos.shape
         d = dist.detach()
         _, t_centred, centre = _centred_thresholds(sorted_pos, margin)
@@ -233,8 +235,9 @@ class _CountedHingeSum(torch.autograd.Function):
                 torch.gt(t_cols[j], q, out=on[:R])  # t_j > d_an
                 if semi_hard:
                     torch.lt(s_cols[j], q, out=closer[:R])  # d_ap < d_an
-                    torch.ge(t_cols[j], q, out=kept[:R])
-                    mined += kept[:R].mul_(closer[:R]).sum().to(torch.long)
+                    if count_mined:
+                        torch.ge(t_cols[j], q, out=kept[:R])
+                        mined += kept[:R].mul_(closer[:R]).sum().to(torch.long)
                     on[:R].mul_(closer[:R])
                 count.add_(on[:R])
                 per_position[rows, j] = on[:R].sum(dim=1)
@@ -249,4 +252,4 @@ class _CountedHingeSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total, grad_active, grad_mined):
         (grad,) = ctx.saved_tensors
-        return grad * grad_total, None, None, None, None, None
+        return grad * grad_total, None, None, None, None, None, None

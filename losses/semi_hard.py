@@ -7,7 +7,6 @@ import torch
 from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
 from .distances import (
     DIRECT_COUNT_MAX,
-    _paired_distances,
     checked_distances,
     chunk_rows,
     count_sorted_below,
@@ -48,23 +47,23 @@ def semi_hard_triplet_loss(
     Both sort each anchor's P positive distances and place every negative among them by
     binary search (direct comparisons for P <= DIRECT_COUNT_MAX): O(B^2 log P) time,
     O(B^2) memory, no (B, B, B) tensor. "tf" chooses its pairs on the detached distances
-    and recomputes only those with autograd.
+    and gathers them from the matrix with autograd.
     """
     margin = check_margin(margin)
     embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32
     check_choice(semantics, name="semantics", valid=SEMANTICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")
-    if semantics == "tf":  # selection on the detached matrix; the chosen pairs are recomputed with autograd
-        with torch.no_grad():
-            dist = checked_distances(embeddings.detach(), labels, metric=metric)  # (B, B)
-    else:  # the window sums carry their gradient to the matrix: matrix products backward
-        dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
+    # selection on the detached matrix; the losses carry their gradient to the matrix (matrix products backward)
+    dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
     sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)  # (B, P) ascending, -inf padded
     if semantics == "tf":
-        loss, num_active, num_items = _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, metric)
+        loss, num_active, num_items = _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings)
     else:
-        loss, num_active, num_items = _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings)
+        count_mined = reduction == "mean" or return_stats  # the number of semi-hard triplets is used only there
+        loss, num_active, num_items = _pml(
+            dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, count_mined=count_mined
+        )
     if not return_stats:
         return loss
     stats = triplet_stats(
@@ -73,14 +72,15 @@ def semi_hard_triplet_loss(
     return loss, stats
 
 
-def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, metric):
+def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
     """(B, B) detached distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
     Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
     comparisons counted as 0 / 1 floats); the positive at sorted position j needs the nearest
     negative in buckets > j: a suffix minimum over the P + 1 bucket minima (first index on
     ties), else the farthest negative (first argmax). The N chosen (a, p) and (a, n)
-    distances are then recomputed with autograd: backward O(N D).
+    distances are gathered from the matrix with autograd: the backward is the matrix's
+    (two matrix products), cheaper than recomputing the 2 N pairs from the (N, D) rows.
     """
     B, P = sorted_pos.shape
     d = dist.detach()
@@ -115,22 +115,21 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, metr
     positive = pos_index[anchor, position]  # (N,)
     order = torch.argsort(anchor * B + positive)  # row-major (a, p), as reduction="none" promises
     anchor, positive, negative = anchor[order], positive[order], chosen[anchor, position][order]  # (N,) x 3
-    a_rows = embeddings[anchor]  # (N, D)
-    d_ap = _paired_distances(a_rows, embeddings[positive], metric=metric)  # (N,) with autograd
-    d_an = _paired_distances(a_rows, embeddings[negative], metric=metric)  # (N,)
-    per_pair = torch.relu(d_ap - d_an + margin)  # (N,)
+    per_pair = torch.relu(dist[anchor, positive] - dist[anchor, negative] + margin)  # (N,) with autograd
     loss = reduce_losses(per_pair, reduction=reduction, anchor=embeddings)
     return loss, (per_pair > 0).sum(), real.sum()
 
 
-def _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
+def _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
     """(B, B) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
 
     For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
     window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
     """
     if reduction != "none" and sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
-        total, active, mined = counted_hinge_sum(dist, labels, sorted_pos, pos_index, margin=margin, semi_hard=True)
+        total, active, mined = counted_hinge_sum(
+            dist, labels, sorted_pos, pos_index, margin=margin, semi_hard=True, count_mined=count_mined
+        )
         loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
         return loss, active, mined
     pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B) x 2
