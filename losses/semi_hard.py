@@ -73,42 +73,48 @@ def semi_hard_triplet_loss(
 
 
 def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
-    """(B, B) detached distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
+    """(B, B) distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
     Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
-    comparisons counted as 0 / 1 floats); the positive at sorted position j needs the nearest
-    negative in buckets > j: a suffix minimum over the P + 1 bucket minima (first index on
-    ties), else the farthest negative (first argmax). The N chosen (a, p) and (a, n)
-    distances are gathered from the matrix with autograd: the backward is the matrix's
-    (two matrix products), cheaper than recomputing the 2 N pairs from the (N, D) rows.
+    comparisons); the positive at sorted position j needs the nearest negative in buckets
+    > j: a suffix minimum over the bucket minima m_b (each one amin of d_an + far * [not in
+    b], far = max float / 4; comparisons written as 0 / 1 floats, fast on CPU), attained
+    first by the first negative of its bucket at that value; else the farthest negative
+    (first argmax). The N chosen (a, p) and (a, n) distances are gathered from the matrix
+    with autograd: the backward is the matrix's (two matrix products), cheaper than
+    recomputing the 2 N pairs from the (N, D) rows.
     """
     B, P = sorted_pos.shape
     d = dist.detach()
+    far = torch.full((), torch.finfo(d.dtype).max / 4, dtype=d.dtype, device=d.device)  # above every distance
     chosen = torch.empty((B, P), dtype=torch.long, device=d.device)  # (B, P) negative index
     has_negative = torch.empty(B, dtype=torch.bool, device=d.device)
     step = chunk_rows(B, d.device)
-    closer = torch.empty((min(step, B), B), dtype=d.dtype, device=d.device)  # 0 / 1: faster than bool on CPU
+    hit = torch.empty((min(step, B), B), dtype=d.dtype, device=d.device)
+    key = torch.empty_like(hit)
     for r in range(0, B, step):
         rows = slice(r, r + step)
         R = min(step, B - r)
         negatives = labels[rows, None] != labels[None, :]  # (R, B)
-        q = torch.where(negatives, d[rows], -torch.inf)  # (R, B); -inf: not a negative, lands in bucket 0
+        q = torch.where(negatives, d[rows], torch.inf)  # (R, B); +inf: not a negative, never a minimum
+        farthest = torch.where(negatives, d[rows], -torch.inf).argmax(dim=1, keepdim=True)  # (R, 1) first farthest
         has_negative[rows] = negatives.any(dim=1)
         s_cols = sorted_pos[rows].T.contiguous()[:, :, None]  # (P, R, 1)
-        bucket = torch.zeros((R, B), dtype=d.dtype, device=d.device)  # # d_ap < d_an; 0 is never "farther"
+        bucket = torch.zeros((R, B), dtype=d.dtype, device=d.device)  # # d_ap < d_an (padding included)
         for j in range(P):
-            bucket.add_(torch.lt(s_cols[j], q, out=closer[:R]))
-        bucket = bucket.long()
-        bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)
-        bucket_min = bucket_min.scatter_reduce(1, bucket, q, "amin", include_self=False)  # (R, P + 1)
-        column = torch.arange(B, device=d.device).expand(R, B)
-        attains = q == bucket_min.gather(1, bucket)  # (R, B) at their bucket's minimum
+            bucket.add_(torch.lt(s_cols[j], q, out=hit[:R]))
+        bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)  # bucket 0: never farther
+        for b in range(1, P + 1):
+            torch.ne(bucket, b, out=hit[:R])  # 1 outside bucket b
+            bucket_min[:, b] = torch.addcmul(q, hit[:R], far, out=key[:R]).amin(dim=1)
+        bucket_min = torch.where(bucket_min < far / 2, bucket_min, torch.inf)  # (R, P + 1); inf: empty bucket
+        index = bucket.long()  # (R, B)
+        at_rows, at_cols = (q == bucket_min.gather(1, index)).nonzero(as_tuple=True)  # negatives at their minimum
         bucket_arg = torch.full((R, P + 1), B, dtype=torch.long, device=d.device)
-        bucket_arg = bucket_arg.scatter_reduce(1, bucket, torch.where(attains, column, B), "amin", include_self=False)
+        bucket_arg.view(-1).scatter_reduce_(0, at_rows * (P + 1) + index[at_rows, at_cols], at_cols, "amin")
         reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
         farther_exists = torch.isfinite(reversed_min.flip(1))  # (R, P): a negative farther than position j
         nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (R, P) negative index
-        farthest = q.argmax(dim=1, keepdim=True)  # (R, 1)
         chosen[rows] = torch.where(farther_exists, nearest_farther, farthest)
     real = torch.isfinite(sorted_pos) & has_negative[:, None]  # (B, P) valid pairs, not padding
     anchor, position = real.nonzero(as_tuple=True)  # (N,)
