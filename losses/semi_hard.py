@@ -77,8 +77,8 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
 
     Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
     comparisons); the positive at sorted position j needs the nearest negative in buckets
-    > j: a suffix minimum over the bucket minima m_b (each one amin of d_an + far * [not in
-    b], far = max float / 4; comparisons written as 0 / 1 floats, fast on CPU), attained
+    > j: a suffix minimum over the bucket minima m_b (each one amin of d_an + far |bucket - b|,
+    far = max float / 4; comparisons written as 0 / 1 floats, fast on CPU), attained
     first by the first negative of its bucket at that value; else the farthest negative
     (first argmax). The N chosen (a, p) and (a, n) distances are gathered from the matrix
     with autograd: the backward is the matrix's (two matrix products), cheaper than
@@ -104,9 +104,8 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
         for j in range(P):
             bucket.add_(torch.lt(s_cols[j], q, out=hit[:R]))
         bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)  # bucket 0: never farther
-        for b in range(1, P + 1):
-            torch.ne(bucket, b, out=hit[:R])  # 1 outside bucket b
-            bucket_min[:, b] = torch.addcmul(q, hit[:R], far, out=key[:R]).amin(dim=1)
+        for b in range(1, P + 1):  # key = d_an + far |bucket - b|: d_an in bucket b, above `far` outside
+            bucket_min[:, b] = torch.sub(bucket, b, out=key[:R]).abs_().mul_(far).add_(q).amin(dim=1)
         bucket_min = torch.where(bucket_min < far / 2, bucket_min, torch.inf)  # (R, P + 1); inf: empty bucket
         index = bucket.long()  # (R, B)
         at_rows, at_cols = (q == bucket_min.gather(1, index)).nonzero(as_tuple=True)  # negatives at their minimum
