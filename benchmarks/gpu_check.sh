@@ -31,8 +31,11 @@ print("torch", torch.__version__, "cuda", torch.version.cuda,
 PY
 
 echo "== CUDA-marked tests"
+# only the files that hold CUDA tests: the others may import packages a GPU image lacks (dask, umap)
+cuda_files=$(grep -l "pytest.mark.cuda" tests/test_*.py)
 set +e
-"$PY" -m pytest -q -m cuda tests -p no:cacheprovider 2>&1 | tee "$OUT_DIR/cuda_tests.txt"
+"$PY" -m pytest -q -m cuda $cuda_files -p no:cacheprovider --continue-on-collection-errors 2>&1 \
+    | tee "$OUT_DIR/cuda_tests.txt"
 tests_rc=${PIPESTATUS[0]}
 set -e
 

@@ -96,3 +96,26 @@ def test_semi_hard_tf_and_batch_hard(path, metric):
         assert fn(e).item() == pytest.approx(expected, rel=1e-10)
         if path == "direct":  # the choice is stable under gradcheck's 1e-6 steps (no exact ties in normal data)
             assert torch.autograd.gradcheck(fn, (e,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["float64", "float16"])
+@pytest.mark.parametrize("path", list(CLASS_SIZES))
+def test_cuda_matches_cpu(path, dtype):
+    """Every variant on the GPU (its chunk sizes differ) against the CPU, values and gradients."""
+    x, y = _batch(path)
+    x = x.to(dtype)
+    variants = [
+        lambda e, labels: batch_all_triplet_loss(e, labels, margin=MARGIN, metric="euclidean"),
+        lambda e, labels: batch_hard_triplet_loss(e, labels, margin=MARGIN, metric="euclidean"),
+        lambda e, labels: semi_hard_triplet_loss(e, labels, margin=MARGIN, metric="euclidean", semantics="tf",
+                                                 reduction="mean"),
+        lambda e, labels: semi_hard_triplet_loss(e, labels, margin=MARGIN, metric="euclidean", semantics="pml",
+                                                 reduction="mean_positive"),
+    ]
+    for fn in variants:
+        loss, grad = _value_and_grad(fn, x, y)
+        loss_gpu, grad_gpu = _value_and_grad(fn, x.cuda(), y.cuda())
+        tol = 1e-10 if dtype == torch.float64 else 1e-3
+        torch.testing.assert_close(loss_gpu.cpu(), loss, atol=tol, rtol=tol)
+        torch.testing.assert_close(grad_gpu.cpu(), grad, atol=tol, rtol=tol)
