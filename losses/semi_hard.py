@@ -77,8 +77,8 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
 
     Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
     comparisons); the positive at sorted position j needs the nearest negative in buckets
-    > j: a suffix minimum over the bucket minima m_b (each one amin of d_an + far |bucket - b|,
-    far = max float / 4; comparisons written as 0 / 1 floats, fast on CPU), attained
+    > j: a suffix minimum over the bucket minima m_b (one scatter-amin; the comparisons
+    written as 0 / 1 floats, fast on CPU), attained
     first by the first negative of its bucket at that value; else the farthest negative
     (first argmax). The N chosen (a, p) and (a, n) distances are gathered from the matrix
     with autograd: the backward is the matrix's (two matrix products), cheaper than
@@ -86,12 +86,10 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
     """
     B, P = sorted_pos.shape
     d = dist.detach()
-    far = torch.full((), torch.finfo(d.dtype).max / 4, dtype=d.dtype, device=d.device)  # above every distance
     chosen = torch.empty((B, P), dtype=torch.long, device=d.device)  # (B, P) negative index
     has_negative = torch.empty(B, dtype=torch.bool, device=d.device)
     step = chunk_rows(B, d.device)
     hit = torch.empty((min(step, B), B), dtype=d.dtype, device=d.device)
-    key = torch.empty_like(hit)
     for r in range(0, B, step):
         rows = slice(r, r + step)
         R = min(step, B - r)
@@ -103,11 +101,9 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
         bucket = torch.zeros((R, B), dtype=d.dtype, device=d.device)  # # d_ap < d_an (padding included)
         for j in range(P):
             bucket.add_(torch.lt(s_cols[j], q, out=hit[:R]))
-        bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)  # bucket 0: never farther
-        for b in range(1, P + 1):  # key = d_an + far |bucket - b|: d_an in bucket b, above `far` outside
-            bucket_min[:, b] = torch.sub(bucket, b, out=key[:R]).abs_().mul_(far).add_(q).amin(dim=1)
-        bucket_min = torch.where(bucket_min < far / 2, bucket_min, torch.inf)  # (R, P + 1); inf: empty bucket
         index = bucket.long()  # (R, B)
+        bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)  # inf: empty bucket
+        bucket_min.scatter_reduce_(1, index, q, "amin")  # (R, P + 1); bucket 0 is never farther
         at_rows, at_cols = (q == bucket_min.gather(1, index)).nonzero(as_tuple=True)  # negatives at their minimum
         bucket_arg = torch.full((R, P + 1), B, dtype=torch.long, device=d.device)
         bucket_arg.view(-1).scatter_reduce_(0, at_rows * (P + 1) + index[at_rows, at_cols], at_cols, "amin")
