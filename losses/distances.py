@@ -122,7 +122,9 @@ class _EuclideanDistances(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         xc, d = ctx.saved_tensors
-        if ctx.root:  # W = grad / (2 d), 0 where d == 0; inv is a finite constant: a double backward stays finite
+        if ctx.root and not torch.is_grad_enabled():  # W = grad / (2 d), 0 where d == 0 (grad / 0 is inf or nan)
+            w, factor = torch.nan_to_num_(grad / d, nan=0.0, posinf=0.0, neginf=0.0), 1.0  # (B, B) 2 dL/d(d^2)
+        elif ctx.root:  # double backward (create_graph): inv is a finite constant, so the graph through grad stays finite
             inv = d.reciprocal().masked_fill_(d == 0, 0.0)  # (B, B)
             w, factor = grad * inv, 1.0  # (B, B) 2 dL/d(d^2)
         else:  # d(d^2)/dx is 0 at equal rows by itself
