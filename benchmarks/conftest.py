@@ -29,7 +29,7 @@ def pytest_configure(config):
         "cpu_cores": machine_threads(),
         "loadavg_1min_start": os.getloadavg()[0],
         "torch": version("torch"),
-        "pytorch_metric_learning": version("pytorch-metric-learning"),
+        "pytorch_metric_learning": _version_or_none("pytorch-metric-learning"),
         "sentence_transformers": _version_or_none("sentence-transformers"),
         "device": _device_name(),
     }

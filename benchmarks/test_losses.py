@@ -79,7 +79,10 @@ def test_pml(benchmark, cell, pml_key, batch_size, layout):
     reason = skip_reason("pml", pml_key, batch_size)
     if reason:
         skip(reason)
-    loss_fn = PML_BUILDERS[pml_key]()
+    try:
+        loss_fn = PML_BUILDERS[pml_key]()
+    except ImportError as error:
+        skip(f"pytorch-metric-learning is not installed: {error}")
     x, y = make_batch(batch_size, layout=layout)
     companions = {name: (lambda fn=fn: forward_backward(fn, x, y))
                   for name, fn in _runnable_ours(pml_key, batch_size).items()}
