@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# the second peer (sentence-transformers) comes with the optional extra `peers`, installed here only
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[peers]"
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,mean,rounds
 
 demo: $(STAMP)

@@ -29,6 +29,9 @@ class Variant:
     pml: str                    # key into PML_BUILDERS
     same_loss_as_pml: bool = True   # False: PML has no equivalent, the ratio compares costs only
     note: str = ""
+    st: Optional[str] = None    # key into ST_BUILDERS (sentence-transformers, the second peer)
+    exact: bool = True          # an exact variant: held to the floor bar
+    large: bool = False         # also timed at LARGE (P x K)
 
 
 def floor() -> Callable:
@@ -51,16 +54,16 @@ def _ours(function_name: str, **params) -> Callable[[], Callable]:
 
 VARIANTS = (
     Variant("batch_all_sorted", _ours("batch_all_triplet_loss", reduction="mean_positive", method="sorted"),
-            pml="batch_all"),
+            pml="batch_all", st="batch_all", large=True),
     Variant("batch_all_mask", _ours("batch_all_triplet_loss", reduction="mean_positive", method="mask"),
-            pml="batch_all"),
+            pml="batch_all", exact=False, note="the readable O(B^3) reference"),
     Variant("batch_hard", _ours("batch_hard_triplet_loss", reduction="mean", soft=False),
-            pml="batch_hard"),
+            pml="batch_hard", st="batch_hard"),
     Variant("semi_hard_tf", _ours("semi_hard_triplet_loss", semantics="tf", reduction="mean"),
-            pml="semi_hard", same_loss_as_pml=False,
+            pml="semi_hard", same_loss_as_pml=False, st="semi_hard_tf", large=True,
             note="PML has no TF semantics: compared with PML's semihard miner"),
     Variant("semi_hard_pml", _ours("semi_hard_triplet_loss", semantics="pml", reduction="mean_positive"),
-            pml="semi_hard"),
+            pml="semi_hard", large=True),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 
@@ -92,6 +95,27 @@ PML_BUILDERS = {
     "semi_hard": _pml("semi_hard", None),
 }
 PML_ENUMERATES_TRIPLETS = ("batch_all", "semi_hard")
+
+
+def _st(class_name: str, method: str) -> Callable[[], Callable]:
+    def build():
+        from sentence_transformers import losses as st_losses
+        loss = getattr(st_losses, class_name)(
+            model=None, distance_metric=st_losses.BatchHardTripletLossDistanceFunction.euclidean_distance,
+            margin=MARGIN)
+        function = getattr(loss, method)
+        return lambda embeddings, labels: function(labels, embeddings)
+    return build
+
+
+# sentence-transformers' batch functions, called on embeddings (their losses take a model):
+# the same loss as ours on batches where every anchor has a positive (tests/test_st_crosscheck.py)
+ST_BUILDERS = {
+    "batch_all": _st("BatchAllTripletLoss", "batch_all_triplet_loss"),
+    "batch_hard": _st("BatchHardTripletLoss", "batch_hard_triplet_loss"),
+    "semi_hard_tf": _st("BatchSemiHardTripletLoss", "batch_semi_hard_triplet_loss"),
+}
+ST_SIZES = (256, 1024)
 
 
 def pml_triplet_bytes(batch_size: int, per_class: int = K) -> int:

@@ -9,13 +9,14 @@ raw medians and the skipped cells, to `.benchmarks/last_run.json`, so
 
 import json
 import os
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import ratios
-from benchmarks.workloads import machine_threads, use_bench_threads
+from benchmarks.workloads import bench_device, machine_threads, use_bench_threads
 
 SKIPPED = pytest.StashKey[list]()
 RUN = pytest.StashKey[dict]()
@@ -28,8 +29,22 @@ def pytest_configure(config):
         "cpu_cores": machine_threads(),
         "loadavg_1min_start": os.getloadavg()[0],
         "torch": version("torch"),
-        "pytorch_metric_learning": version("pytorch-metric-learning"),
+        "pytorch_metric_learning": _version_or_none("pytorch-metric-learning"),
+        "sentence_transformers": _version_or_none("sentence-transformers"),
+        "device": _device_name(),
     }
+
+
+def _device_name() -> str:
+    device = bench_device()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _version_or_none(package: str):
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _run_info(config) -> dict:
@@ -39,12 +54,13 @@ def _run_info(config) -> dict:
 @pytest.fixture
 def cell(request, benchmark):
     """-> a function cell(kind, case, B, **info) that labels this benchmark and returns skip(reason)."""
-    def label(kind: str, case: str, batch_size: int, **info):
-        benchmark.group = f"B={batch_size}" if kind in ("ours", "pml", "floor") else kind
-        benchmark.extra_info.update(kind=kind, case=case, B=batch_size, **info)
+    def label(kind: str, case: str, batch_size: int, layout: str = "pk", **info):
+        benchmark.group = f"B={batch_size} {layout}" if kind in ("ours", "pml", "floor", "st") else kind
+        benchmark.extra_info.update(kind=kind, case=case, B=batch_size, layout=layout, **info)
 
         def skip(reason: str):
-            request.config.stash[SKIPPED].append({"kind": kind, "case": case, "B": batch_size, "reason": reason})
+            request.config.stash[SKIPPED].append({"kind": kind, "case": case, "B": batch_size, "layout": layout,
+                                                  "reason": reason})
             pytest.skip(reason)
         return skip
     return label
@@ -65,6 +81,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["tripletlab_run"] = _run_info(config)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables: the ratio table ends the output
 def pytest_terminal_summary(terminalreporter, config):
     if not hasattr(config, "_benchmarksession"):
         return

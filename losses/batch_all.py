@@ -7,12 +7,13 @@ import torch.nn.functional as F
 
 from .distances import (
     DIRECT_COUNT_MAX,
-    batch_distances,
+    checked_distances,
+    chunk_rows,
     count_sorted_below,
     sorted_positive_distances,
     working_precision,
 )
-from .masks import triplet_mask
+from .masks import negative_mask, positive_mask, triplet_mask, valid_triplet_count
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_triplet_margin
@@ -52,10 +53,11 @@ def batch_all_triplet_loss(
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_choice(method, name="method", valid=METHODS)
     check_flag(return_stats, name="return_stats")
-    dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
-    num_items = (pos.sum(dim=1) * neg.sum(dim=1)).sum()  # () valid triplets
+    dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
+    num_items = valid_triplet_count(labels)  # ()
     sorted_pos = None
     if method == "mask" or reduction == "none":
+        pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B) x 2
         if method == "mask":
             per_triplet = _per_triplet_mask(dist, labels, margin)  # (T,)
         else:
@@ -63,19 +65,21 @@ def batch_all_triplet_loss(
         loss = reduce_losses(per_triplet, reduction=reduction, anchor=embeddings)
         num_active = (per_triplet > 0).sum()
     else:
-        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
+        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)  # (B, P) ascending, -inf padded
         if sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
-            total, num_active, _ = counted_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin)
+            total, num_active, _ = counted_hinge_sum(dist, labels, sorted_pos, pos_index, margin=margin)
         else:
-            d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty window
+            d_an = torch.where(negative_mask(labels), dist.detach(), torch.inf)  # (B, B); +inf: not a negative
             start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
             total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
         loss = reduce_total(total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings)
     if not return_stats:
         return loss
     if sorted_pos is None:
-        sorted_pos, _ = sorted_positive_distances(dist.detach(), pos)
-    stats = triplet_stats(dist, neg, sorted_pos, margin=margin, num_active=num_active, num_items=num_items)
+        sorted_pos, _ = sorted_positive_distances(dist.detach(), labels)
+    stats = triplet_stats(
+        dist, negative_mask(labels), sorted_pos, margin=margin, num_active=num_active, num_items=num_items
+    )
     return loss, stats
 
 
@@ -177,64 +181,75 @@ class _WindowHingeSum(torch.autograd.Function):
         return grad * grad_total, None, None, None, None, None
 
 
-_CHUNK_ELEMENTS = 1 << 19  # (R, P, B) comparisons per chunk of anchors: the temporaries stay in cache
-
-
 def counted_hinge_sum(
     dist: torch.Tensor,
-    neg: torch.Tensor,
+    labels: torch.Tensor,
     sorted_pos: torch.Tensor,
     pos_index: torch.Tensor,
     *,
     margin: float,
     semi_hard: bool = False,
+    count_mined: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dist (B, B), neg (B, B) bool, sorted_pos/pos_index (B, P) -> (sum (), # active (), # mined ()).
+    """dist (B, B), labels (B,) int, sorted_pos/pos_index (B, P) -> (sum (), # active (), # mined ()).
 
     The same sum as `window_hinge_sum` by direct comparisons, for small P: triplet (a, p_j, n)
     is active when t_j = d_ap_j + margin > d_an (and, with semi_hard, d_ap_j < d_an);
-    `mined` counts the semi-hard triplets d_ap < d_an <= t (0 unless semi_hard). The sum is
+    `mined` counts the semi-hard triplets d_ap < d_an <= t (0 unless semi_hard and count_mined:
+    it costs two more passes per positive, and only a "mean" over them needs it). The sum is
     linear in dist given the detached counts, sum_j c_aj t_aj - sum_n w_an d_an
     (c_aj = # active negatives of (a, p_j), w_an = # active positives of (a, n)), so its
-    gradient is one count matrix and the distances' backward one matrix product.
+    gradient is one count matrix and the distances' backward matrix products. Per chunk
+    of anchors: P comparisons of (R, B) written as 0 / 1 in dist's dtype (exact counts; on
+    CPU several times faster than bool outputs), the negatives' mask made from the labels
+    in the chunk (no (B, B) mask).
     """
-    return _CountedHingeSum.apply(dist, neg, sorted_pos.detach(), pos_index, margin, semi_hard)
+    return _CountedHingeSum.apply(dist, labels, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined)
 
 
 class _CountedHingeSum(torch.autograd.Function):
-    """Forward: per chunk of R anchors, one (R, P, B) comparison. Backward: the saved count matrix."""
+    """Forward: per chunk of R anchors, P (R, B) comparisons counted as 0 / 1 floats. Backward: the saved counts."""
 
     @staticmethod
-    def forward(ctx, dist, neg, sorted_pos, pos_index, margin, semi_hard):
+    def forward(ctx, dist, labels, sorted_pos, pos_index, margin, semi_hard, count_mined):
         B, P = sorted_pos.shape
         d = dist.detach()
         _, t_centred, centre = _centred_thresholds(sorted_pos, margin)
         t = sorted_pos + margin  # (B, P); -inf padding is never active
-        query = torch.where(neg, d, torch.inf)  # (B, B); +inf: not a negative, never active
         grad = torch.empty_like(d)
         total = torch.zeros((), dtype=torch.float64, device=d.device)
         mined = torch.zeros((), dtype=torch.long, device=d.device)
-        active = torch.zeros((), dtype=torch.long, device=d.device)
-        step = max(1, _CHUNK_ELEMENTS // (B * P))
+        per_position = torch.empty((B, P), dtype=d.dtype, device=d.device)  # active negatives per positive
+        step = chunk_rows(B, d.device)
+        # comparisons written as 0 / 1 in d's dtype: several times faster than bool outputs on CPU, exact counts
+        on = torch.empty((min(step, B), B), dtype=d.dtype, device=d.device)
+        closer, kept = torch.empty_like(on), torch.empty_like(on)
         for r in range(0, B, step):
             rows = slice(r, r + step)
-            q = query[rows, None, :]  # (R, 1, B)
-            on = t[rows, :, None] > q  # (R, P, B)
-            if semi_hard:
-                closer = sorted_pos[rows, :, None] < q  # (R, P, B)
-                mined += ((t[rows, :, None] >= q) & closer).sum()
-                on &= closer
-            on = on.to(d.dtype)
-            per_position = on.sum(dim=2)  # (R, P) active negatives per positive
-            count = on.sum(dim=1)  # (R, B) active positives per negative
-            total += (per_position * t_centred[rows]).sum().double() - (count * (d[rows] - centre[rows])).sum().double()
-            active += per_position.sum().to(torch.long)
-            grad[rows] = count.neg_().scatter_add_(1, pos_index[rows], per_position)  # padding adds 0
+            R = min(step, B - r)
+            q = torch.where(labels[rows, None] != labels[None, :], d[rows], torch.inf)  # (R, B); +inf: never active
+            t_cols = t[rows].T.contiguous()[:, :, None]  # (P, R, 1)
+            s_cols = sorted_pos[rows].T.contiguous()[:, :, None]  # (P, R, 1)
+            count = torch.zeros((R, B), dtype=d.dtype, device=d.device)  # active positives per (a, n)
+            for j in range(P):
+                torch.gt(t_cols[j], q, out=on[:R])  # t_j > d_an
+                if semi_hard:
+                    torch.lt(s_cols[j], q, out=closer[:R])  # d_ap < d_an
+                    if count_mined:
+                        torch.ge(t_cols[j], q, out=kept[:R])
+                        mined += kept[:R].mul_(closer[:R]).sum().to(torch.long)
+                    on[:R].mul_(closer[:R])
+                count.add_(on[:R])
+                per_position[rows, j] = on[:R].sum(dim=1)
+            total += (per_position[rows] * t_centred[rows]).sum().double()
+            total -= torch.dot(count.view(-1), (d[rows] - centre[rows]).view(-1)).double()
+            grad[rows] = count.neg_().scatter_add_(1, pos_index[rows], per_position[rows])  # padding: 0
         ctx.save_for_backward(grad)
+        active = per_position.sum(dtype=torch.float64).to(torch.long)
         ctx.mark_non_differentiable(active, mined)
         return total.to(d.dtype), active, mined
 
     @staticmethod
     def backward(ctx, grad_total, grad_active, grad_mined):
         (grad,) = ctx.saved_tensors
-        return grad * grad_total, None, None, None, None, None
+        return grad * grad_total, None, None, None, None, None, None

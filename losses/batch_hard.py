@@ -55,7 +55,7 @@ def batch_hard_triplet_loss(
     loss = reduce_losses(per_anchor, reduction=reduction, anchor=embeddings)
     if not return_stats:
         return loss
-    sorted_pos, _ = sorted_positive_distances(dist, pos)
+    sorted_pos, _ = sorted_positive_distances(dist, labels)
     stats = triplet_stats(
         dist, neg, sorted_pos, margin=margin_value, num_active=(per_anchor > 0).sum(), num_items=valid.sum()
     )

@@ -95,19 +95,21 @@ def detached_pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor
 class _EuclideanDistances(torch.autograd.Function):
     """x (B, D) -> (B, B) euclidean (root=True) or squared euclidean distances.
 
-    Forward: |a|^2 + |b|^2 - 2ab on the batch centred by its rounded mean, clamped at 0,
-    exactly 0 for equal rows, in place on one (B, B) buffer. Backward: with W = dL/d(d^2)
-    (0 where the distance is 0: the safe root), dL/dx = 2 ((rowsum W + colsum W) x - (W + W^T) x),
-    one matrix product instead of a graph of (B, B) temporaries.
+    Forward: |a|^2 / 2 + |b|^2 / 2 - ab by one matrix product of rows augmented with
+    (|x|^2 / 2, 1), on the batch centred by its rounded mean; the matrix plus its transpose
+    (exactly symmetric, blockwise in place), clamped at 0, equal rows made equal, in place. Backward: with
+    W = dL/d(d^2) (0 where the distance is 0: the safe root),
+    dL/dx = 2 ((rowsum W + colsum W) x - W x - W^T x): two matrix products (BLAS reads W^T
+    in place), no graph of (B, B) temporaries.
     """
 
     @staticmethod
     def forward(ctx, x, root):
         xc = x.detach() - torch.round(x.detach().mean(dim=0))  # (B, D), distances unchanged
-        half_sq = 0.5 * (xc * xc).sum(dim=1)  # (B,)
-        half = torch.addmm(half_sq[:, None] + half_sq[None, :], xc, xc.T, alpha=-1.0)  # (B, B) half distances
-        d = torch.add(half, half.T).clamp_min_(0.0)  # (B, B) exactly symmetric: a + b == b + a
-        del half
+        half_sq = 0.5 * (xc * xc).sum(dim=1, keepdim=True)  # (B, 1)
+        ones = torch.ones_like(half_sq)
+        half = torch.cat([xc, half_sq, ones], dim=1) @ torch.cat([-xc, ones, half_sq], dim=1).T  # (B, B) d^2 / 2
+        d = _plus_transpose_(half).clamp_min_(0.0)  # (B, B) exactly symmetric: a + b == b + a
         scale = 4.0 * float(half_sq.max())  # bound on |a|^2 + |b|^2
         d = _with_equal_rows_equal(d, _first_equal_row(xc, d, scale=scale))
         if root:
@@ -119,31 +121,74 @@ class _EuclideanDistances(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         xc, d = ctx.saved_tensors
-        positive = d > 0
-        # 0 where d == 0 (safe root); inv is a finite constant, so a double backward through grad stays finite
-        inv = torch.where(positive, 0.5 / d, 0.0) if ctx.root else positive.to(d.dtype)
-        w = grad * inv  # (B, B) dL/d(d^2)
-        w_sym = w + w.T  # (B, B)
-        return 2.0 * (w_sym.sum(dim=1, keepdim=True) * xc - w_sym @ xc), None
+        if ctx.root and not torch.is_grad_enabled():  # W = grad / (2 d), 0 where d == 0 (grad / 0 is inf or nan)
+            w, factor = torch.nan_to_num_(grad / d, nan=0.0, posinf=0.0, neginf=0.0), 1.0  # (B, B) 2 dL/d(d^2)
+        elif ctx.root:  # double backward (create_graph): inv is a finite constant, so the graph through grad stays finite
+            inv = d.reciprocal().masked_fill_(d == 0, 0.0)  # (B, B)
+            w, factor = grad * inv, 1.0  # (B, B) 2 dL/d(d^2)
+        else:  # d(d^2)/dx is 0 at equal rows by itself
+            w, factor = grad, 2.0
+        rows_and_cols = w.sum(dim=1, keepdim=True) + w.sum(dim=0)[:, None]  # (B, 1)
+        return factor * (rows_and_cols * xc - w @ xc - w.T @ xc), None
+
+
+_SYMMETRY_BLOCK = 256  # rows and columns per block of the in-place transpose-add on CPU (measured best of 128-512)
+
+
+def _plus_transpose_(m: torch.Tensor) -> torch.Tensor:
+    """m (B, B) -> m + m.T, in place, exactly symmetric (a + b == b + a).
+
+    On CPU block by block (each block pair summed and written back with its transpose
+    while it is in cache): about 3x faster than `m.T.contiguous()` plus an add at B = 1024
+    and 2x at 4096 (2 threads), and no second (B, B) buffer. Elsewhere one transposed copy.
+    """
+    if m.device.type != "cpu":
+        return m.T.contiguous().add_(m)
+    B, b = m.shape[0], _SYMMETRY_BLOCK
+    for i in range(0, B, b):
+        rows = slice(i, i + b)
+        for j in range(i, B, b):
+            cols = slice(j, j + b)
+            block = m[rows, cols] + m[cols, rows].T  # (b, b)
+            m[rows, cols] = block
+            m[cols, rows] = block.T
+    return m
 
 
 def _first_equal_row(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> torch.Tensor:
     """x (B, D), d (B, B) computed distances -> (B,) int64: the first row of x exactly equal to each row.
 
-    For equal rows the computed d (expansion |a|^2 + |b|^2 - 2ab or 1 - cos) is a rounding
-    residue below (4 D + 8) eps * scale, scale = 2 max |x|^2 (1 for unit rows, cosine): a
-    rigorous bound for dot products in any summation order. Only the pairs under it are
-    compared exactly (usually the diagonal alone); when there are more than 8 B of them,
-    rows are grouped by torch.unique instead (O(B D log B)).
+    Screen in O(B D + B log B): a weighted row sum h = x w in float64, sorted; exactly equal
+    rows have computed sums within 2 (D + 2) eps max |x| w (a rigorous bound in any summation order),
+    so they lie in one run of sorted values whose neighbours are that close. Rows in such
+    runs (usually none, or a few pairs) are then compared exactly with the other rows of
+    their run. When the runs hold many rows (more than 8 B pairs to compare), the exact
+    pairs come from d instead: for equal rows the computed d (expansion or 1 - cos) is a
+    rounding residue below (4 D + 8) eps * scale, scale = 2 max |x|^2 (1 for unit rows).
     """
     B, D = x.shape
     index = torch.arange(B, device=x.device)
-    tol = (4 * D + 8) * torch.finfo(d.dtype).eps * scale
-    rows, cols = (d <= tol).nonzero(as_tuple=True)  # (C,) candidates
-    if rows.numel() > 8 * B + 64:
-        _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
-        first = torch.full((B,), B, dtype=torch.long, device=x.device).scatter_reduce(0, group, index, "amin")
-        return first[group]
+    wide = x.double()  # float64 sums: a tight bound (float32 sums leave thousands of false candidates at B=4096)
+    weights = torch.linspace(1.0, 2.0, D, dtype=torch.float64, device=x.device)  # (D,)
+    h = wide @ weights  # (B,)
+    bound = 2 * (D + 2) * torch.finfo(torch.float64).eps * (wide.abs() @ weights).max()
+    h_sorted, order = torch.sort(h)
+    close = h_sorted[1:] - h_sorted[:-1] <= bound  # (B - 1,) neighbours that may be equal rows
+    if not bool(close.any()):
+        return index
+    run = torch.cat([index[:1], torch.cumsum(~close, 0)])  # (B,) run number of each sorted position
+    in_run = torch.cat([close, close[-1:] & False]) | torch.cat([close[:1] & False, close])  # (B,) run of >= 2
+    members, member_run = order[in_run], run[in_run]  # (M,)
+    if members.numel() ** 2 <= 8 * B + 64:
+        rows, cols = (member_run[:, None] == member_run[None, :]).nonzero(as_tuple=True)  # (C,) same run
+        rows, cols = members[rows], members[cols]
+    else:
+        tol = (4 * D + 8) * torch.finfo(d.dtype).eps * scale
+        rows, cols = (d <= tol).nonzero(as_tuple=True)  # (C,) candidates
+        if rows.numel() > 8 * B + 64:
+            _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
+            first = torch.full((B,), B, dtype=torch.long, device=x.device).scatter_reduce(0, group, index, "amin")
+            return first[group]
     equal = (x[rows] == x[cols]).all(dim=1)  # (C,)
     return index.scatter_reduce(0, rows[equal], cols[equal], "amin")
 
@@ -167,22 +212,41 @@ def _safe_sqrt(sq: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, 1.0, sq)))
 
 
-def sorted_positive_distances(dist: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """dist (B, B), positives (B, B) bool -> (values (B, P), index (B, P) int64), P = max(1, most positives).
+def sorted_positive_distances(dist: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dist (B, B), labels (B,) int -> (values (B, P) float, index (B, P) int64), P = max(1, most positives).
 
-    Row a holds the anchor's positive distances d(a, p) ascending, after -inf padding
-    in front when a has fewer than P positives; index holds the matching p (any
-    column for padding). Differentiable through `values`. In P x K batches P = K - 1,
-    so binary searches in these rows cost log K, far less than sorting the negatives.
+    Row a holds the anchor's positive distances d(a, p), p != a, y_p == y_a, ascending,
+    after -inf padding in front when a has fewer than P positives; index holds the
+    matching p (any column for padding). Differentiable through `values`. The columns of
+    each class come from sorting the labels once (O(B log B)), so only B (P + 1) entries
+    of dist are read and sorted: no (B, B) mask or top-k. In P x K batches P = K - 1, so
+    searches in these rows cost log K, far less than sorting the negatives.
     """
-    width = max(int(positives.sum(dim=1).max()), 1) if positives.numel() else 1
-    padded = torch.where(positives, dist, -torch.inf)  # (B, B)
-    values, index = torch.topk(padded, k=width, dim=1, largest=True, sorted=True)  # descending
-    return values.flip(1), index.flip(1)
+    B = labels.shape[0]
+    order = torch.argsort(labels, stable=True)  # (B,) members of a class are consecutive
+    _, inverse, counts = torch.unique_consecutive(labels[order], return_inverse=True, return_counts=True)
+    width = int(counts.max())  # P + 1: the largest class, self included
+    if width == 1:  # no positive pair at all
+        return torch.full((B, 1), -torch.inf, dtype=dist.dtype, device=dist.device), torch.zeros(
+            (B, 1), dtype=torch.long, device=dist.device)
+    group = torch.empty_like(inverse).scatter_(0, order, inverse)  # (B,) class number of each sample
+    first = (torch.cumsum(counts, 0) - counts)[group]  # (B,) the class's first position in `order`
+    k = torch.arange(width, device=dist.device)  # (P + 1,)
+    members = order[(first[:, None] + k).clamp_max(B - 1)]  # (B, P + 1) the class's columns, self among them
+    real = (k < counts[group][:, None]) & (members != torch.arange(B, device=dist.device)[:, None])  # (B, P + 1)
+    values = torch.where(real, dist.gather(1, members), -torch.inf)  # (B, P + 1), >= 1 -inf per row (self)
+    values, at = torch.sort(values, dim=1)  # ascending: -inf padding in front
+    return values[:, 1:], members.gather(1, at[:, 1:])
 
 
-DIRECT_COUNT_MAX = 15  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
-_COUNT_ROWS = 64  # rows per chunk of the direct comparisons: the temporaries stay in cache
+def chunk_rows(batch_size: int, device: torch.device) -> int:
+    """-> rows per chunk of the (R, B) comparison loops: about 256k elements on CPU (the temporaries stay
+    in cache), 16M on a GPU (few, large kernels: launches dominate there)."""
+    elements = 1 << 18 if device.type == "cpu" else 1 << 24
+    return max(1, elements // batch_size)
+
+
+DIRECT_COUNT_MAX = 24  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
 
 
 def count_sorted_below(sorted_values: torch.Tensor, queries: torch.Tensor, *, right: bool = False) -> torch.Tensor:
@@ -198,14 +262,27 @@ def count_sorted_below(sorted_values: torch.Tensor, queries: torch.Tensor, *, ri
         return torch.searchsorted(sorted_values.contiguous(), queries.contiguous(), right=right)
     compare = torch.le if right else torch.lt
     out = torch.empty(queries.shape, dtype=torch.long, device=queries.device)
-    for start in range(0, B, _COUNT_ROWS):
-        chunk = queries[start : start + _COUNT_ROWS]  # (R, Q)
-        values = sorted_values[start : start + _COUNT_ROWS]  # (R, P)
-        count = torch.zeros(chunk.shape, dtype=torch.int16, device=queries.device)
+    rows = chunk_rows(queries.shape[1], queries.device)
+    hit = torch.empty((min(rows, B), queries.shape[1]), dtype=queries.dtype, device=queries.device)
+    for start in range(0, B, rows):
+        chunk = queries[start : start + rows]  # (R, Q)
+        R = chunk.shape[0]
+        columns = sorted_values[start : start + rows].T.contiguous()[:, :, None]  # (P, R, 1)
+        count = torch.zeros(chunk.shape, dtype=queries.dtype, device=queries.device)  # 0 / 1 floats: fast on CPU
         for j in range(P):
-            count += compare(values[:, j : j + 1], chunk)
-        out[start : start + _COUNT_ROWS] = count
+            count.add_(compare(columns[j], chunk, out=hit[:R]))
+        out[start : start + rows] = count
     return out
+
+
+def checked_distances(embeddings: torch.Tensor, labels: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """embeddings (B, D) float, labels (B,) int -> dist (B, B); validates both inputs and the metric."""
+    from .validation import check_labels
+
+    check_embeddings(embeddings)
+    check_labels(labels, batch_size=embeddings.shape[0], device=embeddings.device)
+    check_choice(metric, name="metric", valid=METRICS)
+    return _pairwise_distances(embeddings, metric=metric)
 
 
 def batch_distances(
@@ -216,9 +293,6 @@ def batch_distances(
     Validates both inputs and the metric; the shared first step of every batch variant.
     """
     from .masks import negative_mask, positive_mask
-    from .validation import check_labels
 
-    check_embeddings(embeddings)
-    check_labels(labels, batch_size=embeddings.shape[0], device=embeddings.device)
-    check_choice(metric, name="metric", valid=METRICS)
-    return _pairwise_distances(embeddings, metric=metric), positive_mask(labels), negative_mask(labels)
+    dist = checked_distances(embeddings, labels, metric=metric)
+    return dist, positive_mask(labels), negative_mask(labels)

@@ -30,6 +30,14 @@ def triplet_mask(labels: torch.Tensor) -> torch.Tensor:
     return pos[:, :, None] & neg[:, None, :]
 
 
+def valid_triplet_count(labels: torch.Tensor) -> torch.Tensor:
+    """labels (B,) int -> () int64: the number of valid triplets, sum over anchors of (n_y - 1)(B - n_y)."""
+    labels = _checked(labels)
+    _, group, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    n = counts[group]  # (B,) size of each anchor's class
+    return ((n - 1) * (labels.shape[0] - n)).sum()
+
+
 def _checked(labels: torch.Tensor) -> torch.Tensor:
     """labels (B,) int -> labels, validated on their own device."""
     if not isinstance(labels, torch.Tensor):

@@ -7,12 +7,13 @@ import torch
 from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
 from .distances import (
     DIRECT_COUNT_MAX,
-    _paired_distances,
-    batch_distances,
+    checked_distances,
+    chunk_rows,
     count_sorted_below,
     sorted_positive_distances,
     working_precision,
 )
+from .masks import negative_mask, positive_mask
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_triplet_margin
@@ -46,73 +47,93 @@ def semi_hard_triplet_loss(
     Both sort each anchor's P positive distances and place every negative among them by
     binary search (direct comparisons for P <= DIRECT_COUNT_MAX): O(B^2 log P) time,
     O(B^2) memory, no (B, B, B) tensor. "tf" chooses its pairs on the detached distances
-    and recomputes only those with autograd.
+    and gathers them from the matrix with autograd.
     """
     margin = check_triplet_margin(margin)
     embeddings = working_precision(embeddings)  # float16/bfloat16 -> float32: one upcast, gradients summed in float32
     check_choice(semantics, name="semantics", valid=SEMANTICS)
     check_choice(reduction, name="reduction", valid=REDUCTIONS)
     check_flag(return_stats, name="return_stats")
-    if semantics == "tf":  # selection on the detached matrix; the chosen pairs are recomputed with autograd
-        with torch.no_grad():
-            dist, pos, neg = batch_distances(embeddings.detach(), labels, metric=metric)  # (B, B) x 3
-    else:  # the window sums carry their gradient to the matrix: one matrix product backward
-        dist, pos, neg = batch_distances(embeddings, labels, metric=metric)  # (B, B) x 3
-    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)  # (B, P) ascending, -inf padded
+    # selection on the detached matrix; the losses carry their gradient to the matrix (matrix products backward)
+    dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
+    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)  # (B, P) ascending, -inf padded
     if semantics == "tf":
-        loss, num_active, num_items = _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, metric)
+        loss, num_active, num_items = _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings)
     else:
-        loss, num_active, num_items = _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings)
+        count_mined = reduction == "mean" or return_stats  # the number of semi-hard triplets is used only there
+        loss, num_active, num_items = _pml(
+            dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, count_mined=count_mined
+        )
     if not return_stats:
         return loss
-    stats = triplet_stats(dist, neg, sorted_pos, margin=margin, num_active=num_active, num_items=num_items)
+    stats = triplet_stats(
+        dist, negative_mask(labels), sorted_pos, margin=margin, num_active=num_active, num_items=num_items
+    )
     return loss, stats
 
 
-def _tf(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings, metric):
-    """(B, B) detached tensors, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
+def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
+    """(B, B) distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
-    Negative n of anchor a falls in bucket b = #(d_ap < d_an); the positive at sorted
-    position j needs the nearest negative in buckets > j: a suffix minimum over buckets.
-    The N chosen (a, p) and (a, n) distances are then recomputed with autograd: backward O(N D).
+    Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
+    comparisons); the positive at sorted position j needs the nearest negative in buckets
+    > j: a suffix minimum over the bucket minima m_b (one scatter-amin; the comparisons
+    written as 0 / 1 floats, fast on CPU), attained
+    first by the first negative of its bucket at that value; else the farthest negative
+    (first argmax). The N chosen (a, p) and (a, n) distances are gathered from the matrix
+    with autograd: the backward is the matrix's (two matrix products), cheaper than
+    recomputing the 2 N pairs from the (N, D) rows.
     """
     B, P = sorted_pos.shape
-    d = torch.where(neg, dist.detach(), -torch.inf)  # (B, B); -inf: not a negative, lands in bucket 0
-    bucket = count_sorted_below(sorted_pos.detach(), d)  # (B, B) # d_ap < d_an; bucket 0 is never "farther"
-    bucket_min = torch.full((B, P + 1), torch.inf, dtype=d.dtype, device=d.device)
-    bucket_min = bucket_min.scatter_reduce(1, bucket, d, "amin", include_self=False)  # (B, P + 1)
-    column = torch.arange(B, device=d.device).expand(B, B)
-    attains = d == bucket_min.gather(1, bucket)  # (B, B) at their bucket's minimum
-    bucket_arg = torch.full((B, P + 1), B, dtype=torch.long, device=d.device)
-    bucket_arg = bucket_arg.scatter_reduce(1, bucket, torch.where(attains, column, B), "amin", include_self=False)
-    reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
-    farther_exists = torch.isfinite(reversed_min.flip(1))  # (B, P): a negative farther than position j
-    nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (B, P) negative index
-    farthest = d.argmax(dim=1, keepdim=True)  # (B, 1)
-    chosen = torch.where(farther_exists, nearest_farther, farthest)  # (B, P)
-    real = torch.isfinite(sorted_pos) & neg.any(dim=1, keepdim=True)  # (B, P) valid pairs, not padding
+    d = dist.detach()
+    chosen = torch.empty((B, P), dtype=torch.long, device=d.device)  # (B, P) negative index
+    has_negative = torch.empty(B, dtype=torch.bool, device=d.device)
+    step = chunk_rows(B, d.device)
+    hit = torch.empty((min(step, B), B), dtype=d.dtype, device=d.device)
+    for r in range(0, B, step):
+        rows = slice(r, r + step)
+        R = min(step, B - r)
+        negatives = labels[rows, None] != labels[None, :]  # (R, B)
+        q = torch.where(negatives, d[rows], torch.inf)  # (R, B); +inf: not a negative, never a minimum
+        farthest = torch.where(negatives, d[rows], -torch.inf).argmax(dim=1, keepdim=True)  # (R, 1) first farthest
+        has_negative[rows] = negatives.any(dim=1)
+        s_cols = sorted_pos[rows].T.contiguous()[:, :, None]  # (P, R, 1)
+        bucket = torch.zeros((R, B), dtype=d.dtype, device=d.device)  # # d_ap < d_an (padding included)
+        for j in range(P):
+            bucket.add_(torch.lt(s_cols[j], q, out=hit[:R]))
+        index = bucket.long()  # (R, B)
+        bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)  # inf: empty bucket
+        bucket_min.scatter_reduce_(1, index, q, "amin")  # (R, P + 1); bucket 0 is never farther
+        at_rows, at_cols = (q == bucket_min.gather(1, index)).nonzero(as_tuple=True)  # negatives at their minimum
+        bucket_arg = torch.full((R, P + 1), B, dtype=torch.long, device=d.device)
+        bucket_arg.view(-1).scatter_reduce_(0, at_rows * (P + 1) + index[at_rows, at_cols], at_cols, "amin")
+        reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
+        farther_exists = torch.isfinite(reversed_min.flip(1))  # (R, P): a negative farther than position j
+        nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (R, P) negative index
+        chosen[rows] = torch.where(farther_exists, nearest_farther, farthest)
+    real = torch.isfinite(sorted_pos) & has_negative[:, None]  # (B, P) valid pairs, not padding
     anchor, position = real.nonzero(as_tuple=True)  # (N,)
     positive = pos_index[anchor, position]  # (N,)
     order = torch.argsort(anchor * B + positive)  # row-major (a, p), as reduction="none" promises
     anchor, positive, negative = anchor[order], positive[order], chosen[anchor, position][order]  # (N,) x 3
-    a_rows = embeddings[anchor]  # (N, D)
-    d_ap = _paired_distances(a_rows, embeddings[positive], metric=metric)  # (N,) with autograd
-    d_an = _paired_distances(a_rows, embeddings[negative], metric=metric)  # (N,)
-    per_pair = torch.relu(d_ap - d_an + margin)  # (N,)
+    per_pair = torch.relu(dist[anchor, positive] - dist[anchor, negative] + margin)  # (N,) with autograd
     loss = reduce_losses(per_pair, reduction=reduction, anchor=embeddings)
     return loss, (per_pair > 0).sum(), real.sum()
 
 
-def _pml(dist, pos, neg, sorted_pos, pos_index, margin, reduction, embeddings):
+def _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
     """(B, B) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
 
     For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
     window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
     """
     if reduction != "none" and sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
-        total, active, mined = counted_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, semi_hard=True)
+        total, active, mined = counted_hinge_sum(
+            dist, labels, sorted_pos, pos_index, margin=margin, semi_hard=True, count_mined=count_mined
+        )
         loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
         return loss, active, mined
+    pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B) x 2
     thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos
     d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty windows
     end = count_sorted_below(sorted_pos.detach(), d_an)  # (B, B): # d_ap < d_an (padding included)

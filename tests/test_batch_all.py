@@ -121,9 +121,9 @@ def test_counted_and_window_hinge_sums_agree(semi_hard, per_class):
     sums = []
     for counted in (True, False):
         dist, pos, neg = batch_distances(x, labels, metric="squared_euclidean")
-        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), pos)
+        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)
         if counted:
-            total, active, _ = counted_hinge_sum(dist, neg, sorted_pos, pos_index, margin=margin, semi_hard=semi_hard)
+            total, active, _ = counted_hinge_sum(dist, labels, sorted_pos, pos_index, margin=margin, semi_hard=semi_hard)
         else:
             d_an = torch.where(neg, dist.detach(), torch.inf)
             start = count_sorted_below(sorted_pos + margin, d_an, right=True)

@@ -59,13 +59,19 @@ def _pml_value(metric, reduction, *, miner=None, margin=MARGIN, smooth=False):
 
 def _assert_same_loss_and_gradient(ours, theirs, seed, kind="normal"):
     x, y = _batch(seed, kind)
+    # tie batches may hold no semi-hard triplet (integer squared distances)
+    assert_same_loss_and_gradient(ours, theirs, x, y, nonzero=kind == "normal")
+
+
+def assert_same_loss_and_gradient(ours, theirs, x, y, *, nonzero=True):
+    """ours, theirs (x, y) -> scalar: equal values (1e-10) and gradients (1e-10 abs, 1e-8 rel) at x (float64)."""
     results = []
     for fn in (ours, theirs):
         e = x.clone().requires_grad_(True)
         loss = fn(e, y)
         (grad,) = torch.autograd.grad(loss, e)
         results.append((loss, grad))
-    if kind == "normal":  # tie batches may hold no semi-hard triplet (integer squared distances)
+    if nonzero:
         assert results[0][0].item() > 0
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-10, rtol=1e-8)
