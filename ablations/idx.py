@@ -49,16 +49,13 @@ def load_idx_xy(images: str | Path, labels: str | Path) -> tuple[np.ndarray, np.
     """IDX images (N, H, W) and labels (N,) -> X (N, H * W) float32, y (N,) int64.
 
     uint8 images are scaled to [0, 1]; other dtypes are kept as they are (the split
-    standardises the features anyway).
+    standardises the features anyway). Labels and lengths are checked by the caller
+    (`ablations.data.check_xy`, as for every dataset).
     """
     x = read_idx(images, key="idx_images")
     y = read_idx(labels, key="idx_labels")
     if x.ndim < 2:
         raise ValueError(f"idx_images {str(images)!r}: expected images (N, H, W), got shape {x.shape}")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"idx_labels {str(labels)!r}: expected integer labels (N,), got shape "
-                         f"{y.shape} dtype {y.dtype}")
-    if len(x) != len(y):
-        raise ValueError(f"idx_images has {len(x)} images but idx_labels has {len(y)} labels")
     scale = 255.0 if x.dtype == np.uint8 else 1.0
-    return (x.reshape(len(x), -1).astype(np.float32) / scale), y.astype(np.int64)
+    return (x.reshape(len(x), -1).astype(np.float32) / scale), y.astype(np.int64, copy=False) \
+        if np.issubdtype(y.dtype, np.integer) else y

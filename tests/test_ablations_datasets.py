@@ -109,8 +109,9 @@ def test_idx_bad_files_name_key_and_file(tmp_path):
         read_idx(tmp_path / "missing", key="idx_images")
     _write_idx(tmp_path / "img", np.zeros((4, 2, 2), np.uint8), compress=False)
     _write_idx(tmp_path / "lab", np.zeros(3, np.uint8), compress=False)
-    with pytest.raises(ValueError, match="4 images but idx_labels has 3 labels"):
-        load_idx_xy(tmp_path / "img", tmp_path / "lab")
+    with pytest.raises(ValueError, match=r"idx_images .*img.*X has 4 rows but y has 3 labels"):
+        load_split(resolve_config({"dataset": "idx", "idx_images": str(tmp_path / "img"),
+                                   "idx_labels": str(tmp_path / "lab")}))
 
 
 def test_idx_data_fingerprint_covers_both_files(tmp_path):
