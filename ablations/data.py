@@ -197,24 +197,23 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
     """x (N, D >= 1) real finite, y (N,) int, >= 2 classes of >= 2 samples; ValueError naming `source`."""
-    where = source
     real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if x.ndim != 2 or not real:
-        raise ValueError(f"{where}: X must be a 2-D real (integer or float) array, "
+        raise ValueError(f"{source}: X must be a 2-D real (integer or float) array, "
                          f"got shape {x.shape} dtype {x.dtype}")
     if x.shape[1] == 0:
-        raise ValueError(f"{where}: X has zero columns (shape {x.shape}); need at least 1 feature")
+        raise ValueError(f"{source}: X has zero columns (shape {x.shape}); need at least 1 feature")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{where}: y must be a 1-D integer array, "
+        raise ValueError(f"{source}: y must be a 1-D integer array, "
                          f"got shape {y.shape} dtype {y.dtype}")
     if len(x) != len(y):
-        raise ValueError(f"{where}: X has {len(x)} rows but y has {len(y)} labels")
+        raise ValueError(f"{source}: X has {len(x)} rows but y has {len(y)} labels")
     if not np.isfinite(x).all():
-        raise ValueError(f"{where}: X has {int((~np.isfinite(x)).sum())} non-finite values")
+        raise ValueError(f"{source}: X has {int((~np.isfinite(x)).sum())} non-finite values")
     if len(np.unique(y)) < 2:
-        raise ValueError(f"{where}: y has a single class; "
+        raise ValueError(f"{source}: y has a single class; "
                          f"the split needs at least {MIN_CLASSES}")
-    check_class_sizes(y, source=where)
+    check_class_sizes(y, source=source)
 
 
 def load_split(config) -> Split:
