@@ -8,8 +8,11 @@ import torch.nn.functional as F
 from .distances import (
     DIRECT_COUNT_MAX,
     checked_distances,
+    anchor_chunks,
     chunk_rows,
+    class_members,
     count_sorted_below,
+    negative_rows,
     sorted_positive_distances,
     working_precision,
 )
@@ -201,8 +204,8 @@ def counted_hinge_sum(
     (c_aj = # active negatives of (a, p_j), w_an = # active positives of (a, n)), so its
     gradient is one count matrix and the distances' backward matrix products. Per chunk
     of anchors: P comparisons of (R, B) written as 0 / 1 in dist's dtype (exact counts; on
-    CPU several times faster than bool outputs), the negatives' mask made from the labels
-    in the chunk (no (B, B) mask).
+    CPU several times faster than bool outputs), the non-negatives set to +inf from each anchor's class
+    columns (no (B, B) mask).
     """
     return _CountedHingeSum.apply(dist, labels, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined)
 
@@ -216,34 +219,42 @@ class _CountedHingeSum(torch.autograd.Function):
         d = dist.detach()
         _, t_centred, centre = _centred_thresholds(sorted_pos, margin)
         t = sorted_pos + margin  # (B, P); -inf padding is never active
-        grad = torch.empty_like(d)
         total = torch.zeros((), dtype=torch.float64, device=d.device)
         mined = torch.zeros((), dtype=torch.long, device=d.device)
-        per_position = torch.empty((B, P), dtype=d.dtype, device=d.device)  # active negatives per positive
-        step = chunk_rows(B, d.device)
+        members = class_members(labels)  # (B, W) each anchor's class columns
+        order, chunks = anchor_chunks(sorted_pos, chunk_rows(B, d.device))  # anchors by number of positives
+        members_o, t_o, s_o = members[order], t[order].T.contiguous(), sorted_pos[order].T.contiguous()  # (P, B) x 2
+        t_centred_o, centre_o = t_centred[order], centre[order]
         # comparisons written as 0 / 1 in d's dtype: several times faster than bool outputs on CPU, exact counts
-        on = torch.empty((min(step, B), B), dtype=d.dtype, device=d.device)
-        closer, kept = torch.empty_like(on), torch.empty_like(on)
-        for r in range(0, B, step):
-            rows = slice(r, r + step)
-            R = min(step, B - r)
-            q = torch.where(labels[rows, None] != labels[None, :], d[rows], torch.inf)  # (R, B); +inf: never active
-            t_cols = t[rows].T.contiguous()[:, :, None]  # (P, R, 1)
-            s_cols = sorted_pos[rows].T.contiguous()[:, :, None]  # (P, R, 1)
-            count = torch.zeros((R, B), dtype=d.dtype, device=d.device)  # active positives per (a, n)
-            for j in range(P):
-                torch.gt(t_cols[j], q, out=on[:R])  # t_j > d_an
+        step = chunks[0][1]
+        buffers = [torch.empty((step, B), dtype=d.dtype, device=d.device) for _ in range(5)]  # reused: no page faults
+        grad = torch.empty_like(d)  # (B, B) d total / d dist
+        positions_o = []  # per chunk (R, P): active negatives per positive
+        for start, stop, skip in chunks:  # positions before `skip`: padding, never active
+            R = stop - start
+            on, closer, kept, q_buf, count = (buffer[:R] for buffer in buffers)
+            q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf)  # (R, B); +inf: never active
+            positions_t = torch.zeros((P, R), dtype=d.dtype, device=d.device)  # (P, R): row sums are fast
+            count.zero_()  # (R, B) active positives per (a, n)
+            t_cols, s_cols = t_o[skip:, start:stop, None].unbind(0), s_o[skip:, start:stop, None].unbind(0)  # (R, 1)
+            for t_col, s_col, position in zip(t_cols, s_cols, positions_t[skip:].unbind(0)):  # position (R,)
+                torch.gt(t_col, q, out=on)  # t_j > d_an
                 if semi_hard:
-                    torch.lt(s_cols[j], q, out=closer[:R])  # d_ap < d_an
+                    torch.lt(s_col, q, out=closer)  # d_ap < d_an
                     if count_mined:
-                        torch.ge(t_cols[j], q, out=kept[:R])
-                        mined += kept[:R].mul_(closer[:R]).sum().to(torch.long)
-                    on[:R].mul_(closer[:R])
-                count.add_(on[:R])
-                per_position[rows, j] = on[:R].sum(dim=1)
-            total += (per_position[rows] * t_centred[rows]).sum().double()
-            total -= torch.dot(count.view(-1), (d[rows] - centre[rows]).view(-1)).double()
-            grad[rows] = count.neg_().scatter_add_(1, pos_index[rows], per_position[rows])  # padding: 0
+                        torch.ge(t_col, q, out=kept)
+                        mined += kept.mul_(closer).sum().to(torch.long)
+                    on.mul_(closer)
+                count.add_(on)
+                torch.sum(on, dim=1, out=position)
+            chunk_positions = positions_t.T  # (R, P)
+            total += (chunk_positions * t_centred_o[start:stop]).sum().double()
+            centred = torch.index_select(d, 0, order[start:stop], out=on).sub_(centre_o[start:stop])  # (R, B)
+            total -= torch.dot(count.view(-1), centred.view(-1)).double()
+            gradient_rows = count.neg_().scatter_add_(1, pos_index[order[start:stop]], chunk_positions)  # padding: 0
+            grad.index_copy_(0, order[start:stop], gradient_rows)
+            positions_o.append(chunk_positions)
+        per_position = torch.empty_like(sorted_pos).index_copy_(0, order, torch.cat(positions_o))
         ctx.save_for_backward(grad)
         active = per_position.sum(dtype=torch.float64).to(torch.long)
         ctx.mark_non_differentiable(active, mined)

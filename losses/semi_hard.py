@@ -9,7 +9,10 @@ from .distances import (
     DIRECT_COUNT_MAX,
     checked_distances,
     chunk_rows,
+    anchor_chunks,
+    class_members,
     count_sorted_below,
+    negative_rows,
     sorted_positive_distances,
     working_precision,
 )
@@ -76,49 +79,90 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
     """(B, B) distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
     Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
-    comparisons); the positive at sorted position j needs the nearest negative in buckets
-    > j: a suffix minimum over the bucket minima m_b (one scatter-amin; the comparisons
-    written as 0 / 1 floats, fast on CPU), attained
-    first by the first negative of its bucket at that value; else the farthest negative
-    (first argmax). The N chosen (a, p) and (a, n) distances are gathered from the matrix
-    with autograd: the backward is the matrix's (two matrix products), cheaper than
-    recomputing the 2 N pairs from the (N, D) rows.
+    comparisons, written as 0 / 1 floats: fast on CPU); the positive at sorted position j
+    needs the nearest negative in buckets > j, the first of ties (`nearest_in_later_buckets`);
+    if there is none, the farthest negative (first argmax), looked for only in the rows that
+    need it. The N chosen (a, p) and (a, n) distances are gathered from the matrix with
+    autograd: the backward is the matrix's (two matrix products), cheaper than recomputing
+    the 2 N pairs from the (N, D) rows.
     """
     B, P = sorted_pos.shape
     d = dist.detach()
-    chosen = torch.empty((B, P), dtype=torch.long, device=d.device)  # (B, P) negative index
-    has_negative = torch.empty(B, dtype=torch.bool, device=d.device)
-    step = chunk_rows(B, d.device)
-    hit = torch.empty((min(step, B), B), dtype=d.dtype, device=d.device)
-    for r in range(0, B, step):
-        rows = slice(r, r + step)
-        R = min(step, B - r)
-        negatives = labels[rows, None] != labels[None, :]  # (R, B)
-        q = torch.where(negatives, d[rows], torch.inf)  # (R, B); +inf: not a negative, never a minimum
-        farthest = torch.where(negatives, d[rows], -torch.inf).argmax(dim=1, keepdim=True)  # (R, 1) first farthest
-        has_negative[rows] = negatives.any(dim=1)
-        s_cols = sorted_pos[rows].T.contiguous()[:, :, None]  # (P, R, 1)
-        bucket = torch.zeros((R, B), dtype=d.dtype, device=d.device)  # # d_ap < d_an (padding included)
-        for j in range(P):
-            bucket.add_(torch.lt(s_cols[j], q, out=hit[:R]))
-        index = bucket.long()  # (R, B)
-        bucket_min = torch.full((R, P + 1), torch.inf, dtype=d.dtype, device=d.device)  # inf: empty bucket
-        bucket_min.scatter_reduce_(1, index, q, "amin")  # (R, P + 1); bucket 0 is never farther
-        at_rows, at_cols = (q == bucket_min.gather(1, index)).nonzero(as_tuple=True)  # negatives at their minimum
-        bucket_arg = torch.full((R, P + 1), B, dtype=torch.long, device=d.device)
-        bucket_arg.view(-1).scatter_reduce_(0, at_rows * (P + 1) + index[at_rows, at_cols], at_cols, "amin")
-        reversed_min, reversed_at = torch.cummin(bucket_min[:, 1 : P + 1].flip(1), dim=1)  # buckets P..1
-        farther_exists = torch.isfinite(reversed_min.flip(1))  # (R, P): a negative farther than position j
-        nearest_farther = bucket_arg.gather(1, P - reversed_at.flip(1))  # (R, P) negative index
-        chosen[rows] = torch.where(farther_exists, nearest_farther, farthest)
+    members = class_members(labels)  # (B, W) each anchor's class columns
+    order, chunks = anchor_chunks(sorted_pos, chunk_rows(B, d.device))  # anchors by number of positives
+    members_o, s_cols_o = members[order], sorted_pos[order].T.contiguous()  # (B, W), (P, B) in that order
+    # buffers reused by every chunk (fresh (R, B) tensors per chunk cost page faults on CPU)
+    step = chunks[0][1]
+    q_buf, bucket_buf, hit_buf = (torch.empty((step, B), dtype=d.dtype, device=d.device) for _ in range(3))
+    index_buf, key_buf = (torch.empty((step, B), dtype=torch.long, device=d.device) for _ in range(2))
+    found, nearest = [], []  # per chunk (R, P) x 2, in `order`
+    for start, stop, skip in chunks:
+        R = stop - start
+        q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf[:R])  # (R, B); +inf: never chosen
+        bucket, hit = bucket_buf[:R].fill_(skip), hit_buf[:R]  # (R, B) # d_ap < d_an; `skip`: the -inf padding
+        for s_col in s_cols_o[skip:, start:stop, None].unbind(0):  # (R, 1) each
+            bucket.add_(torch.lt(s_col, q, out=hit))
+        exists, first = nearest_in_later_buckets(q, index_buf[:R].copy_(bucket), P, keys=key_buf[:R])  # (R, P) x 2
+        found.append(exists)
+        nearest.append(first)
+    found_o, chosen_o = torch.cat(found), torch.cat(nearest)  # (B, P) x 2, in `order`
+    has_negative_o = found_o[:, -1].clone()  # (B,) a negative beyond the largest position: the row has one
+    lacking = (~has_negative_o).nonzero().squeeze(1)  # (L,) rows with a position lacking a farther negative
+    if lacking.numel():  # the farthest negative (first argmax), only in these rows
+        q_lacking = negative_rows(d, order[lacking], members_o[lacking])  # (L, B)
+        finite = torch.isfinite(q_lacking)
+        farthest = torch.where(finite, q_lacking, -torch.inf).argmax(dim=1, keepdim=True)  # (L, 1)
+        has_negative_o[lacking] = finite.any(dim=1)
+        chosen_o[lacking] = torch.where(found_o[lacking], chosen_o[lacking], farthest)
+    chosen = torch.empty_like(chosen_o).index_copy_(0, order, chosen_o)  # (B, P) negative index
+    has_negative = torch.empty_like(has_negative_o).index_copy_(0, order, has_negative_o)  # (B,)
     real = torch.isfinite(sorted_pos) & has_negative[:, None]  # (B, P) valid pairs, not padding
     anchor, position = real.nonzero(as_tuple=True)  # (N,)
     positive = pos_index[anchor, position]  # (N,)
-    order = torch.argsort(anchor * B + positive)  # row-major (a, p), as reduction="none" promises
-    anchor, positive, negative = anchor[order], positive[order], chosen[anchor, position][order]  # (N,) x 3
-    per_pair = torch.relu(dist[anchor, positive] - dist[anchor, negative] + margin)  # (N,) with autograd
+    negative = chosen[anchor, position]  # (N,)
+    if reduction == "none":  # row-major (a, p), as reduction="none" promises; sums need no order
+        order = torch.argsort(anchor * B + positive)
+        anchor, positive, negative = anchor[order], positive[order], negative[order]  # (N,) x 3
+    flat = torch.cat([anchor * B + positive, anchor * B + negative])  # (2 N,) one gather: one (B, B) gradient buffer
+    d_ap, d_an = dist.reshape(-1)[flat].view(2, anchor.shape[0])  # (N,) x 2 with autograd
+    per_pair = torch.relu(d_ap - d_an + margin)  # (N,)
     loss = reduce_losses(per_pair, reduction=reduction, anchor=embeddings)
     return loss, (per_pair > 0).sum(), real.sum()
+
+
+_FLOAT32_INF_KEY = 0x7F800000 << 32  # the smallest key of a +inf float32 value
+
+
+def nearest_in_later_buckets(
+    q: torch.Tensor, bucket: torch.Tensor, P: int, *, keys: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q (R, B) float >= 0 (+inf: excluded), bucket (R, B) int64 in [0, P] -> (exists (R, P) bool, first (R, P) int64).
+
+    For each row and j < P: among the columns n with bucket[n] > j and finite q[n], the
+    smallest q, and of ties the first n; exists is False (and first meaningless) when there
+    is none. Per bucket the first minimum (one scatter-amin), then a suffix minimum over the
+    buckets (a column with a smaller q sits in a lower bucket or the same one, so distinct
+    buckets never tie). float32 packs (value bits, column) into one int64 key, so a single
+    scatter gives both (non-negative floats order as their bits); other dtypes scatter the
+    values, then the first column at each bucket's minimum. `keys`: an optional (R, B)
+    int64 buffer for the packed keys.
+    """
+    R, B = q.shape
+    columns = torch.arange(B, device=q.device)
+    if q.dtype == torch.float32:
+        keys = torch.empty((R, B), dtype=torch.long, device=q.device) if keys is None else keys
+        keys.copy_(q.view(torch.int32)).bitwise_and_(0x7FFFFFFF)  # the value's bits; -0.0 as +0.0
+        keys.bitwise_left_shift_(32).bitwise_or_(columns)  # (R, B) ordered as (value, column)
+        per_bucket = torch.full((R, P + 1), torch.iinfo(torch.int64).max, dtype=torch.long, device=q.device)
+        per_bucket.scatter_reduce_(1, bucket, keys, "amin")  # (R, P + 1) first minimum of each bucket
+        suffix = per_bucket[:, 1:].flip(1).cummin(dim=1).values.flip(1)  # (R, P): over buckets > j
+        return suffix < _FLOAT32_INF_KEY, suffix & 0xFFFFFFFF
+    per_bucket = torch.full((R, P + 1), torch.inf, dtype=q.dtype, device=q.device)
+    per_bucket.scatter_reduce_(1, bucket, q, "amin")  # (R, P + 1) minimum of each bucket
+    at_minimum = torch.where(q == per_bucket.gather(1, bucket), columns, B)  # (R, B) columns at their bucket's minimum
+    first = torch.full((R, P + 1), B, dtype=torch.long, device=q.device).scatter_reduce_(1, bucket, at_minimum, "amin")
+    suffix, at = per_bucket[:, 1:].flip(1).cummin(dim=1)  # (R, P) over buckets P..1; at: the bucket reached
+    return torch.isfinite(suffix.flip(1)), first.gather(1, P - at.flip(1))
 
 
 def _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
