@@ -136,7 +136,10 @@ _FLOAT32_INF_KEY = 0x7F800000 << 32  # the smallest key of a +inf float32 value
 def nearest_in_later_buckets(
     q: torch.Tensor, bucket: torch.Tensor, P: int, *, keys: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q (R, B) float >= 0 (+inf: excluded), bucket (R, B) int64 in [0, P] -> (exists (R, P) bool, first (R, P) int64).
+    """q (R, B) float >= 0 (+inf: excluded), bucket (R, B) int64 -> (exists (R, P) bool, first (R, P) int64).
+
+    bucket[r, n] is the number of row r's sorted values below q[r, n] (in [0, P], so
+    non-decreasing in q within a row), as the loop of `_tf` counts it.
 
     For each row and j < P: among the columns n with bucket[n] > j and finite q[n], the
     smallest q, and of ties the first n; exists is False (and first meaningless) when there
