@@ -74,7 +74,7 @@ def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
         xn = F.normalize(x, dim=1)
         half = 0.5 - 0.5 * (xn @ xn.T)  # (B, B) half distances
         d = (half + half.T).clamp(0.0, 2.0)  # (B, B) exactly symmetric: a + b == b + a
-        first = _first_equal_row(x.detach(), d.detach(), scale=1.0)  # (B,) raw rows compared
+        first = _first_equal_row(x.detach())  # (B,) raw rows compared
         with torch.no_grad():
             exact = _with_equal_rows_equal(d.detach(), first)  # (B, B) values
         return d + (exact - d).detach()  # values of `exact`, gradient of d (each row its own)
@@ -95,25 +95,36 @@ def detached_pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor
 class _EuclideanDistances(torch.autograd.Function):
     """x (B, D) -> (B, B) euclidean (root=True) or squared euclidean distances.
 
-    Forward: |a|^2 / 2 + |b|^2 / 2 - ab by one matrix product of rows augmented with
-    (|x|^2 / 2, 1), on the batch centred by its rounded mean; the matrix plus its transpose
-    (exactly symmetric, blockwise in place), clamped at 0, equal rows made equal, in place. Backward: with
-    W = dL/d(d^2) (0 where the distance is 0: the safe root),
-    dL/dx = 2 ((rowsum W + colsum W) x - W x - W^T x): two matrix products (BLAS reads W^T
-    in place), no graph of (B, B) temporaries.
+    Forward, on the batch centred by its rounded mean, by panels of rows (`_panel_rows`):
+    |a|^2 + |b|^2 - 2ab for the panel's columns from its diagonal on, by one matrix
+    product of rows augmented with (|x|^2, 1); the diagonal block averaged with its
+    transpose, clamped at 0 and rooted while in cache, then mirrored below the diagonal:
+    exactly symmetric, half the products, no full transposed pass. Equal rows made equal.
+    Backward: with W = dL/d(d^2) (0 where the distance is 0: the safe root),
+    dL/dx = 2 ((rowsum W + colsum W) x - W x - W^T x), panel by panel (each panel of W is
+    made, summed and multiplied while in cache), no graph of (B, B) temporaries.
     """
 
     @staticmethod
     def forward(ctx, x, root):
         xc = x.detach() - torch.round(x.detach().mean(dim=0))  # (B, D), distances unchanged
-        half_sq = 0.5 * (xc * xc).sum(dim=1, keepdim=True)  # (B, 1)
-        ones = torch.ones_like(half_sq)
-        half = torch.cat([xc, half_sq, ones], dim=1) @ torch.cat([-xc, ones, half_sq], dim=1).T  # (B, B) d^2 / 2
-        d = _plus_transpose_(half).clamp_min_(0.0)  # (B, B) exactly symmetric: a + b == b + a
-        scale = 4.0 * float(half_sq.max())  # bound on |a|^2 + |b|^2
-        d = _with_equal_rows_equal(d, _first_equal_row(xc, d, scale=scale))
-        if root:
-            d.sqrt_()
+        sq = (xc * xc).sum(dim=1, keepdim=True)  # (B, 1)
+        ones = torch.ones_like(sq)
+        left, right = torch.cat([xc, sq, ones], dim=1), torch.cat([-2.0 * xc, ones, sq], dim=1)  # (B, D + 2) x 2
+        B = x.shape[0]
+        d = torch.empty((B, B), dtype=xc.dtype, device=xc.device)
+        step = _panel_rows(B, xc.device)
+        for start in range(0, B, step):
+            stop = min(start + step, B)
+            panel = d[start:stop, start:]  # (R, B - start): the diagonal block, then the columns after it
+            torch.mm(left[start:stop], right[start:].T, out=panel)
+            block = panel[:, : stop - start]
+            block.copy_((block + block.T) * 0.5)  # exactly symmetric: a + b == b + a
+            panel.clamp_min_(0.0)
+            if root:
+                panel.sqrt_()
+            d[stop:, start:stop] = panel[:, stop - start :].T  # mirrored: exactly symmetric
+        d = _with_equal_rows_equal(d, _first_equal_row(xc))
         ctx.save_for_backward(xc, d)
         ctx.root = root
         return d
@@ -121,50 +132,50 @@ class _EuclideanDistances(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         xc, d = ctx.saved_tensors
-        if ctx.root and not torch.is_grad_enabled():  # W = grad / (2 d), 0 where d == 0 (grad / 0 is inf or nan)
-            w, factor = torch.nan_to_num_(grad / d, nan=0.0, posinf=0.0, neginf=0.0), 1.0  # (B, B) 2 dL/d(d^2)
-        elif ctx.root:  # double backward (create_graph): inv is a finite constant, so the graph through grad stays finite
-            inv = d.reciprocal().masked_fill_(d == 0, 0.0)  # (B, B)
-            w, factor = grad * inv, 1.0  # (B, B) 2 dL/d(d^2)
-        else:  # d(d^2)/dx is 0 at equal rows by itself
-            w, factor = grad, 2.0
-        rows_and_cols = w.sum(dim=1, keepdim=True) + w.sum(dim=0)[:, None]  # (B, 1)
-        return factor * (rows_and_cols * xc - w @ xc - w.T @ xc), None
+        if torch.is_grad_enabled():  # double backward (create_graph): differentiable operations on grad
+            if ctx.root:  # inv is a finite constant, so the graph through grad stays finite
+                w, factor = grad * d.reciprocal().masked_fill_(d == 0, 0.0), 1.0  # (B, B) 2 dL/d(d^2)
+            else:  # d(d^2)/dx is 0 at equal rows by itself
+                w, factor = grad, 2.0
+            rows_and_cols = w.sum(dim=1, keepdim=True) + w.sum(dim=0)[:, None]  # (B, 1)
+            return factor * (rows_and_cols * xc - w @ xc - w.T @ xc), None
+        B = d.shape[0]
+        step = _panel_rows(B, xc.device)
+        w_buf = torch.empty((min(step, B), B), dtype=xc.dtype, device=xc.device) if ctx.root else None
+        rows = torch.empty((B, 1), dtype=xc.dtype, device=xc.device)  # row sums of W
+        cols = torch.zeros(B, dtype=xc.dtype, device=xc.device)  # column sums of W
+        w_x = torch.empty_like(xc)  # W x
+        wt_x = torch.zeros_like(xc)  # W^T x
+        for start in range(0, B, step):
+            stop = min(start + step, B)
+            if ctx.root:  # W = grad / (2 d), 0 where d == 0 (grad / 0 is inf or nan)
+                w = torch.div(grad[start:stop], d[start:stop], out=w_buf[: stop - start])
+                w.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # (R, B) 2 dL/d(d^2)
+            else:
+                w = grad[start:stop]  # (R, B) dL/d(d^2)
+            torch.sum(w, dim=1, keepdim=True, out=rows[start:stop])
+            cols += w.sum(dim=0)
+            torch.mm(w, xc, out=w_x[start:stop])
+            wt_x.addmm_(w.T, xc[start:stop])
+        factor = 1.0 if ctx.root else 2.0
+        return factor * ((rows + cols[:, None]) * xc - w_x - wt_x), None
 
 
-_SYMMETRY_BLOCK = 256  # rows and columns per block of the in-place transpose-add on CPU (measured best of 128-512)
+def _panel_rows(batch_size: int, device: torch.device) -> int:
+    """-> rows per panel of the distance matrix's forward and backward: 256 on CPU (measured best of
+    128-512 at B = 1024 and 4096: the panel's passes stay in cache), the whole matrix elsewhere."""
+    return 256 if device.type == "cpu" else batch_size
 
 
-def _plus_transpose_(m: torch.Tensor) -> torch.Tensor:
-    """m (B, B) -> m + m.T, in place, exactly symmetric (a + b == b + a).
-
-    On CPU block by block (each block pair summed and written back with its transpose
-    while it is in cache): about 3x faster than `m.T.contiguous()` plus an add at B = 1024
-    and 2x at 4096 (2 threads), and no second (B, B) buffer. Elsewhere one transposed copy.
-    """
-    if m.device.type != "cpu":
-        return m.T.contiguous().add_(m)
-    B, b = m.shape[0], _SYMMETRY_BLOCK
-    for i in range(0, B, b):
-        rows = slice(i, i + b)
-        for j in range(i, B, b):
-            cols = slice(j, j + b)
-            block = m[rows, cols] + m[cols, rows].T  # (b, b)
-            m[rows, cols] = block
-            m[cols, rows] = block.T
-    return m
-
-
-def _first_equal_row(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> torch.Tensor:
-    """x (B, D), d (B, B) computed distances -> (B,) int64: the first row of x exactly equal to each row.
+def _first_equal_row(x: torch.Tensor) -> torch.Tensor:
+    """x (B, D) -> (B,) int64: the first row of x exactly equal to each row.
 
     Screen in O(B D + B log B): a weighted row sum h = x w in float64, sorted; exactly equal
     rows have computed sums within 2 (D + 2) eps max |x| w (a rigorous bound in any summation order),
     so they lie in one run of sorted values whose neighbours are that close. Rows in such
     runs (usually none, or a few pairs) are then compared exactly with the other rows of
-    their run. When the runs hold many rows (more than 8 B pairs to compare), the exact
-    pairs come from d instead: for equal rows the computed d (expansion or 1 - cos) is a
-    rounding residue below (4 D + 8) eps * scale, scale = 2 max |x|^2 (1 for unit rows).
+    their run; when the runs hold many rows (more than 8 B pairs to compare), the rows are
+    grouped by `torch.unique` instead (a sort of the rows, O(B D log B)).
     """
     B, D = x.shape
     index = torch.arange(B, device=x.device)
@@ -179,16 +190,12 @@ def _first_equal_row(x: torch.Tensor, d: torch.Tensor, *, scale: float) -> torch
     run = torch.cat([index[:1], torch.cumsum(~close, 0)])  # (B,) run number of each sorted position
     in_run = torch.cat([close, close[-1:] & False]) | torch.cat([close[:1] & False, close])  # (B,) run of >= 2
     members, member_run = order[in_run], run[in_run]  # (M,)
-    if members.numel() ** 2 <= 8 * B + 64:
-        rows, cols = (member_run[:, None] == member_run[None, :]).nonzero(as_tuple=True)  # (C,) same run
-        rows, cols = members[rows], members[cols]
-    else:
-        tol = (4 * D + 8) * torch.finfo(d.dtype).eps * scale
-        rows, cols = (d <= tol).nonzero(as_tuple=True)  # (C,) candidates
-        if rows.numel() > 8 * B + 64:
-            _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
-            first = torch.full((B,), B, dtype=torch.long, device=x.device).scatter_reduce(0, group, index, "amin")
-            return first[group]
+    if members.numel() ** 2 > 8 * B + 64:
+        _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
+        first = torch.full((B,), B, dtype=torch.long, device=x.device).scatter_reduce(0, group, index, "amin")
+        return first[group]
+    rows, cols = (member_run[:, None] == member_run[None, :]).nonzero(as_tuple=True)  # (C,) same run
+    rows, cols = members[rows], members[cols]
     equal = (x[rows] == x[cols]).all(dim=1)  # (C,)
     return index.scatter_reduce(0, rows[equal], cols[equal], "amin")
 
