@@ -68,9 +68,10 @@ def batch_all_triplet_loss(
         loss = reduce_losses(per_triplet, reduction=reduction, anchor=embeddings)
         num_active = (per_triplet > 0).sum()
     else:
-        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)  # (B, P) ascending, -inf padded
+        members = class_members(labels)  # (B, W) each anchor's class columns
+        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels, members=members)  # (B, P), -inf padded
         if sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
-            total, num_active, _ = counted_hinge_sum(dist, labels, sorted_pos, pos_index, margin=margin)
+            total, num_active, _ = counted_hinge_sum(dist, members, sorted_pos, pos_index, margin=margin)
         else:
             d_an = torch.where(negative_mask(labels), dist.detach(), torch.inf)  # (B, B); +inf: not a negative
             start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
@@ -186,7 +187,7 @@ class _WindowHingeSum(torch.autograd.Function):
 
 def counted_hinge_sum(
     dist: torch.Tensor,
-    labels: torch.Tensor,
+    members: torch.Tensor,
     sorted_pos: torch.Tensor,
     pos_index: torch.Tensor,
     *,
@@ -194,7 +195,7 @@ def counted_hinge_sum(
     semi_hard: bool = False,
     count_mined: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dist (B, B), labels (B,) int, sorted_pos/pos_index (B, P) -> (sum (), # active (), # mined ()).
+    """dist (B, B), members (B, W) (`class_members`), sorted_pos/pos_index (B, P) -> (sum (), # active (), # mined ()).
 
     The same sum as `window_hinge_sum` by direct comparisons, for small P: triplet (a, p_j, n)
     is active when t_j = d_ap_j + margin > d_an (and, with semi_hard, d_ap_j < d_an);
@@ -207,21 +208,20 @@ def counted_hinge_sum(
     CPU several times faster than bool outputs), the non-negatives set to +inf from each anchor's class
     columns (no (B, B) mask).
     """
-    return _CountedHingeSum.apply(dist, labels, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined)
+    return _CountedHingeSum.apply(dist, members, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined)
 
 
 class _CountedHingeSum(torch.autograd.Function):
     """Forward: per chunk of R anchors, P (R, B) comparisons counted as 0 / 1 floats. Backward: the saved counts."""
 
     @staticmethod
-    def forward(ctx, dist, labels, sorted_pos, pos_index, margin, semi_hard, count_mined):
+    def forward(ctx, dist, members, sorted_pos, pos_index, margin, semi_hard, count_mined):
         B, P = sorted_pos.shape
         d = dist.detach()
         _, t_centred, centre = _centred_thresholds(sorted_pos, margin)
         t = sorted_pos + margin  # (B, P); -inf padding is never active
         total = torch.zeros((), dtype=torch.float64, device=d.device)
         mined = torch.zeros((), dtype=torch.long, device=d.device)
-        members = class_members(labels)  # (B, W) each anchor's class columns
         order, chunks = anchor_chunks(sorted_pos, chunk_rows(B, d.device))  # anchors by number of positives
         members_o, t_o, s_o = members[order], t[order].T.contiguous(), sorted_pos[order].T.contiguous()  # (P, B) x 2
         t_centred_o, centre_o = t_centred[order], centre[order]

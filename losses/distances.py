@@ -171,7 +171,7 @@ def _first_equal_row(x: torch.Tensor) -> torch.Tensor:
     """x (B, D) -> (B,) int64: the first row of x exactly equal to each row.
 
     Screen in O(B D + B log B): a weighted row sum h = x w in float64, sorted; exactly equal
-    rows have computed sums within 2 (D + 2) eps max |x| w (a rigorous bound in any summation order),
+    rows have computed sums within 2 (D + 2) eps max|x| sum(w) (a rigorous bound in any summation order),
     so they lie in one run of sorted values whose neighbours are that close. Rows in such
     runs (usually none, or a few pairs) are then compared exactly with the other rows of
     their run; when the runs hold many rows (more than 8 B pairs to compare), the rows are
@@ -182,7 +182,8 @@ def _first_equal_row(x: torch.Tensor) -> torch.Tensor:
     wide = x.double()  # float64 sums: a tight bound (float32 sums leave thousands of false candidates at B=4096)
     weights = torch.linspace(1.0, 2.0, D, dtype=torch.float64, device=x.device)  # (D,)
     h = wide @ weights  # (B,)
-    bound = 2 * (D + 2) * torch.finfo(torch.float64).eps * (wide.abs() @ weights).max()
+    low, high = torch.aminmax(x.detach())
+    bound = 2 * (D + 2) * torch.finfo(torch.float64).eps * torch.maximum(-low, high).double() * weights.sum()
     h_sorted, order = torch.sort(h)
     close = h_sorted[1:] - h_sorted[:-1] <= bound  # (B - 1,) neighbours that may be equal rows
     if not bool(close.any()):
@@ -219,7 +220,9 @@ def _safe_sqrt(sq: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, 1.0, sq)))
 
 
-def sorted_positive_distances(dist: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sorted_positive_distances(
+    dist: torch.Tensor, labels: torch.Tensor, *, members: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """dist (B, B), labels (B,) int -> (values (B, P) float, index (B, P) int64), P = max(1, most positives).
 
     Row a holds the anchor's positive distances d(a, p), p != a, y_p == y_a, ascending,
@@ -227,10 +230,11 @@ def sorted_positive_distances(dist: torch.Tensor, labels: torch.Tensor) -> tuple
     matching p (the anchor itself for padding). Differentiable through `values`. The columns of
     each class come from sorting the labels once (O(B log B)), so only B (P + 1) entries
     of dist are read and sorted: no (B, B) mask or top-k. In P x K batches P = K - 1, so
-    searches in these rows cost log K, far less than sorting the negatives.
+    searches in these rows cost log K, far less than sorting the negatives. `members`:
+    class_members(labels) when the caller has it already.
     """
     B = labels.shape[0]
-    members = class_members(labels)  # (B, P + 1), padded with the sample itself
+    members = class_members(labels) if members is None else members  # (B, P + 1), padded with the sample itself
     if members.shape[1] == 1:  # no positive pair at all
         return torch.full((B, 1), -torch.inf, dtype=dist.dtype, device=dist.device), torch.zeros(
             (B, 1), dtype=torch.long, device=dist.device)

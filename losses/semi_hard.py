@@ -59,13 +59,14 @@ def semi_hard_triplet_loss(
     check_flag(return_stats, name="return_stats")
     # selection on the detached matrix; the losses carry their gradient to the matrix (matrix products backward)
     dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
-    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)  # (B, P) ascending, -inf padded
+    members = class_members(labels)  # (B, W) each anchor's class columns
+    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels, members=members)  # (B, P), -inf padded
     if semantics == "tf":
-        loss, num_active, num_items = _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings)
+        loss, num_active, num_items = _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings)
     else:
         count_mined = reduction == "mean" or return_stats  # the number of semi-hard triplets is used only there
         loss, num_active, num_items = _pml(
-            dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, count_mined=count_mined
+            dist, labels, members, sorted_pos, pos_index, margin, reduction, embeddings, count_mined=count_mined
         )
     if not return_stats:
         return loss
@@ -75,7 +76,7 @@ def semi_hard_triplet_loss(
     return loss, stats
 
 
-def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
+def _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings):
     """(B, B) distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
     Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
@@ -88,7 +89,6 @@ def _tf(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings):
     """
     B, P = sorted_pos.shape
     d = dist.detach()
-    members = class_members(labels)  # (B, W) each anchor's class columns
     order, chunks = anchor_chunks(sorted_pos, chunk_rows(B, d.device))  # anchors by number of positives
     members_o, s_cols_o = members[order], sorted_pos[order].T.contiguous()  # (B, W), (P, B) in that order
     # buffers reused by every chunk (fresh (R, B) tensors per chunk cost page faults on CPU)
@@ -168,7 +168,7 @@ def nearest_in_later_buckets(
     return torch.isfinite(suffix.flip(1)), first.gather(1, P - at.flip(1))
 
 
-def _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
+def _pml(dist, labels, members, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
     """(B, B) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
 
     For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
@@ -176,7 +176,7 @@ def _pml(dist, labels, sorted_pos, pos_index, margin, reduction, embeddings, *, 
     """
     if reduction != "none" and sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
         total, active, mined = counted_hinge_sum(
-            dist, labels, sorted_pos, pos_index, margin=margin, semi_hard=True, count_mined=count_mined
+            dist, members, sorted_pos, pos_index, margin=margin, semi_hard=True, count_mined=count_mined
         )
         loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
         return loss, active, mined

@@ -112,7 +112,7 @@ def test_cuda_matches_cpu():
 @pytest.mark.parametrize("per_class", [3, 8, 20], ids=lambda k: f"K{k}")
 def test_counted_and_window_hinge_sums_agree(semi_hard, per_class):
     from losses.batch_all import counted_hinge_sum, window_hinge_sum
-    from losses.distances import batch_distances, count_sorted_below, sorted_positive_distances
+    from losses.distances import batch_distances, class_members, count_sorted_below, sorted_positive_distances
 
     g = torch.Generator().manual_seed(per_class)
     labels = torch.arange(60) % (60 // per_class)
@@ -123,7 +123,8 @@ def test_counted_and_window_hinge_sums_agree(semi_hard, per_class):
         dist, pos, neg = batch_distances(x, labels, metric="squared_euclidean")
         sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels)
         if counted:
-            total, active, _ = counted_hinge_sum(dist, labels, sorted_pos, pos_index, margin=margin, semi_hard=semi_hard)
+            total, active, _ = counted_hinge_sum(dist, class_members(labels), sorted_pos, pos_index, margin=margin,
+                                              semi_hard=semi_hard)
         else:
             d_an = torch.where(neg, dist.detach(), torch.inf)
             start = count_sorted_below(sorted_pos + margin, d_an, right=True)
