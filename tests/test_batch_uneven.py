@@ -119,3 +119,22 @@ def test_cuda_matches_cpu(path, dtype):
         tol = 1e-10 if dtype == torch.float64 else 1e-3
         torch.testing.assert_close(loss_gpu.cpu(), loss, atol=tol, rtol=tol)
         torch.testing.assert_close(grad_gpu.cpu(), grad, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("path", list(CLASS_SIZES))
+def test_semi_hard_tf_float32_packed_keys(path):
+    """float32 takes the packed-key selection (float64 the generic one): same value, same gradient."""
+    x, y = _batch(path)
+    x = x * 8  # integer-rounded below: exact float32 distances, many ties
+    x32 = x.round().float()
+
+    def tf(e):
+        return semi_hard_triplet_loss(e, y, margin=MARGIN, metric="squared_euclidean", semantics="tf",
+                                      reduction="mean")
+
+    loss32, grad32 = _value_and_grad(lambda e, labels: tf(e), x32, y)
+    loss64, grad64 = _value_and_grad(lambda e, labels: tf(e), x32.double(), y)
+    assert loss32.item() == pytest.approx(ref.semi_hard_tf(x32.double().tolist(), y.tolist(), MARGIN,
+                                                           "squared_euclidean", "mean"), rel=1e-6)
+    torch.testing.assert_close(loss32.double(), loss64, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad32.double(), grad64, rtol=1e-6, atol=1e-6)
