@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from .distances import (
     DIRECT_COUNT_MAX,
-    checked_distances,
     anchor_chunks,
+    checked_distances,
     chunk_rows,
     class_members,
     count_sorted_below,
@@ -204,9 +204,10 @@ def counted_hinge_sum(
     linear in dist given the detached counts, sum_j c_aj t_aj - sum_n w_an d_an
     (c_aj = # active negatives of (a, p_j), w_an = # active positives of (a, n)), so its
     gradient is one count matrix and the distances' backward matrix products. Per chunk
-    of anchors: P comparisons of (R, B) written as 0 / 1 in dist's dtype (exact counts; on
-    CPU several times faster than bool outputs), the non-negatives set to +inf from each anchor's class
-    columns (no (B, B) mask).
+    of anchors (taken in order of their number of positives, each chunk's padding skipped:
+    `anchor_chunks`): P comparisons of (R, B) written as 0 / 1 in dist's dtype (exact
+    counts; on CPU several times faster than bool outputs), the non-negatives set to +inf
+    from each anchor's class columns (`negative_rows`: no (B, B) mask).
     """
     return _CountedHingeSum.apply(dist, members, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined)
 

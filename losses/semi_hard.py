@@ -7,9 +7,9 @@ import torch
 from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
 from .distances import (
     DIRECT_COUNT_MAX,
+    anchor_chunks,
     checked_distances,
     chunk_rows,
-    anchor_chunks,
     class_members,
     count_sorted_below,
     negative_rows,
