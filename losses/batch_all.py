@@ -9,6 +9,7 @@ from .distances import (
     DIRECT_COUNT_MAX,
     anchor_chunks,
     checked_distances,
+    chunk_buffers,
     chunk_rows,
     class_members,
     count_sorted_below,
@@ -228,12 +229,12 @@ class _CountedHingeSum(torch.autograd.Function):
         t_centred_o, centre_o = t_centred[order], centre[order]
         # comparisons written as 0 / 1 in d's dtype: several times faster than bool outputs on CPU, exact counts
         step = chunks[0][1]
-        buffers = [torch.empty((step, B), dtype=d.dtype, device=d.device) for _ in range(5)]  # reused: no page faults
+        buffers, _ = chunk_buffers(step, B, dtype=d.dtype, device=d.device, floats=5 if count_mined else 4)
         grad = torch.empty_like(d)  # (B, B) d total / d dist
         positions_o = []  # per chunk (R, P): active negatives per positive
         for start, stop, skip in chunks:  # positions before `skip`: padding, never active
             R = stop - start
-            on, closer, kept, q_buf, count = (buffer[:R] for buffer in buffers)
+            on, closer, q_buf, count, *kept = (buffer[:R] for buffer in buffers)  # kept: only to count the mined
             q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf)  # (R, B); +inf: never active
             positions_t = torch.zeros((P, R), dtype=d.dtype, device=d.device)  # (P, R): row sums are fast
             count.zero_()  # (R, B) active positives per (a, n)
@@ -243,8 +244,8 @@ class _CountedHingeSum(torch.autograd.Function):
                 if semi_hard:
                     torch.lt(s_col, q, out=closer)  # d_ap < d_an
                     if count_mined:
-                        torch.ge(t_col, q, out=kept)
-                        mined += kept.mul_(closer).sum().to(torch.long)
+                        torch.ge(t_col, q, out=kept[0])
+                        mined += kept[0].mul_(closer).sum().to(torch.long)
                     on.mul_(closer)
                 count.add_(on)
                 torch.sum(on, dim=1, out=position)

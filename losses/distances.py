@@ -299,6 +299,23 @@ def chunk_rows(batch_size: int, device: torch.device) -> int:
     return max(1, elements // batch_size)
 
 
+def chunk_buffers(
+    rows: int, cols: int, *, dtype: torch.dtype, device: torch.device, floats: int, longs: int = 0
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """-> `floats` (rows, cols) buffers of `dtype` and `longs` (rows, cols) int64 buffers: views of one allocation.
+
+    For the chunk loops, which reuse them for every chunk. One allocation because on CPU
+    each fresh mid-sized tensor costs its page faults: measured 0.61 ms for five separate
+    (128, 1024) float32 buffers (allocated and written once) against 0.03 ms for one
+    (5, 128, 1024) tensor.
+    """
+    n, per_long = rows * cols, 64 // torch.finfo(dtype).bits  # elements per buffer, `dtype` values per int64
+    whole = torch.empty(longs * n + -(-floats * n // per_long), dtype=torch.int64, device=device)
+    float_part = whole[longs * n :].view(dtype)  # (>= floats * n,): int64 storage, so any offset is aligned
+    return ([float_part[i * n : (i + 1) * n].view(rows, cols) for i in range(floats)],
+            [whole[i * n : (i + 1) * n].view(rows, cols) for i in range(longs)])
+
+
 DIRECT_COUNT_MAX = 24  # up to this many sorted values per row, direct comparisons beat torch.searchsorted
 
 

@@ -9,6 +9,7 @@ from .distances import (
     DIRECT_COUNT_MAX,
     anchor_chunks,
     checked_distances,
+    chunk_buffers,
     chunk_rows,
     class_members,
     count_sorted_below,
@@ -92,9 +93,8 @@ def _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings):
     order, chunks = anchor_chunks(sorted_pos, chunk_rows(B, d.device))  # anchors by number of positives
     members_o, s_cols_o = members[order], sorted_pos[order].T.contiguous()  # (B, W), (P, B) in that order
     # buffers reused by every chunk (fresh (R, B) tensors per chunk cost page faults on CPU)
-    step = chunks[0][1]
-    q_buf, bucket_buf, hit_buf = (torch.empty((step, B), dtype=d.dtype, device=d.device) for _ in range(3))
-    index_buf, key_buf = (torch.empty((step, B), dtype=torch.long, device=d.device) for _ in range(2))
+    (q_buf, bucket_buf, hit_buf), (index_buf, key_buf) = chunk_buffers(
+        chunks[0][1], B, dtype=d.dtype, device=d.device, floats=3, longs=2)
     found, nearest = [], []  # per chunk (R, P) x 2, in `order`
     for start, stop, skip in chunks:
         R = stop - start

@@ -13,7 +13,7 @@ import torch
 import losses.batch_all as batch_all_module
 import losses.semi_hard as semi_hard_module
 from losses import batch_all_triplet_loss, semi_hard_triplet_loss
-from losses.distances import anchor_chunks, class_members, negative_rows, sorted_positive_distances
+from losses.distances import anchor_chunks, chunk_buffers, class_members, negative_rows, sorted_positive_distances
 from losses.semi_hard import nearest_in_later_buckets
 
 
@@ -137,3 +137,17 @@ def test_losses_are_the_same_in_chunks_of_three(name, dtype, request):
     chunked = _value_and_grad(LOSSES[name], x, labels)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(chunked, whole, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows, cols", [(3, 5), (4, 8), (1, 1)])
+def test_chunk_buffers_are_disjoint_views_of_the_right_kind(rows, cols, dtype):
+    floats, longs = chunk_buffers(rows, cols, dtype=dtype, device=torch.device("cpu"), floats=3, longs=2)
+    assert [(b.shape, b.dtype) for b in floats] == [((rows, cols), dtype)] * 3
+    assert [(b.shape, b.dtype) for b in longs] == [((rows, cols), torch.int64)] * 2
+    for i, buffer in enumerate(floats):
+        buffer.fill_(i + 0.5)
+    for i, buffer in enumerate(longs):
+        buffer.fill_(-(i + 1))
+    assert [b.unique().tolist() for b in floats] == [[0.5], [1.5], [2.5]]  # no buffer overwrote another
+    assert [b.unique().tolist() for b in longs] == [[-1], [-2]]
