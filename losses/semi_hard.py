@@ -175,10 +175,10 @@ def _pml(dist, labels, members, sorted_pos, pos_index, margin, reduction, embedd
     window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
     """
     if reduction != "none" and sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
-        total, active, mined = counted_hinge_sum(
-            dist, members, sorted_pos, pos_index, margin=margin, semi_hard=True, count_mined=count_mined
-        )
-        loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
+        loss, active, mined = counted_hinge_sum(
+            dist, members, sorted_pos, pos_index, margin=margin, semi_hard=True, count_mined=count_mined,
+            reduction=reduction,
+        )  # "mean": over the mined triplets
         return loss, active, mined
     pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B) x 2
     thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos

@@ -135,3 +135,26 @@ def test_counted_and_window_hinge_sums_agree(semi_hard, per_class):
     assert sums[0][1].item() == sums[1][1].item() > 0
     torch.testing.assert_close(sums[0][0], sums[1][0], atol=1e-10, rtol=0)
     torch.testing.assert_close(sums[0][2], sums[1][2], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "mean_positive"])
+def test_saved_gradient_is_reused_safely(reduction):
+    """A plain backward passes the saved (B, B) gradient on without a copy; the graph stays reusable."""
+    from losses import semi_hard_triplet_loss
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(48, 5, generator=g).requires_grad_(True)
+    labels = torch.arange(48) % 6
+    losses = {
+        "batch_all": batch_all_triplet_loss(x, labels, margin=0.5, metric="euclidean", reduction=reduction),
+        "semi_hard_pml": semi_hard_triplet_loss(x, labels, margin=0.5, metric="euclidean", semantics="pml",
+                                                reduction=reduction),
+    }
+    for name, loss in losses.items():
+        (first,) = torch.autograd.grad(loss, x, retain_graph=True)
+        (second,) = torch.autograd.grad(loss, x, retain_graph=True)
+        (weighted,) = torch.autograd.grad(2.5 * loss, x, retain_graph=True)
+        (again,) = torch.autograd.grad(loss, x)
+        assert first.abs().sum() > 0, name
+        assert torch.equal(first, second) and torch.equal(first, again), name
+        torch.testing.assert_close(weighted, 2.5 * first, rtol=1e-4, atol=1e-6)  # float32 sums in another order
