@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from benchmarks.cases import VARIANTS
+from benchmarks.workloads import LAYOUTS
 
 DEFAULT_RECORD = Path(".benchmarks") / "last_run.json"
 
@@ -28,24 +29,32 @@ PEAK_LIMIT_GB = 8.0             # B=16384 batch-all and semi-hard run under this
 
 
 def load(path) -> dict:
-    """-> {"benchmarks": [...], "tripletlab_skipped": [...]} from a run record or --benchmark-json file."""
+    """-> {"benchmarks": [...], "tripletlab_skipped": [...]} from a run record or --benchmark-json file.
+
+    Records made before label layouts get layout "pk" (their only one) here, once.
+    """
     data = json.loads(Path(path).read_text())
-    return {"benchmarks": data["benchmarks"], "tripletlab_skipped": data.get("tripletlab_skipped", []),
+    skipped = [dict(s, layout=s.get("layout", "pk")) for s in data.get("tripletlab_skipped", [])]
+    for bench in data["benchmarks"]:
+        info = bench.setdefault("extra_info", {})
+        if "kind" in info:
+            info.setdefault("layout", "pk")
+    return {"benchmarks": data["benchmarks"], "tripletlab_skipped": skipped,
             "tripletlab_run": data.get("tripletlab_run", {})}
 
 
 def _index(record: dict) -> dict:
-    """-> {(kind, case, B, layout): benchmark dict}; layout "pk" for records made before layouts."""
+    """-> {(kind, case, B, layout): benchmark dict}."""
     out = {}
     for bench in record["benchmarks"]:
         info = bench.get("extra_info", {})
         if "kind" in info:
-            out[(info["kind"], info["case"], info["B"], info.get("layout", "pk"))] = bench
+            out[(info["kind"], info["case"], info["B"], info["layout"])] = bench
     return out
 
 
 def _skips(record: dict) -> dict:
-    return {(s["kind"], s["case"], s["B"], s.get("layout", "pk")): s["reason"] for s in record["tripletlab_skipped"]}
+    return {(s["kind"], s["case"], s["B"], s["layout"]): s["reason"] for s in record["tripletlab_skipped"]}
 
 
 def _median(bench: Optional[dict]) -> Optional[float]:
@@ -78,13 +87,13 @@ def _ratio(top, bottom) -> Optional[float]:
 
 def loss_rows(record: dict) -> list:
     """-> one dict per (variant, layout, B) measured: ours / PML / ST / floor medians (s) and the ratios."""
-    index = _index(record)
-    cells = sorted({(key[3], key[2]) for key in list(index) + list(_skips(record)) if key[0] == "ours"})
+    index, skips = _index(record), _skips(record)
+    cells = sorted({(key[3], key[2]) for key in list(index) + list(skips) if key[0] == "ours"})
     rows = []
     for variant in VARIANTS:
         for layout, size in cells:
             ours = index.get(("ours", variant.name, size, layout))
-            if ours is None and ("ours", variant.name, size, layout) not in _skips(record):
+            if ours is None and ("ours", variant.name, size, layout) not in skips:
                 continue
             pml = index.get(("pml", variant.pml, size, layout))
             st = index.get(("st", variant.st, size, layout)) if variant.st else None
@@ -94,26 +103,26 @@ def loss_rows(record: dict) -> list:
                          "st_s": _median(st), "floor_s": _median(floor),
                          "speedup": _paired(pml, variant.name), "st_speedup": _paired(st, variant.name),
                          "floor": _paired(ours, "floor"),
-                         "speedup_min": _ratio(_stat(pml, "min"), _stat(ours, "min")),
                          "floor_min": _ratio(_stat(ours, "min"), _stat(floor, "min"))})
     return rows
 
 
-def loss_table(record: dict) -> str:
-    """-> Markdown table: median ms of ours, PML, ST, floor (own cells); paired ratios; ratios of the minima."""
+def loss_table(rows: list) -> str:
+    """rows from `loss_rows` -> Markdown table: median ms of ours, PML, ST, floor (own cells); paired ratios;
+    ratios of the minima."""
     lines = ["| variant | labels | B | ours ms | floor ms | ours / floor | PML ms | PML / ours | ST ms | ST / ours "
              "| ours / floor (min) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for row in loss_rows(record):
+    for row in rows:
         lines.append(f"| {row['variant']} | {row['layout']} | {row['B']} | {_ms(row['ours_s'])} | "
                      f"{_ms(row['floor_s'])} | {_x(row['floor'])} | {_ms(row['pml_s'])} | {_x(row['speedup'])} | "
                      f"{_ms(row['st_s'])} | {_x(row['st_speedup'])} | {_x(row['floor_min'])} |")
     return "\n".join(lines)
 
 
-def ratio_summary(record: dict) -> str:
-    """-> compact table: ours / floor of every exact variant, one column per (labels, B)."""
-    rows = [r for r in loss_rows(record) if r["exact"]]
+def ratio_summary(rows: list) -> str:
+    """rows from `loss_rows` -> compact table: ours / floor of every exact variant, one column per (labels, B)."""
+    rows = [r for r in rows if r["exact"]]
     columns = sorted({(r["layout"], r["B"]) for r in rows}, key=lambda c: (c[1], c[0]))
     if not columns:
         return ""
@@ -128,7 +137,7 @@ def ratio_summary(record: dict) -> str:
 
 def skipped_lines(record: dict) -> str:
     skips = record["tripletlab_skipped"]
-    return "\n".join(f"- {s['kind']} {s['case']} B={s['B']} {s.get('layout', 'pk')}: {s['reason']}" for s in skips)
+    return "\n".join(f"- {s['kind']} {s['case']} B={s['B']} {s['layout']}: {s['reason']}" for s in skips)
 
 
 def memory_lines(record: dict) -> str:
@@ -158,9 +167,9 @@ def weighting_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def goal_lines(record: dict) -> str:
-    """-> one Markdown bullet per goal: met / not met / not measured, with the number."""
-    rows = {(r["variant"], r["B"], r["layout"]): r for r in loss_rows(record)}
+def goal_lines(record: dict, rows: list) -> str:
+    """record, rows from `loss_rows` -> one Markdown bullet per goal: met / not met / not measured, with the number."""
+    rows = {(r["variant"], r["B"], r["layout"]): r for r in rows}
     lines = []
     for variant, size, kind, bound, text in SPEED_GOALS:
         value = rows.get((variant, size, "pk"), {}).get(kind)
@@ -169,7 +178,7 @@ def goal_lines(record: dict) -> str:
     for variant in VARIANTS:
         if not variant.exact:
             continue
-        for layout in ("pk", "random"):
+        for layout in LAYOUTS:
             for size in FLOOR_SIZES:
                 value = rows.get((variant.name, size, layout), {}).get("floor")
                 met = None if value is None else value <= FLOOR_BOUND
@@ -213,17 +222,18 @@ def run_line(record: dict) -> str:
 def report(record: dict) -> str:
     """-> the whole Markdown report of one run."""
     parts = [run_line(record)]
-    if any(row["ours_s"] or row["pml_s"] for row in loss_rows(record)):
+    rows = loss_rows(record)
+    if any(row["ours_s"] or row["pml_s"] for row in rows):
         device = (record.get("tripletlab_run") or {}).get("device", "cpu")
         parts += [f"### Forward + backward per call (D=128, float32, {device}; labels: pk = B/8 classes of 8, "
                   "random = uniform over B/8 classes)",
                   "Times: median of each cell. Ratios: median of per-round ratios, the two timed back to back "
                   "(robust to load drift). (min): ratio of the cells' minima. ST = sentence-transformers.",
-                  loss_table(record),
-                  "### Ours / floor, exact variants", ratio_summary(record)]
+                  loss_table(rows),
+                  "### Ours / floor, exact variants", ratio_summary(rows)]
     for title, body in (("Skipped cells", skipped_lines(record)), ("Peak memory", memory_lines(record)),
                         ("Weighting cost per training step", weighting_table(record)),
-                        ("Goals", goal_lines(record))):
+                        ("Goals", goal_lines(record, rows))):
         if body:
             parts += [f"### {title}", body]
     return "\n\n".join(parts)

@@ -8,25 +8,20 @@ so the parts can be read against each other and against the floor.
 
 import statistics
 import sys
-import time
 
 import torch
 
-from benchmarks.cases import VARIANTS_BY_NAME, floor
+from benchmarks.cases import VARIANTS, floor
+from benchmarks.timing import call_seconds, warm_up
 from benchmarks.workloads import forward_backward, make_batch, use_bench_threads
 
-EXACT = ("batch_all_sorted", "batch_hard", "semi_hard_tf", "semi_hard_pml")
+EXACT = [variant for variant in VARIANTS if variant.exact]  # the variants held to the floor bar
 
 
 def median_ms(step, calls: int = 9) -> float:
-    """-> the median wall time of `step` in ms, after one warm-up call."""
-    step()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    """-> the median wall time of `step` in ms, after the bench's warm-up."""
+    warm_up(step)
+    return statistics.median(call_seconds(step) for _ in range(calls)) * 1e3
 
 
 def main(argv=None) -> int:
@@ -48,7 +43,7 @@ def main(argv=None) -> int:
     rows = [("floor: cdist(x, x).sum()", lambda: forward_backward(floor(), x, y)),
             ("our distance matrix", lambda: forward_backward(lambda e, labels: distances_only(), x, y)),
             ("our distance matrix + sorted positives, forward", distances_forward)]
-    rows += [(name, lambda fn=VARIANTS_BY_NAME[name].ours(): forward_backward(fn, x, y)) for name in EXACT]
+    rows += [(variant.name, lambda fn=variant.ours(): forward_backward(fn, x, y)) for variant in EXACT]
     print(f"B={batch_size}, {layout} labels, {threads} torch threads, medians of 9 calls")
     for name, step in rows:
         print(f"{name}: {median_ms(step):.1f} ms")

@@ -331,19 +331,31 @@ def count_sorted_below(sorted_values: torch.Tensor, queries: torch.Tensor, *, ri
     B, P = sorted_values.shape
     if P > DIRECT_COUNT_MAX:
         return torch.searchsorted(sorted_values.contiguous(), queries.contiguous(), right=right)
-    compare = torch.le if right else torch.lt
     out = torch.empty(queries.shape, dtype=torch.long, device=queries.device)
     rows = chunk_rows(queries.shape[1], queries.device)
-    hit = torch.empty((min(rows, B), queries.shape[1]), dtype=queries.dtype, device=queries.device)
+    (count_buf, hit_buf), _ = chunk_buffers(min(rows, B), queries.shape[1], dtype=queries.dtype,
+                                            device=queries.device, floats=2)
     for start in range(0, B, rows):
         chunk = queries[start : start + rows]  # (R, Q)
         R = chunk.shape[0]
-        columns = sorted_values[start : start + rows].T.contiguous()[:, :, None]  # (P, R, 1)
-        count = torch.zeros(chunk.shape, dtype=queries.dtype, device=queries.device)  # 0 / 1 floats: fast on CPU
-        for j in range(P):
-            count.add_(compare(columns[j], chunk, out=hit[:R]))
-        out[start : start + rows] = count
+        columns = sorted_values[start : start + rows].T.contiguous()[:, :, None].unbind(0)  # P x (R, 1)
+        out[start : start + rows] = add_counts_below_(count_buf[:R].zero_(), columns, chunk, hit=hit_buf[:R],
+                                                      right=right)
     return out
+
+
+def add_counts_below_(
+    count: torch.Tensor, columns, queries: torch.Tensor, *, hit: torch.Tensor, right: bool = False
+) -> torch.Tensor:
+    """count (R, Q) float, columns: (R, 1) values each, queries (R, Q) -> count, plus # columns < queries, in place.
+
+    With right=True, # <= queries. Each comparison is written as 0 / 1 into the float buffer
+    `hit` (R, Q) and added: exact counts, several times faster on CPU than bool outputs.
+    """
+    compare = torch.le if right else torch.lt
+    for column in columns:
+        count.add_(compare(column, queries, out=hit))
+    return count
 
 
 def checked_distances(embeddings: torch.Tensor, labels: torch.Tensor, *, metric: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 from .batch_all import counted_hinge_sum, pair_hinges, window_hinge_sum
 from .distances import (
     DIRECT_COUNT_MAX,
+    add_counts_below_,
     anchor_chunks,
     checked_distances,
     chunk_buffers,
@@ -99,9 +100,9 @@ def _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings):
     for start, stop, skip in chunks:
         R = stop - start
         q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf[:R])  # (R, B); +inf: never chosen
-        bucket, hit = bucket_buf[:R].fill_(skip), hit_buf[:R]  # (R, B) # d_ap < d_an; `skip`: the -inf padding
-        for s_col in s_cols_o[skip:, start:stop, None].unbind(0):  # (R, 1) each
-            bucket.add_(torch.lt(s_col, q, out=hit))
+        # (R, B) # d_ap < d_an; the first `skip` sorted positions are -inf padding: below every q
+        bucket = add_counts_below_(bucket_buf[:R].fill_(skip), s_cols_o[skip:, start:stop, None].unbind(0), q,
+                                   hit=hit_buf[:R])
         exists, first = nearest_in_later_buckets(q, index_buf[:R].copy_(bucket), P, keys=key_buf[:R])  # (R, P) x 2
         found.append(exists)
         nearest.append(first)
