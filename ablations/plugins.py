@@ -127,6 +127,17 @@ def loss_components(out, *, text: str) -> dict[str, torch.Tensor]:
     return {k: v.reshape(()) for k, v in named.items()}
 
 
+def _probe(module: nn.Module, in_features: int):
+    """module, F -> its output on a (2, F) zero batch, run in eval mode without gradients and the mode
+    restored: the module leaves at initialisation (no BatchNorm statistics, no dropout draws)."""
+    training = module.training
+    try:
+        with torch.no_grad():
+            return module.eval()(torch.zeros(2, in_features))
+    finally:
+        module.train(training)
+
+
 @functools.lru_cache(maxsize=None)
 def _checked_encoder(text: str):
     factory = import_object(text, key="encoder")
@@ -144,7 +155,7 @@ def build_plugin_encoder(text: str, in_features: int, embedding_dim: int) -> nn.
     factory = import_object(text, key="encoder")
     try:
         module = factory(in_features, embedding_dim)
-        out = module(torch.zeros(2, in_features)) if isinstance(module, nn.Module) else None
+        out = _probe(module, in_features) if isinstance(module, nn.Module) else None
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"key 'encoder': {text!r} raised {type(err).__name__} building or running "
                          f"factory({in_features}, {embedding_dim}) on a (2, {in_features}) input: {err}") from err

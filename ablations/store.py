@@ -248,16 +248,18 @@ class ResultsStore:
             return None
         return result
 
+    def _result_ids(self) -> list[str]:
+        """run_ids with a result.json file (readable or not), sorted."""
+        return sorted(p.parent.name for p in self.runs_dir.glob("*/result.json")) if self.runs_dir.is_dir() else []
+
     def stored_ids(self) -> list[str]:
         """run_ids with a readable result.json (any status), sorted."""
-        if not self.runs_dir.is_dir():
-            return []
-        ids = sorted(p.parent.name for p in self.runs_dir.glob("*/result.json"))
-        return [rid for rid in ids if self.result(rid) is not None]
+        return [rid for rid in self._result_ids() if self.result(rid) is not None]
 
     def done_ids(self) -> set[str]:
-        """run_ids whose outcome is final (finished or diverged): skipped on a rerun."""
-        return {rid for rid in self.stored_ids() if self.result(rid)["status"] in DONE_STATUSES}
+        """run_ids whose outcome is final (finished or diverged): skipped on a rerun. Each result read once."""
+        return {rid for rid in self._result_ids()
+                if (result := self.result(rid)) is not None and result["status"] in DONE_STATUSES}
 
     def write_run(self, result: dict) -> None:
         """Write one run_one result; result.json last. Rewriting a run_id replaces it."""

@@ -66,3 +66,8 @@ def data_with_float_labels():
 
 
 NOT_CALLABLE = 3
+
+
+def encoder_with_batch_norm(in_features, embedding_dim):
+    """A user's encoder with running statistics: building it must leave them at initialisation."""
+    return nn.Sequential(nn.Linear(in_features, 8), nn.BatchNorm1d(8), nn.Linear(8, embedding_dim))

@@ -84,3 +84,13 @@ loss = ["{EX}:my_loss", "{EX}:two_part_loss", "batch_hard"]
     assert main(["report", str(store)]) == 0
     html = (store / "report" / "report.html").read_text()
     assert f"{EX}:my_loss" in html and f"{EX}:two_part_loss" in html
+
+
+def test_building_a_users_encoder_leaves_it_at_initialisation():
+    """The shape check runs the module in eval mode without gradients: no BatchNorm statistics, training mode kept."""
+    config = resolve_config({"loss": f"{EX}:my_loss", "encoder": f"{EX}:encoder_with_batch_norm"})
+    encoder = build_encoder(config, 5)
+    norm = encoder[1]
+    assert encoder.training
+    assert int(norm.num_batches_tracked) == 0
+    assert torch.equal(norm.running_var, torch.ones(8)) and torch.equal(norm.running_mean, torch.zeros(8))

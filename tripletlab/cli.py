@@ -149,8 +149,6 @@ def _interruptible() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "check":  # its own exit codes (0 conforms, 1 not, 2 usage)
-        return _check(args)
     try:
         with _interruptible():
             return COMMANDS[args.command][1](args)
