@@ -39,7 +39,7 @@ def with_baselines(configs: list[RunConfig]) -> list[RunConfig]:
 
 def evaluate_baseline(cfg: RunConfig, split, result: dict[str, Any]) -> None:
     """Fill `result` (the run_one dict) with the baseline's metrics and test embeddings."""
-    from ablations.evaluate import retrieval_metrics
+    from ablations.evaluate import model_embeddings, record_test, record_validation
 
     if cfg.loss == "raw":
         embed = torch.from_numpy
@@ -48,18 +48,10 @@ def evaluate_baseline(cfg: RunConfig, split, result: dict[str, Any]) -> None:
 
         torch.manual_seed(cfg.seed)
         model = build_encoder(cfg, split.num_features)
-        model.eval()
 
         def embed(x: np.ndarray) -> torch.Tensor:
-            with torch.no_grad():
-                return model(torch.from_numpy(x))
+            return model_embeddings(model, torch.from_numpy(x))
     else:
         raise ValueError(f"loss: {cfg.loss!r} is not a baseline; valid: {', '.join(BASELINES)}")
-    val = retrieval_metrics(embed(split.x_val), split.y_val, metric=cfg.metric, seed=cfg.seed)
-    result["epochs"].append({"epoch": 0, **{f"val_{k}": v for k, v in val.items()}})
-    test_x = embed(split.x_test)
-    test = retrieval_metrics(test_x, split.y_test, metric=cfg.metric, seed=cfg.seed)
-    result["metrics"].update({f"val_{k}": v for k, v in val.items()})
-    result["metrics"].update({f"test_{k}": v for k, v in test.items()})
-    result["embeddings"] = {"X": test_x.numpy().astype(np.float32),
-                            "y": split.y_test.astype(np.int64)}
+    record_validation(result, embed(split.x_val), split.y_val, epoch=0, cfg=cfg)
+    record_test(result, embed(split.x_test), split.y_test, cfg=cfg)

@@ -121,3 +121,28 @@ def retrieval_metrics(embeddings: np.ndarray | torch.Tensor, labels: np.ndarray 
                               kmeans_func=SeededKMeans(seed))
     acc = calc.get_accuracy(emb, lab)
     return {ours: float(acc[theirs]) for ours, theirs in METRIC_NAMES.items()}
+
+
+def model_embeddings(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """model, x (N, F) -> (N, E): the model in eval mode without gradients, then back in training mode."""
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    model.train()
+    return out
+
+
+def record_validation(result: dict, embeddings: torch.Tensor, y_val: np.ndarray, *, epoch: int, cfg) -> None:
+    """A run's result dict, validation embeddings (N, E), labels, epoch, its RunConfig -> result updated in place:
+    one `epochs` row and the `val_*` metrics (the latest evaluation). Training and baselines both log here."""
+    val = retrieval_metrics(embeddings, y_val, metric=cfg.metric, seed=cfg.seed)
+    result["epochs"].append({"epoch": epoch, **{f"val_{k}": v for k, v in val.items()}})
+    result["metrics"].update({f"val_{k}": v for k, v in val.items()})
+
+
+def record_test(result: dict, embeddings: torch.Tensor, y_test: np.ndarray, *, cfg) -> None:
+    """A run's result dict, test embeddings (N, E), labels, its RunConfig -> the `test_*` metrics and the
+    stored test embeddings, in place."""
+    test = retrieval_metrics(embeddings, y_test, metric=cfg.metric, seed=cfg.seed)
+    result["metrics"].update({f"test_{k}": v for k, v in test.items()})
+    result["embeddings"] = {"X": embeddings.numpy().astype(np.float32), "y": y_test.astype(np.int64)}

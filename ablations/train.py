@@ -40,7 +40,7 @@ import torch
 from ablations.baselines import evaluate_baseline
 from ablations.config import BASELINES, DATA_KEYS, RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.data import Split, load_split
-from ablations.evaluate import METRIC_NAMES, retrieval_metrics
+from ablations.evaluate import METRIC_NAMES, model_embeddings, record_test, record_validation
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
 from ablations.model import build_encoder
 from ablations.objectives import STAT_NAMES, build_objective, weighting_params
@@ -102,14 +102,6 @@ def run_one(config: dict[str, Any], *,
     return result
 
 
-def _embed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        out = model(x)
-    model.train()
-    return out
-
-
 def _train(cfg: RunConfig, result: dict[str, Any], *,
            progress: Callable[[int], None] | None = None) -> None:
     if progress is not None:
@@ -151,7 +143,7 @@ def _train(cfg: RunConfig, result: dict[str, Any], *,
             triplets = random_triplets(y_np, rng=rng)
             if cfg.mining == "offline_hard":
                 if epoch % cfg.mining_refresh_epochs == 0:
-                    hard = hard_negatives(_embed(model, x_train).numpy(), y_np,
+                    hard = hard_negatives(model_embeddings(model, x_train).numpy(), y_np,
                                           neighbours=cfg.mining_neighbours, metric=cfg.metric)
                 share = hard_share_at(epoch, epochs=cfg.epochs, random_rate=cfg.mining_random_rate,
                                       hard_start=cfg.mining_hard_start, hard_end=cfg.mining_hard_end)
@@ -175,15 +167,9 @@ def _train(cfg: RunConfig, result: dict[str, Any], *,
         if weighting is not None:
             weighting.end_epoch({c: s / steps_per_epoch for c, s in sums.items()})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            val = retrieval_metrics(_embed(model, torch.from_numpy(split.x_val)), split.y_val,
-                                    metric=cfg.metric, seed=cfg.seed)
-            result["epochs"].append({"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}})
-            result["metrics"].update({f"val_{k}": v for k, v in val.items()})
-    test_x = _embed(model, torch.from_numpy(split.x_test))
-    test = retrieval_metrics(test_x, split.y_test, metric=cfg.metric, seed=cfg.seed)
-    result["metrics"].update({f"test_{k}": v for k, v in test.items()})
-    result["embeddings"] = {"X": test_x.numpy().astype(np.float32),
-                            "y": split.y_test.astype(np.int64)}
+            record_validation(result, model_embeddings(model, torch.from_numpy(split.x_val)), split.y_val,
+                              epoch=epoch + 1, cfg=cfg)
+    record_test(result, model_embeddings(model, torch.from_numpy(split.x_test)), split.y_test, cfg=cfg)
 
 
 def _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, *, step, epoch,
