@@ -31,17 +31,10 @@ import torch
 from torch import nn
 
 import losses
+from losses.registry import BATCH_VARIANT_CALLS
 from ablations.config import FIXED_WEIGHT_KEYS, RIVALS, WEIGHTING_PARAMS, RunConfig
 from ablations.plugins import is_import_string, loss_components, loss_plugin
 
-# our variant name -> (losses.VARIANTS name, its keyword arguments besides margin/metric)
-BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
-    "batch_all": ("batch_all", {"reduction": "mean_positive", "method": "sorted"}),
-    "batch_hard": ("batch_hard", {"reduction": "mean", "soft": False}),
-    "batch_hard_soft": ("batch_hard", {"reduction": "mean", "soft": True}),
-    "semi_hard_tf": ("semi_hard", {"semantics": "tf", "reduction": "mean"}),
-    "semi_hard_pml": ("semi_hard", {"semantics": "pml", "reduction": "mean_positive"}),
-}
 RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
                "contrastive": "contrastive_loss", "ntxent": "ntxent_loss"}
 STAT_NAMES = ("active_fraction", "pos_ratio", "violation_rate")

@@ -293,8 +293,9 @@ class CombinedLoss(nn.Module):
         logits_pos = self.classifier(a_pos, p)  # (N, 2)
         logits_neg = self.classifier(a_neg, n)  # (M, 2)
         components = pair_components(triplet, logits_pos, logits_neg, ce_input=self.ce_input, **self.focal)
-        target = torch.cat([torch.ones(len(logits_pos), dtype=torch.long), torch.zeros(len(logits_neg), dtype=torch.long)])
-        accuracy = _accuracy(torch.cat([logits_pos, logits_neg]), target.to(logits_pos.device))
+        target = torch.cat([logits_pos.new_ones(len(logits_pos), dtype=torch.long),
+                            logits_neg.new_zeros(len(logits_neg), dtype=torch.long)])  # on the logits' device
+        accuracy = _accuracy(torch.cat([logits_pos, logits_neg]), target)
         return CombinedOutput(_weighted_total(self.weights, components), components, accuracy, stats)
 
 

@@ -18,6 +18,17 @@ VARIANTS: dict[str, Callable] = {
 }
 
 
+# a batch variant's name in the grids and the conformance checker -> (VARIANTS name, its keyword
+# arguments besides margin and metric): its reference reduction, semantics and soft margin
+BATCH_VARIANT_CALLS: dict[str, tuple[str, dict]] = {
+    "batch_all": ("batch_all", {"reduction": "mean_positive", "method": "sorted"}),
+    "batch_hard": ("batch_hard", {"reduction": "mean", "soft": False}),
+    "batch_hard_soft": ("batch_hard", {"reduction": "mean", "soft": True}),
+    "semi_hard_tf": ("semi_hard", {"semantics": "tf", "reduction": "mean"}),
+    "semi_hard_pml": ("semi_hard", {"semantics": "pml", "reduction": "mean_positive"}),
+}
+
+
 def get_variant(name: str) -> Callable:
     """name str -> loss function; unknown names raise ValueError listing the valid ones."""
     return VARIANTS[check_choice(name, name="variant", valid=tuple(VARIANTS))]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..distances import _safe_sqrt
 from ..reductions import reduce_losses
 
 BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml")
@@ -70,8 +71,7 @@ def distances(u: torch.Tensor, v: torch.Tensor, spec: Spec) -> torch.Tensor:
         return sq
     if spec.eps > 0:
         return torch.sqrt(sq + spec.eps)
-    zero = sq == 0
-    return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, 1.0, sq)))
+    return _safe_sqrt(sq)
 
 
 def family_loss(inputs: tuple[torch.Tensor, ...], spec: Spec) -> torch.Tensor:

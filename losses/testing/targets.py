@@ -19,18 +19,18 @@ from typing import Union
 
 import torch
 
-from .. import batch_all_triplet_loss, batch_hard_triplet_loss, naive_triplet_loss, semi_hard_triplet_loss
+from .. import naive_triplet_loss
 from ..combined import pair_total
 from ..distances import METRICS
 from ..reductions import REDUCTIONS
+from ..registry import BATCH_VARIANT_CALLS, VARIANTS
 from ..validation import check_choice, check_margin
 from .battery import Case, batch_cases, naive_cases
 from .family import CHECKED_VARIANTS, Spec, family_loss
 
 Target = Union["TripletTarget", "CombinedTarget"]
 VARIANT_NAMES = (*CHECKED_VARIANTS, "semi_hard", "combined")
-DEFAULT_REDUCTION = {"naive": "mean", "batch_all": "mean_positive", "batch_hard": "mean", "batch_hard_soft": "mean",
-                     "semi_hard_tf": "mean", "semi_hard_pml": "mean_positive"}
+DEFAULT_REDUCTION = {"naive": "mean", **{name: kw["reduction"] for name, (_, kw) in BATCH_VARIANT_CALLS.items()}}
 ITEMS = {"naive": "triplets", "batch_all": "triplets", "batch_hard": "anchors", "batch_hard_soft": "anchors",
          "semi_hard_tf": "positive pairs", "semi_hard_pml": "semi-hard triplets"}
 REDUCTION_WORDS = {"mean": "the mean over all {}", "mean_positive": "the mean over the {} with loss > 0",
@@ -89,14 +89,9 @@ class TripletTarget:
         kw = {"metric": s.metric, "reduction": s.reduction}
         if s.variant == "naive":
             return lambda inputs: naive_triplet_loss(*inputs, margin=s.margin, **kw)
-        if s.variant == "batch_all":
-            return lambda inputs: batch_all_triplet_loss(*inputs, margin=s.margin, **kw)
-        if s.variant == "batch_hard":
-            return lambda inputs: batch_hard_triplet_loss(*inputs, margin=s.margin, **kw)
-        if s.variant == "batch_hard_soft":
-            return lambda inputs: batch_hard_triplet_loss(*inputs, margin=None, soft=True, **kw)
-        semantics = s.variant.removeprefix("semi_hard_")
-        return lambda inputs: semi_hard_triplet_loss(*inputs, margin=s.margin, semantics=semantics, **kw)
+        name, fixed = BATCH_VARIANT_CALLS[s.variant]  # the call the grids make, under the case's reduction
+        fn, call = VARIANTS[name], {**fixed, **kw, "margin": None if fixed.get("soft") else s.margin}
+        return lambda inputs: fn(*inputs, **call)
 
     def candidate(self, case: Case, changes: dict) -> Callable:
         """case, Spec changes -> inputs -> the faulty loss."""
