@@ -43,11 +43,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ablations.config import config_hash
+from ablations.executors import POLL_S
 
 __all__ = ["DaskExecutor", "task_key"]
 
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
-POLL_S = 0.2  # how often progress events are forwarded while tasks run
 
 
 def task_key(fn: Callable[[dict], dict], item: dict) -> str:

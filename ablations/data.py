@@ -233,13 +233,9 @@ def load_split(config) -> Split:
         x, y = load_npz_xy(config.npz_path)
         return split_by_class(x, y, **folds)
     if config.dataset == "nuisance":
-        from ablations.nuisance import make_nuisance_xy
+        from ablations.nuisance import nuisance_xy_of
 
-        x, y = make_nuisance_xy(
-            classes=config.nuisance_classes, points_per_class=config.nuisance_points_per_class,
-            content_dim=config.nuisance_content_dim, nuisance_dim=config.nuisance_dim,
-            scale=config.nuisance_scale, within=config.nuisance_within, warp=config.nuisance_warp,
-            seed=config.data_seed)
+        x, y = nuisance_xy_of(config)
         return split_by_class(x, y, **folds)
     if config.dataset == "idx":
         from ablations.idx import load_idx_xy
@@ -249,9 +245,9 @@ def load_split(config) -> Split:
         x, y = load_idx_xy(config.idx_images, config.idx_labels)
         check_xy(x, y, source=f"idx_images {config.idx_images!r}, idx_labels {config.idx_labels!r}")
         return split_by_class(x, y, **folds)
-    if ":" in config.dataset:  # a user's loader, "package.module:function" (ablations.plugins)
-        from ablations.plugins import load_plugin_xy
+    from ablations.plugins import is_import_string, load_plugin_xy  # lazily: this module stays free of torch
 
+    if is_import_string(config.dataset):  # a user's loader, "package.module:function"
         return split_by_class(*load_plugin_xy(config.dataset), **folds)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx")
 

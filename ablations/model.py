@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ablations.plugins import is_import_string
+
 
 class EmbeddingMLP(nn.Module):
     """features (B, F) float -> embeddings (B, E) float (unit norm when `normalize`).
@@ -109,7 +111,7 @@ def build_encoder(config, in_features: int) -> nn.Module:
     gives the same initial weights, trained or not (the `untrained` baseline).
     The module maps (B, F) -> (B, E) and has `shared_parameters()`.
     """
-    if ":" in config.encoder:  # a user's factory, "package.module:function" (ablations.plugins)
+    if is_import_string(config.encoder):  # a user's factory, "package.module:function" (ablations.plugins)
         from ablations.plugins import build_plugin_encoder
 
         return build_plugin_encoder(config.encoder, in_features, config.embedding_dim)

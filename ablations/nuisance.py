@@ -33,6 +33,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def nuisance_xy_of(config, *, return_content: bool = False):
+    """RunConfig (its nuisance_* keys and data_seed) -> make_nuisance_xy(...) for that run."""
+    return make_nuisance_xy(
+        classes=config.nuisance_classes, points_per_class=config.nuisance_points_per_class,
+        content_dim=config.nuisance_content_dim, nuisance_dim=config.nuisance_dim,
+        scale=config.nuisance_scale, within=config.nuisance_within, warp=config.nuisance_warp,
+        seed=config.data_seed, return_content=return_content)
+
+
 def make_nuisance_xy(*, classes: int, points_per_class: int, content_dim: int,
                      nuisance_dim: int, scale: float, within: float, warp: float,
                      seed: int, return_content: bool = False):
@@ -68,11 +77,7 @@ def main() -> None:
 
     cfg = resolve_config({"dataset": "nuisance"})
     split = load_split(cfg)
-    _, y, content = make_nuisance_xy(
-        classes=cfg.nuisance_classes, points_per_class=cfg.nuisance_points_per_class,
-        content_dim=cfg.nuisance_content_dim, nuisance_dim=cfg.nuisance_dim,
-        scale=cfg.nuisance_scale, within=cfg.nuisance_within, warp=cfg.nuisance_warp,
-        seed=cfg.data_seed, return_content=True)
+    _, y, content = nuisance_xy_of(cfg, return_content=True)
     ideal = split_by_class(content, y)
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg, split.num_features).eval()
