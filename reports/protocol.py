@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports.leaderboard import SELECT_ON, finished
+from reports.leaderboard import SELECT_ON, describe_unit, finished, unit_of
 from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
 from reports.variants import FOLD, SEED
 
@@ -68,9 +68,9 @@ def gaps(runs: pd.DataFrame, *, configs: pd.DataFrame, describe: dict,
     if runs.empty:
         return ["The store holds no run yet: nothing to compare."] + notes
     for row in runs[runs["status"] == "failed"].itertuples():
-        out.append(f"Run {row.run_id} ({row.variant}, {_where(row)}) failed: {row.error}")
+        out.append(f"Run {row.run_id} ({row.variant}, {describe_unit(unit_of(row._asdict(), row.variant))}) failed: {row.error}")
     for row in runs[runs["status"] == "diverged"].itertuples():
-        out.append(f"Run {row.run_id} ({row.variant}, {_where(row)}) diverged at step "
+        out.append(f"Run {row.run_id} ({row.variant}, {describe_unit(unit_of(row._asdict(), row.variant))}) diverged at step "
                    f"{row.diverged_step} (component {row.diverged_component}); left out of the "
                    "statistics")
     done = finished(runs)
@@ -86,11 +86,6 @@ def gaps(runs: pd.DataFrame, *, configs: pd.DataFrame, describe: dict,
         out.append(f"Variant {variant} has no configuration with every (fold, seed) unit "
                    "finished: not in the leaderboard")
     return out + notes
-
-
-def _where(row) -> str:
-    fold = getattr(row, FOLD, 0)
-    return (f"fold {fold}, " if fold else "") + f"seed {getattr(row, SEED)}"
 
 
 def _data_files(runs: pd.DataFrame) -> str:
