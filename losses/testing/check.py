@@ -188,8 +188,7 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict):
         result.detail = f"returned {type(out).__name__}" + (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
         return result, None
     result.value = float(out.detach())
-    rtol, atol = VALUE_TOL[case.dtype]
-    result.value_ok = math.isfinite(result.value) and abs(result.value - float(ref_value)) <= atol + rtol * abs(float(ref_value))
+    result.value_ok = _value_close(result.value, float(ref_value), case.dtype)
     if not math.isfinite(result.value):
         result.problem = "non-finite value"
         return result, (result.value, None)
@@ -205,8 +204,7 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict):
         result.detail = f"{bad} NaN/inf gradient entries"
         return result, (result.value, None)
     if target.compares_gradient(case):
-        scale = max(float(g.abs().max()) if g.numel() else 0.0 for g in ref_grads)
-        err = max(float((g - r).abs().max()) if g.numel() else 0.0 for g, r in zip(grads, ref_grads))
+        err, scale = _grad_error(grads, ref_grads)
         rtol, atol = GRAD_TOL[case.dtype]
         result.grad_error = err / scale if scale > 0 else err
         result.grad_ok = err <= atol + rtol * scale
@@ -309,11 +307,22 @@ def _matches(target: Target, case: Case, changes: dict, value: float, grads) -> 
         cand_value, cand_grads = _value_and_grads(target.candidate(case, changes), inputs)
     except Exception:  # noqa: BLE001 - a fault that cannot run on this batch does not match
         return False
-    rtol, atol = VALUE_TOL[torch.float64]
-    if not math.isfinite(float(cand_value)) or abs(value - float(cand_value)) > atol + rtol * abs(float(cand_value)):
+    if not math.isfinite(float(cand_value)) or not _value_close(value, float(cand_value), torch.float64):
         return False
     if grads is None or not target.compares_gradient(case):
         return True
-    scale = max(float(g.abs().max()) if g.numel() else 0.0 for g in cand_grads)
-    err = max(float((g - r).abs().max()) if g.numel() else 0.0 for g, r in zip(grads, cand_grads))
+    err, scale = _grad_error(grads, cand_grads)
     return err <= 1e-9 + 1e-6 * scale
+
+
+def _value_close(value: float, reference: float, dtype: torch.dtype) -> bool:
+    """Is a finite value within VALUE_TOL[dtype] of the reference?"""
+    rtol, atol = VALUE_TOL[dtype]
+    return math.isfinite(value) and abs(value - reference) <= atol + rtol * abs(reference)
+
+
+def _grad_error(grads, reference) -> tuple[float, float]:
+    """gradients, the reference's -> (largest absolute difference, largest reference entry)."""
+    scale = max(float(g.abs().max()) if g.numel() else 0.0 for g in reference)
+    err = max(float((g - r).abs().max()) if g.numel() else 0.0 for g, r in zip(grads, reference))
+    return err, scale
