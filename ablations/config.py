@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ablations.data import SPLIT_PROTOCOLS
 from ablations.plugins import PLUGIN_KEYS, check_plugin, is_import_string, loss_plugin
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
@@ -56,11 +57,16 @@ MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
 CE_KINDS = ("ce", "focal")
 ENCODERS = ("mlp", "conv")
+# Every run stored before `split_protocol` existed used "rotated" folds: the key enters the
+# run id only where it changes the split of such a run (class_folds > 1 and not "rotated"),
+# so old stores keep their ids and a new fixed-test fold never takes an old rotated fold's id.
+LEGACY_SPLIT_PROTOCOL = "rotated"
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS, "loss": LOSSES + BASELINES, "metric": METRICS, "weighting": WEIGHTINGS,
     "margin_schedule": MARGIN_SCHEDULES, "lr_schedule": LR_SCHEDULES, "mining": MININGS,
     "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS, "ce": CE_KINDS,
+    "split_protocol": SPLIT_PROTOCOLS,
 }
 
 
@@ -138,13 +144,14 @@ class RunConfig:
     ce: str = "ce"                      # combined/triplet_ce: "ce" | "focal" for the cross-entropy terms
     focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
     focal_alpha: float = -1.0           # ce = "focal", combined: class-1 weight alpha in (0, 1); -1 = none
+    split_protocol: str = "fixed_test"  # class folds: "fixed_test" (fixed test classes, folds over the rest) | "rotated" (stores before it)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 # The keys that make a run's data (its split included): one loaded split per distinct value,
 # and what a `raw` baseline depends on.
 DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels", "data_fingerprint",
-             "class_folds", "fold") + tuple(k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
+             "class_folds", "fold", "split_protocol") + tuple(k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
 DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 # The keys of the first store format. A key added later enters the run id only when
 # it differs from its default, so every existing store keeps its run ids.
@@ -251,8 +258,10 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset.append("mining")
     if loss not in EXPLICIT_TRIPLET_LOSSES or cfg["mining"] == "none":
         reset += [k for k in FIELDS if k.startswith("mining_")]
-    if cfg["fold"] == 0:  # fold 0 is the unrotated split whatever K: one run for every K
-        reset.append("class_folds")
+    if cfg["fold"] == 0 and cfg["split_protocol"] == "rotated":
+        reset.append("class_folds")  # rotated fold 0 is the plain cut whatever K: one run for every K
+    if cfg["class_folds"] == 1 or "class_folds" in reset:
+        reset.append("split_protocol")  # one split: both protocols cut the same classes
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
         keep = {*DATA_KEYS, "metric", "loss"}
         if loss == "untrained":
@@ -385,11 +394,18 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def _hashed(key: str, values: dict[str, Any]) -> bool:
+    """Whether `key` enters the run id of the resolved config `values` (see HASHED_ALWAYS)."""
+    if key == "split_protocol":
+        return values["class_folds"] > 1 and values[key] != LEGACY_SPLIT_PROTOCOL
+    return key in HASHED_ALWAYS or values[key] != DEFAULTS[key]
+
+
 def config_hash(config: RunConfig | dict[str, Any]) -> str:
     """First 12 hex digits of sha256 over the canonical JSON of the resolved config."""
     if not isinstance(config, RunConfig):
         config = resolve_config(config)
-    hashed = {key: value for key, value in config_to_dict(config).items()
-              if key in HASHED_ALWAYS or value != DEFAULTS[key]}
+    values = config_to_dict(config)
+    hashed = {key: value for key, value in values.items() if _hashed(key, values)}
     text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

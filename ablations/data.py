@@ -6,10 +6,20 @@ validation or test set is seen in training. Classes are sorted and cut in order:
     n_test  = max(2, round(0.3 * C)),  n_val = max(2, round(0.2 * C)),
     n_train = C - n_val - n_test  (must be >= 2, so at least 6 classes)
 
-Class folds (`class_folds` = K, `fold` = f): the sorted class list is first rotated
-left by round(f * C / K) places, then cut as above. Fold 0 is the plain cut (the
-split of every store made before folds existed); the K folds hold out different
-blocks of classes for validation and test, each fold class-disjoint in itself.
+Class folds (`class_folds` = K, `fold` = f), by `split_protocol`:
+- "fixed_test" (the default; the protocol of Musgrave, Belongie and Lim 2020, "A
+  Metric Learning Reality Check"): the test classes are fixed, the last n_test of the
+  sorted classes for every fold, and never take part in selection. With K >= 2 the
+  other C - n_test classes (the development classes) are cut in order into K blocks
+  of near-equal size (np.array_split); fold f validates on block f and trains on the
+  other blocks. K = 1 is the single cut above (train, validation, test).
+- "rotated" (stores made before `split_protocol` existed): the sorted class list is
+  first rotated left by round(f * C / K) places, then cut as above. Each fold is
+  class-disjoint in itself, but the validation classes of one fold are test classes
+  of another, so selection over folds sees test classes: kept only so old stores
+  report and resume as they were made.
+Fold 0 of "rotated" is the plain cut whatever K (the split of every store made before
+folds existed); fold 0 of "fixed_test" with K >= 2 is not.
 
 - digits (scikit-learn's bundled 8x8 handwritten digits, 1797 x 64, no download):
   train digits 0-4 (901 images), validation 5-6 (363), test 7-9 (533).
@@ -85,24 +95,50 @@ def class_counts(num_classes: int) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
-def fold_classes(classes: np.ndarray, *, class_folds: int,
-                 fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+SPLIT_PROTOCOLS = ("fixed_test", "rotated")  # values of the `split_protocol` key
+
+
+def fold_classes(classes: np.ndarray, *, class_folds: int, fold: int,
+                 split_protocol: str = "fixed_test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """classes (C,) sorted -> (train, validation, test) classes of fold `fold` of `class_folds`.
 
-    The class list rotated left by round(fold * C / class_folds), cut by `class_counts`.
+    "fixed_test": test = the last n_test classes for every fold; with K >= 2 the others are
+    cut into K blocks, validation = block `fold`, train = the other blocks. "rotated": the
+    class list rotated left by round(fold * C / class_folds), cut by `class_counts`. A K that
+    cannot give K distinct folds is a ValueError naming class_folds.
     """
+    if split_protocol not in SPLIT_PROTOCOLS:
+        raise ValueError(f"split_protocol must be one of {', '.join(SPLIT_PROTOCOLS)}, "
+                         f"got {split_protocol!r}")
     if not 0 <= fold < class_folds:
         raise ValueError(f"fold must be in 0..class_folds-1 = 0..{class_folds - 1}, got {fold!r}")
-    n_train, n_val, _ = class_counts(len(classes))
-    shift = round(fold * len(classes) / class_folds)
-    order = np.roll(np.asarray(classes), -shift)
-    return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+    classes = np.asarray(classes)
+    n_train, n_val, n_test = class_counts(len(classes))
+    if split_protocol == "rotated" or class_folds == 1:
+        if class_folds > len(classes):
+            raise ValueError(f"class_folds = {class_folds} but the data have {len(classes)} "
+                             f"classes: rotated folds repeat beyond class_folds = {len(classes)}")
+        shift = round(fold * len(classes) / class_folds)
+        order = np.roll(classes, -shift)
+        return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+    development, test = classes[:-n_test], classes[-n_test:]
+    most = len(development) // 2  # every validation block and the training part need >= 2 classes
+    if class_folds > most:
+        raise ValueError(f"class_folds = {class_folds} is too many for {len(classes)} classes: "
+                         f"the {len(development)} classes outside the fixed test classes give "
+                         f"at most {most} folds of >= 2 validation classes; use class_folds <= "
+                         f"{most}")
+    blocks = np.array_split(development, class_folds)
+    train = np.concatenate([b for i, b in enumerate(blocks) if i != fold])
+    return train, blocks[fold], test
 
 
-def split_by_class(x: np.ndarray, y: np.ndarray, *, class_folds: int = 1, fold: int = 0) -> Split:
-    """x (N, D) float, y (N,) int -> Split with classes cut in sorted order (rotated for the
-    fold), standardised on the training classes."""
-    train_c, val_c, test_c = fold_classes(np.unique(y), class_folds=class_folds, fold=fold)
+def split_by_class(x: np.ndarray, y: np.ndarray, *, class_folds: int = 1, fold: int = 0,
+                   split_protocol: str = "fixed_test") -> Split:
+    """x (N, D) float, y (N,) int -> Split with classes cut in sorted order (by the fold and
+    `split_protocol`, see `fold_classes`), standardised on the training classes."""
+    train_c, val_c, test_c = fold_classes(np.unique(y), class_folds=class_folds, fold=fold,
+                                          split_protocol=split_protocol)
     parts = [np.isin(y, c) for c in (train_c, val_c, test_c)]
     x = x.astype(np.float64)
     mean = x[parts[0]].mean(axis=0)
@@ -218,7 +254,8 @@ def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
 
 def load_split(config) -> Split:
     """RunConfig (or anything with its attributes) -> the dataset's class-disjoint Split."""
-    folds = dict(class_folds=config.class_folds, fold=config.fold)
+    folds = dict(class_folds=config.class_folds, fold=config.fold,
+                 split_protocol=config.split_protocol)
     if config.dataset == "digits":
         x, y = load_digits_xy()
         return split_by_class(x, y, **folds)

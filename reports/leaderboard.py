@@ -1,16 +1,20 @@
-"""Model selection on validation and the leaderboard of test metrics over (fold, seed) units.
+"""Model selection on validation and the leaderboard of test metrics over independent units.
 
-Units: a configuration's repeated runs, one per (fold, seed); the grid's units are
-every fold x seed seen in the store (folds only for the seed-free `raw` baseline).
-Selection rule: a configuration is selectable only when all its units finished;
+Runs: a configuration's repeated runs, one per (fold, seed); the grid's runs are
+every fold x seed seen in the store (folds only for the seed-free baselines).
+Statistical units: seeds are nested in folds (the runs of one fold share its training
+and validation classes), so with two or more class folds the unit is the *fold*: the
+mean over the seeds of that fold, n = the number of folds. With a single class split
+the units are the seeds (they measure training randomness only; the report says so).
+Selection rule: a configuration is selectable only when all its runs finished;
 for each variant, the selectable configuration with the highest mean validation
 MAP@R over its units. Test metrics are never used to select; they are reported for
 the selected configuration as mean and t-interval over its units. The baselines
-(`raw`, `untrained`) are selected by the same rule and listed as marked rows below
-the ranked variants; the *best baseline* is the one best on validation.
+are selected by the same rule and listed as marked rows below the ranked variants;
+the *best baseline* is the one best on validation.
 
-Comparisons, paired over matched units on test MAP@R (a `raw` run of a fold is
-matched with every seed of that fold):
+Comparisons, paired over matched units on test MAP@R (by seed on a single split, a
+seed-free baseline's run is matched with every seed of its fold):
 - every row against the best variant (rank 1): t-test, Holm-adjusted over the
   family of the other trained variants (baselines are outside that family);
 - every row against the best baseline: the mean difference, its t-interval and p.
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from reports.stats import PairedResult, holm, mean_ci, paired_test
+from reports.stats import MeanCI, PairedResult, holm, mean_ci, paired_test
 from reports.variants import FOLD, SEED, SEED_FREE, describe_config, varying_columns
 
 SELECT_ON = "val_map_at_r"
@@ -47,6 +51,12 @@ class Selection:
     configs: pd.DataFrame          # one row per (variant, configuration)
     leaderboard: pd.DataFrame      # ranked variants (best first), then the baselines
     selected_runs: dict            # variant -> runs rows (every status) of its selected config
+    by_fold: bool = False          # statistical units: folds (seed means) if True, else seeds
+
+    @property
+    def unit_name(self) -> str:
+        """'fold' or 'seed': what one unit (one value of n) is."""
+        return "fold" if self.by_fold else "seed"
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -82,16 +92,44 @@ def grid_units(runs: pd.DataFrame) -> dict[bool, set]:
             True: {(k, f, None) for k, f in splits}}
 
 
+def splits_of(runs: pd.DataFrame) -> set:
+    """annotated runs -> the distinct class splits (class_folds, fold) among them."""
+    if runs.empty:
+        return set()
+    return {(int(k), int(f)) for k, f in zip(runs["class_folds"], runs[FOLD])}
+
+
+def fold_units(values: dict, *, by_fold: bool) -> dict:
+    """run unit (k, fold, seed) -> value  ->  statistical unit -> value: with by_fold the mean
+    over the seeds of each fold, keyed (k, fold, None); otherwise unchanged."""
+    if not by_fold:
+        return dict(values)
+    groups: dict[tuple, list[float]] = {}
+    for (k, fold, _), value in values.items():
+        groups.setdefault((k, fold, None), []).append(value)
+    return {unit: float(np.mean(v)) for unit, v in groups.items()}
+
+
+def unit_ci(runs: pd.DataFrame, variant: str, metric: str, *, by_fold: bool,
+            confidence: float) -> MeanCI:
+    """finished runs of one configuration -> mean and t-interval of `metric` over its units."""
+    if runs.empty or metric not in runs:
+        return mean_ci([], confidence=confidence)
+    values = fold_units(unit_values(runs[runs[metric].notna()], variant, metric), by_fold=by_fold)
+    return mean_ci(list(values.values()), confidence=confidence)
+
+
 def config_table(runs: pd.DataFrame, *, confidence: float) -> pd.DataFrame:
     """annotated runs -> one row per (variant, configuration): units finished, val MAP@R CI."""
     shown = [c for c in varying_columns(runs) if c not in VARIANT_KEYS] if not runs.empty else []
     units = grid_units(runs)
+    by_fold = len(splits_of(runs)) >= 2
     rows = []
     for variant, runs_of_variant in runs.groupby("variant", sort=True):
         # describe each configuration by the axes that vary within its variant
         own = [c for c in varying_columns(runs_of_variant) if c not in VARIANT_KEYS]
         for key, group in runs_of_variant.groupby("config_key", sort=True):
-            rows.append(_config_row(variant, key, group, shown, own,
+            rows.append(_config_row(variant, key, group, shown, own, by_fold=by_fold,
                                     expected=units[variant in SEED_FREE], confidence=confidence))
     columns = ["variant", "config_key", "config", "baseline", *shown, "n_runs", "n_finished",
                "n_units", "complete", "units_missing", f"{SELECT_ON}_mean", f"{SELECT_ON}_low",
@@ -100,10 +138,10 @@ def config_table(runs: pd.DataFrame, *, confidence: float) -> pd.DataFrame:
 
 
 def _config_row(variant: str, key: str, group: pd.DataFrame, shown: list[str], own: list[str], *,
-                expected: set, confidence: float) -> dict:
+                by_fold: bool, expected: set, confidence: float) -> dict:
     """The runs of one configuration -> its row of the configurations table."""
     done = finished(group)
-    ci = mean_ci(done[SELECT_ON], confidence=confidence)
+    ci = unit_ci(done, variant, SELECT_ON, by_fold=by_fold, confidence=confidence)
     have = {unit_of(row, variant) for _, row in done.iterrows()}
     absent = sorted(expected - have, key=repr)
     first = group.iloc[0]
@@ -118,6 +156,7 @@ def _config_row(variant: str, key: str, group: pd.DataFrame, shown: list[str], o
 def select(runs: pd.DataFrame, *, confidence: float) -> Selection:
     """annotated runs -> Selection (best complete configuration per variant on validation)."""
     configs = config_table(runs, confidence=confidence)
+    by_fold = len(splits_of(runs)) >= 2
     usable = configs[configs["complete"]]
     # Highest validation mean; ties broken by the configuration's canonical key (stable).
     best = (usable.sort_values(["variant", f"{SELECT_ON}_mean", "config_key"],
@@ -126,8 +165,9 @@ def select(runs: pd.DataFrame, *, confidence: float) -> Selection:
     selected_runs = {row.variant: runs[(runs["variant"] == row.variant)
                                        & (runs["config_key"] == row.config_key)]
                      for row in best.itertuples()}
-    board = _leaderboard(best, selected_runs, confidence=confidence)
-    return Selection(configs=configs, leaderboard=board, selected_runs=selected_runs)
+    board = _leaderboard(best, selected_runs, by_fold=by_fold, confidence=confidence)
+    return Selection(configs=configs, leaderboard=board, selected_runs=selected_runs,
+                     by_fold=by_fold)
 
 
 def unit_values(runs: pd.DataFrame, variant: str, metric: str) -> dict:
@@ -152,18 +192,21 @@ def compare(a: dict, b: dict, *, confidence: float) -> PairedResult:
     return paired_test(*matched(a, b), confidence=confidence)
 
 
-def _leaderboard(best: pd.DataFrame, selected_runs: dict, *, confidence: float) -> pd.DataFrame:
+def _leaderboard(best: pd.DataFrame, selected_runs: dict, *, by_fold: bool,
+                 confidence: float) -> pd.DataFrame:
     """selected configurations -> ranked variants (best validation first), then the baselines."""
     order = [f"{SELECT_ON}_mean", "variant"]
     trained = best[~best["baseline"]].sort_values(order, ascending=[False, True])
     bases = best[best["baseline"]].sort_values(order, ascending=[False, True])
-    values = {v: unit_values(finished(r), v, PAIRED_ON) for v, r in selected_runs.items()}
+    values = {v: fold_units(unit_values(finished(r), v, PAIRED_ON), by_fold=by_fold)
+              for v, r in selected_runs.items()}
     reference = trained["variant"].iloc[0] if not trained.empty else None
     best_base = bases["variant"].iloc[0] if not bases.empty else None
     rows = []
     for rank, row in [*enumerate(trained.itertuples(), start=1),
                       *((math.nan, r) for r in bases.itertuples())]:
-        out = _board_row(row, rank, finished(selected_runs[row.variant]), confidence=confidence)
+        out = _board_row(row, rank, finished(selected_runs[row.variant]), by_fold=by_fold,
+                         confidence=confidence)
         out.update(_versus("paired", row.variant, reference, values, confidence=confidence,
                            same="reference (best on validation)"))
         out.update(_versus("vs_baseline", row.variant, best_base, values, confidence=confidence,
@@ -176,16 +219,16 @@ def _leaderboard(best: pd.DataFrame, selected_runs: dict, *, confidence: float) 
     return board
 
 
-def _board_row(row, rank, done: pd.DataFrame, *, confidence: float) -> dict:
-    """One selected configuration -> its leaderboard cells (validation and test CIs)."""
-    val = mean_ci(done[SELECT_ON], confidence=confidence)
+def _board_row(row, rank, done: pd.DataFrame, *, by_fold: bool, confidence: float) -> dict:
+    """One selected configuration -> its leaderboard cells (validation and test CIs over units)."""
+    val = unit_ci(done, row.variant, SELECT_ON, by_fold=by_fold, confidence=confidence)
     out = {"rank": rank, "kind": "baseline" if row.baseline else "variant",
            "variant": row.variant, "config": row.config,
            "units_finished": f"{row.n_finished}/{row.n_units}",
            f"{SELECT_ON}_mean": val.mean, f"{SELECT_ON}_low": val.low,
            f"{SELECT_ON}_high": val.high, f"{SELECT_ON}_n": val.n}
     for metric in TEST_METRICS:
-        ci = mean_ci(done[metric] if metric in done else [], confidence=confidence)
+        ci = unit_ci(done, row.variant, metric, by_fold=by_fold, confidence=confidence)
         out.update({f"{metric}_mean": ci.mean, f"{metric}_low": ci.low,
                     f"{metric}_high": ci.high, f"{metric}_n": ci.n})
     return out

@@ -5,15 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports.leaderboard import SELECT_ON, describe_unit, finished, unit_of
+from reports.leaderboard import SELECT_ON, describe_unit, finished, splits_of, unit_of
 from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
 from reports.variants import FOLD, SEED
 
 STATUSES = ("finished", "diverged", "failed")
 SPLIT_RULE = ("class-disjoint: classes sorted and cut in order into train / validation / test "
               "(no test class is seen in training; rule and per-dataset split in ablations/data.py)")
-FOLD_RULE = ("; {k} class folds: fold f rotates the sorted classes by round(f * C / {k}) before "
-             "the cut, so each fold holds out other classes for validation and test")
+FOLD_RULES = {
+    "fixed_test": ("; {k} class folds, fixed test classes (split_protocol = fixed_test, as "
+                   "Musgrave et al. 2020): the last 30% of the sorted classes are the test classes "
+                   "of every fold and never take part in selection; the other classes are cut "
+                   "into {k} blocks, fold f validates on block f and trains on the rest"),
+    "rotated": ("; {k} class folds, ROTATED (split_protocol = rotated, the protocol of stores "
+                "made before fixed test classes): fold f rotates the sorted classes by "
+                "round(f * C / {k}) before the cut, so the validation classes of one fold are "
+                "test classes of another and selection over folds sees test classes"),
+}
 BASELINE_RULE = ("raw = the standardised input features, untrained = the encoder at its "
                  "initialisation for each seed (no training step); same split, metrics and "
                  "distance as the runs; selected on validation like the variants, never ranked")
@@ -26,24 +34,33 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
     seeds = sorted(int(s) for s in runs[SEED].dropna().unique()) if SEED in runs else []
     datasets = sorted(str(d) for d in runs["dataset"].dropna().unique()) if "dataset" in runs else []
     folds = int(runs["class_folds"].max()) if "class_folds" in runs and not runs.empty else 1
-    n_folds = runs[FOLD].nunique() if FOLD in runs and not runs.empty else 1
+    n_folds = len(splits_of(runs)) or 1
+    protocols = sorted(set(runs.loc[runs["class_folds"] > 1, "split_protocol"])) if (
+        folds > 1 and "split_protocol" in runs) else []
     return [
         ("Dataset", ", ".join(datasets) or "unknown (no run stored)"),
         ("Data files", _data_files(runs)),
-        ("Class split", SPLIT_RULE + (FOLD_RULE.format(k=folds) if folds > 1 else "")
-         + (_test_classes(picked) if n_folds == 1 else "; the test classes differ by fold")),
+        ("Class split", SPLIT_RULE + "".join(FOLD_RULES[p].format(k=folds) for p in protocols)
+         + ("; THE STORE MIXES BOTH PROTOCOLS: their runs are separate configurations"
+            if len(protocols) > 1 else "")
+         + (_test_classes(picked) if n_folds == 1 or protocols == ["fixed_test"]
+            else "; the test classes differ by fold")),
         ("Baselines", BASELINE_RULE),
-        ("Selection rule", f"per variant, among the configurations whose (fold, seed) units all "
+        ("Selection rule", f"per variant, among the configurations whose (fold, seed) runs all "
                            f"finished, the one with the highest mean validation MAP@R "
                            f"({SELECT_ON}) over its units; test metrics are never used to select"),
         ("Units", f"{n_folds} fold(s) x {len(seeds)} seed(s) per configuration (seeds "
-                  f"{', '.join(map(str, seeds)) or 'none'}); the raw baseline has one run per "
-                  "fold, paired with every seed of it"),
+                  f"{', '.join(map(str, seeds)) or 'none'}); "
+                  + (f"the statistical unit is the fold (the mean over its seeds): n = {n_folds}"
+                     if n_folds >= 2 else
+                     "one class split: the units are the seeds, which measure training "
+                     "randomness only, not the choice of classes")
+                  + "; a seed-free baseline has one run per fold"),
         ("Runs", f"{len(runs)} stored: {status}"),
         ("Variants", f"{runs['variant'].nunique() if not runs.empty else 0} "
                      f"({finished(runs)['variant'].nunique() if not runs.empty else 0} with a "
                      "finished run), baselines included"),
-        ("Confidence intervals", CI_METHOD + ", over the units that finished"),
+        ("Confidence intervals", CI_METHOD),
         ("Paired test", PAIRED_TEST + " on test MAP@R against the best variant and against "
                         f"the best baseline; n/a with fewer than 2 matched units; below "
                         f"{LOW_POWER_N} units it has little power"),

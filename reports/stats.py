@@ -1,8 +1,10 @@
 """Statistics over units: Student-t confidence intervals, the paired test, Holm's correction.
 
-A unit is one (fold, seed) of a configuration: its repeated runs. The interval and
-the tests work on the units that finished: a failed or diverged unit has no metric
-and is left out (the count `n` says how many remained).
+A unit is an independent repetition of a configuration (reports/leaderboard.py): with
+two or more class folds a fold (the mean over its seeds, n = the number of folds),
+on a single class split a seed. The interval and the tests work on the runs that
+finished: a failed or diverged run has no metric and is left out (the count `n`
+says how many units remained).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as st
 
-CI_METHOD = ("95% Student-t interval over (fold, seed) units "
-             "(mean +/- t(0.975, n-1) * sd / sqrt(n))")
-PAIRED_TEST = ("paired t-test over matched (fold, seed) units (two-sided, scipy.stats.ttest_rel), "
+UNITS = ("units: folds (each the mean over its seeds; seeds share a fold's classes, so they "
+         "are not independent), n = number of folds; on a single class split, seeds")
+CI_METHOD = ("95% Student-t interval over units (mean +/- t(0.975, n-1) * sd / sqrt(n)); "
+             + UNITS)
+PAIRED_TEST = ("paired t-test over matched units (two-sided, scipy.stats.ttest_rel), "
                "with the 95% t-interval of the mean difference")
 HOLM = ("Holm's step-down correction over the comparisons against the best variant "
         "(family-wise error 5%; the unadjusted p beside it)")

@@ -18,7 +18,7 @@ def render_summary(*, verdict: Verdict, protocol: list[tuple[str, str]], gaps: l
     lines += ["## Verdict", "", verdict.text, "", "## Protocol", ""]
     lines += [f"- **{field}**: {text}" for field, text in protocol]
     lines += ["", "## Leaderboard", "",
-              "Metrics: mean [95% t-interval] over (fold, seed) units; selection on mean validation "
+              "Metrics: mean [95% t-interval] over units (folds: the mean over their seeds; seeds on a single class split); selection on mean validation "
               "MAP@R among configurations whose units all finished; paired differences on test "
               "MAP@R over matched units (Holm-adjusted p against the best variant). Baselines are "
               "the rows marked (baseline).",

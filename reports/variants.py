@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from ablations.config import BASELINES, DEFAULTS
+from ablations.config import BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL
 
 # runs.parquet columns that are results, not config keys (ARCHITECTURE.md).
 RESULT_COLUMNS = ("run_id", "status", "error", "diverged_step", "diverged_component",
@@ -78,6 +78,13 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
         out["config_key"] = pd.Series(dtype=str)
         out["baseline"] = pd.Series(dtype=bool)
         return out
+    if "split_protocol" not in out.columns or out["split_protocol"].isna().any():
+        # stored before the key: every such run's folds were rotated (one split: the same cut)
+        folds = out["class_folds"].fillna(1) if "class_folds" in out.columns else 1
+        legacy = np.where(np.asarray(folds) > 1, LEGACY_SPLIT_PROTOCOL, DEFAULTS["split_protocol"])
+        known = out["split_protocol"] if "split_protocol" in out.columns else pd.Series(
+            [None] * len(out), index=out.index)
+        out["split_protocol"] = known.where(known.notna(), pd.Series(legacy, index=out.index))
     for key, default in DEFAULTS.items():   # a key added after the run was stored: its default
         if key in out.columns or key in UNIT_COLUMNS:
             out[key] = out[key].fillna(default) if key in out.columns else default

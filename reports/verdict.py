@@ -31,7 +31,7 @@ class Verdict:
 
 
 def _power_note(n: int) -> str:
-    return (f" Only n = {n} matched (fold, seed) units: below {LOW_POWER_N} a paired test has "
+    return (f" Only n = {n} matched units (folds, or seeds on a single split): below {LOW_POWER_N} a paired test has "
             "little power (a difference that is not significant is no evidence of no difference)."
             if n < LOW_POWER_N else "")
 
@@ -59,7 +59,7 @@ def verdict(board: pd.DataFrame) -> Verdict:
            "low": math.nan, "high": math.nan, "p": math.nan, "beats_baseline": None,
            "significantly_different_after_holm": "", "warning": ""}
     if trained.empty:
-        text = ("No trained variant has a configuration whose (fold, seed) units all finished: "
+        text = ("No trained variant has a configuration whose (fold, seed) runs all finished: "
                 "there is nothing to select yet (see What is missing).")
         return Verdict(text, None, pd.DataFrame([row]))
     best = trained.iloc[0]
@@ -102,7 +102,7 @@ def verdict(board: pd.DataFrame) -> Verdict:
                      f"correction over {len(others)} comparison(s) (5% family-wise): "
                      + (", ".join(differ) if differ else "none") + ".")
     n_best = int(best["test_map_at_r_n"])
-    power = (f"Note: the best variant has n = {n_best} (fold, seed) units; below {LOW_POWER_N} the "
+    power = (f"Note: the best variant has n = {n_best} units (folds, or seeds on a single split); below {LOW_POWER_N} the "
              "paired tests have little power." if n_best < LOW_POWER_N else "")
     return Verdict(" ".join(lines), warning, pd.DataFrame([row]), power)
 

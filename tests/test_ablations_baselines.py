@@ -34,9 +34,10 @@ seed = [0, 1]
 
 # ------------------------------------------------------------------ folds
 @pytest.mark.parametrize("num_classes, folds", [(10, 4), (10, 3), (6, 2), (40, 5)])
-def test_folds_are_class_disjoint_within_and_different_across(num_classes, folds):
+def test_rotated_folds_are_class_disjoint_within_and_different_across(num_classes, folds):
     classes = np.arange(num_classes) * 3 + 1   # sorted, not 0..C-1
-    parts = [fold_classes(classes, class_folds=folds, fold=f) for f in range(folds)]
+    parts = [fold_classes(classes, class_folds=folds, fold=f, split_protocol="rotated")
+             for f in range(folds)]
     for train, val, test in parts:
         assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
         assert set(train) | set(val) | set(test) == set(classes)
@@ -45,9 +46,42 @@ def test_folds_are_class_disjoint_within_and_different_across(num_classes, folds
     assert len(set(held_out)) == folds and len(set(tests)) == folds
 
 
+@pytest.mark.parametrize("num_classes, folds", [(10, 3), (10, 2), (6, 2), (40, 5), (120, 3)])
+def test_fixed_test_folds_keep_the_test_classes_and_cross_validate_the_rest(num_classes, folds):
+    classes = np.arange(num_classes) * 3 + 1
+    parts = [fold_classes(classes, class_folds=folds, fold=f) for f in range(folds)]
+    tests = {tuple(test) for _, _, test in parts}
+    assert tests == {tuple(classes[-round(0.3 * num_classes):])}      # one fixed test set
+    for train, val, test in parts:
+        assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+        assert set(train) | set(val) | set(test) == set(classes) and len(val) >= 2
+    vals = [set(val) for _, val, _ in parts]                          # the blocks partition the
+    assert set().union(*vals) == set(classes) - set(parts[0][2])      # development classes
+    assert sum(map(len, vals)) == num_classes - len(parts[0][2])
+
+
+def test_fixed_test_refuses_more_folds_than_the_development_classes_allow():
+    with pytest.raises(ValueError, match="class_folds = 4 is too many for 10 classes"):
+        fold_classes(np.arange(10), class_folds=4, fold=0)     # 7 development classes: 3 folds
+    with pytest.raises(ValueError, match="class_folds = 11"):
+        fold_classes(np.arange(10), class_folds=11, fold=0, split_protocol="rotated")
+
+
+def test_fixed_test_runs_get_new_ids_and_old_rotated_ids_stay():
+    rotated = {"class_folds": 3, "fold": 1, "split_protocol": "rotated"}
+    fixed = {"class_folds": 3, "fold": 1}
+    assert config_hash(rotated) == "dc8afcf427f4"   # its id before split_protocol existed
+    assert config_hash(fixed) != config_hash(rotated)
+    # fold 0: rotated is the plain cut (one run for every K); fixed_test fold 0 is not
+    assert config_hash({"class_folds": 3, "fold": 0, "split_protocol": "rotated"}) == config_hash({})
+    assert config_hash({"class_folds": 3, "fold": 0}) != config_hash({})
+    # one split: the protocols cut the same classes, and the id is the old one
+    assert config_hash({"split_protocol": "rotated"}) == config_hash({})
+
+
 def test_fold_zero_is_the_split_of_stores_made_before_folds():
     default = load_split(resolve_config({}))
-    fold0 = load_split(resolve_config({"class_folds": 4, "fold": 0}))
+    fold0 = load_split(resolve_config({"class_folds": 4, "fold": 0, "split_protocol": "rotated"}))
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(default, name), getattr(fold0, name))
     assert set(default.y_test) == {7, 8, 9} and set(default.y_val) == {5, 6}
@@ -56,7 +90,7 @@ def test_fold_zero_is_the_split_of_stores_made_before_folds():
 
 
 def test_digits_folds_rotate_the_held_out_classes_and_restandardise():
-    split = load_split(resolve_config({"class_folds": 2, "fold": 1}))
+    split = load_split(resolve_config({"class_folds": 2, "fold": 1, "split_protocol": "rotated"}))
     assert set(split.y_train) == {5, 6, 7, 8, 9} and set(split.y_val) == {0, 1}
     assert set(split.y_test) == {2, 3, 4}
     np.testing.assert_allclose(split.x_train.mean(axis=0), 0.0, atol=1e-5)
@@ -134,15 +168,20 @@ def test_a_resumed_grid_with_class_folds_adds_only_the_missing_cells(tmp_path, c
     (tmp_path / "g.toml").write_text(GRID.format(extra=""))
     store = run_grid(tmp_path / "g.toml", tmp_path / "out", workers=1)
     before = set(store.stored_ids())
-    (tmp_path / "g2.toml").write_text(GRID.format(extra="class_folds = 2"))
+    # rotated folds: fold 0 is the single split already stored, so only fold 1 is new
+    (tmp_path / "g2.toml").write_text(GRID.format(extra='class_folds = 2\nsplit_protocol = "rotated"'))
     run_grid(tmp_path / "g2.toml", tmp_path / "out", workers=1, extend=True)
     added = calls[len(before):]
     assert len(added) == len(set(added)) == 7 and not set(added) & before  # fold 1 only
     runs = ResultsStore(tmp_path / "out").runs()
     assert sorted(runs["fold"].value_counts().to_dict().items()) == [(0, 7), (1, 7)]
     expected = {config_hash(c) for c in with_baselines(expand(parse_grid_text(
-        GRID.format(extra="class_folds = 2"))))}
+        GRID.format(extra='class_folds = 2\nsplit_protocol = "rotated"'))))}
     assert set(runs["run_id"]) == expected
+    # fixed test classes: both folds differ from the single split, the fixed test set does not
+    fixed = [c for c in with_baselines(expand(parse_grid_text(GRID.format(extra="class_folds = 2"))))]
+    assert not {config_hash(c) for c in fixed} & set(runs["run_id"])
+    assert {tuple(np.unique(load_split(c).y_test)) for c in fixed} == {(7, 8, 9)}
 
 
 # ---------------------------------------------------------------- Recall@K

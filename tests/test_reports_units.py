@@ -270,3 +270,41 @@ def test_the_protocol_names_each_data_file_and_its_fingerprint():
     assert items["Data files"] == f"/d/x.npz (sha256 {fp[:16]}...)"
     builtin = annotate(pd.DataFrame([run_row("r0", seed=0, val=0.5, test=0.4)]))
     assert dict(protocol_items(builtin, {}))["Data files"] == "none (built-in datasets)"
+
+
+def _folded_runs(values: dict) -> pd.DataFrame:
+    """{(loss, fold, seed): test MAP@R} -> runs rows of a 3-fold fixed-test store."""
+    return pd.DataFrame([run_row(f"{loss}{fold}{seed}", seed=seed, val=v, test=v, loss=loss,
+                                 fold=fold, class_folds=3, split_protocol="fixed_test")
+                         for (loss, fold, seed), v in values.items()])
+
+
+def test_with_folds_the_unit_is_the_fold_mean_and_n_the_number_of_folds():
+    rng = np.random.default_rng(3)
+    fold_effect = {0: 0.0, 1: 0.1, 2: -0.05}              # folds differ far more than seeds
+    values = {(loss, f, s): 0.5 + (0.02 if loss == "batch_all" else 0.0) + fold_effect[f]
+              + rng.normal(0, 0.005) for loss in ("batch_hard", "batch_all")
+              for f in range(3) for s in range(3)}
+    selection = select(annotate(_folded_runs(values)), confidence=0.95)
+    board = selection.leaderboard.set_index("variant")
+    assert selection.by_fold and selection.unit_name == "fold"
+    means = {loss: [np.mean([values[(loss, f, s)] for s in range(3)]) for f in range(3)]
+             for loss in ("batch_hard", "batch_all")}
+    expected = mean_ci(means["batch_all"], confidence=0.95)
+    assert board.loc["batch_all", "test_map_at_r_n"] == 3
+    assert board.loc["batch_all", "test_map_at_r_low"] == pytest.approx(expected.low)
+    paired = paired_test(dict(enumerate(means["batch_hard"])), dict(enumerate(means["batch_all"])),
+                         confidence=0.95)
+    assert board.loc["batch_hard", "paired_n"] == 3
+    assert board.loc["batch_hard", "paired_p"] == pytest.approx(paired.p_value)
+    # nine (fold, seed) runs treated as independent would claim a far smaller p
+    runs9 = st.ttest_rel([values[("batch_hard", f, s)] for f in range(3) for s in range(3)],
+                         [values[("batch_all", f, s)] for f in range(3) for s in range(3)])
+    assert paired.p_value > runs9.pvalue
+
+
+def test_old_stores_without_split_protocol_read_as_rotated_folds():
+    rows = _folded_runs({("batch_hard", f, s): 0.5 for f in (1, 2) for s in (0, 1)})
+    rows = pd.concat([rows, pd.DataFrame([run_row("single", seed=0, val=0.5, test=0.5)])])
+    runs = annotate(rows.drop(columns=["split_protocol"]))
+    assert list(runs["split_protocol"]) == ["rotated"] * 4 + ["fixed_test"]
