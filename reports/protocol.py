@@ -7,7 +7,7 @@ import pandas as pd
 
 from reports.leaderboard import SELECT_ON, describe_unit, finished, unit_of
 from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
-from reports.variants import FOLD, SEED
+from reports.variants import FOLD, SEED, SEED_FREE
 
 STATUSES = ("finished", "diverged", "failed")
 SPLIT_RULE = ("class-disjoint: classes sorted and cut in order into train / validation / test "
@@ -15,8 +15,12 @@ SPLIT_RULE = ("class-disjoint: classes sorted and cut in order into train / vali
 FOLD_RULE = ("; {k} class folds: fold f rotates the sorted classes by round(f * C / {k}) before "
              "the cut, so each fold holds out other classes for validation and test")
 BASELINE_RULE = ("raw = the standardised input features, untrained = the encoder at its "
-                 "initialisation for each seed (no training step); same split, metrics and "
-                 "distance as the runs; selected on validation like the variants, never ranked")
+                 "initialisation for each seed (no training step); lda, nca, pca_whiten = "
+                 "classical linear metrics (scikit-learn) fitted on the training classes only, "
+                 "their number of components chosen on validation MAP@R (shown in the "
+                 "leaderboard's config; ablations/classical.py); same split, metrics and "
+                 "distance as the runs; selected on validation like the variants, never ranked; "
+                 "a grid chooses them with [baselines] include")
 
 
 def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
@@ -37,8 +41,8 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
                            f"finished, the one with the highest mean validation MAP@R "
                            f"({SELECT_ON}) over its units; test metrics are never used to select"),
         ("Units", f"{n_folds} fold(s) x {len(seeds)} seed(s) per configuration (seeds "
-                  f"{', '.join(map(str, seeds)) or 'none'}); the raw baseline has one run per "
-                  "fold, paired with every seed of it"),
+                  f"{', '.join(map(str, seeds)) or 'none'}); each seed-free baseline "
+                  f"({', '.join(SEED_FREE)}) has one run per fold, paired with every seed of it"),
         ("Runs", f"{len(runs)} stored: {status}"),
         ("Variants", f"{runs['variant'].nunique() if not runs.empty else 0} "
                      f"({finished(runs)['variant'].nunique() if not runs.empty else 0} with a "
