@@ -1,6 +1,7 @@
 """The results store through run_grid: layout, resume, extend, foreign grids, kills.
 
-GRID has 4 training cells; run_grid adds their 3 baselines (1 raw, 2 untrained: one per seed).
+GRID has 4 training cells; run_grid adds their 3 baselines (1 raw, 2 untrained: one per seed;
+GRID leaves out the classical ones: tests/test_classical_baselines.py runs them).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ sampler_k = 8
 [grid]
 loss = ["batch_hard", "naive"]
 seed = [0, 1]
+
+[baselines]
+include = ["raw", "untrained"]
 """
 
 
