@@ -28,12 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ablations.config import CLASSICAL_BASELINES
 
 DIMENSIONS = (2, 4, 8, 16, 32, 64, 128, 256)  # candidate numbers of components, before the cap
 NCA_MAX_ITER = 50        # scikit-learn's default L-BFGS budget
 NCA_RANDOM_STATE = 0     # fixes NCA's PCA initialisation (randomised SVD on large inputs)
+# BLAS threads while fitting and transforming: one, so the bytes do not depend on the machine's
+# core count or the executor (a local and a Dask run store the same numbers)
+BLAS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,16 @@ def fit(method: str, n_components: int, x_train: np.ndarray, y_train: np.ndarray
         model = PCA(n_components=n_components, whiten=True, svd_solver="full")
     else:
         raise ValueError(f"method: unknown {method!r}; valid: {', '.join(CLASSICAL_BASELINES)}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=BLAS_THREADS):
         warnings.simplefilter("ignore", ConvergenceWarning)  # NCA's fixed budget (n_iter recorded)
         return model.fit(x_train, y_train)
 
 
 def _transform(model) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda x: np.ascontiguousarray(model.transform(x), dtype=np.float32)
+    def transform(x: np.ndarray) -> np.ndarray:
+        with threadpool_limits(limits=BLAS_THREADS):
+            return np.ascontiguousarray(model.transform(x), dtype=np.float32)
+    return transform
 
 
 def fit_selected(method: str, split, score: Callable[[np.ndarray], float]) -> Fitted:
