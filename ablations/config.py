@@ -7,7 +7,7 @@ keys, fills in the defaults and *canonicalises keys that cannot affect the run*
 "none") back to their defaults, so two cells that train the same thing get the
 same `run_id` and run once. The rules are in `_keys_to_reset` below (a baseline,
 `loss` in BASELINES, keeps only DATA_KEYS and the metric, plus MODEL_KEYS and the
-seed for "untrained"); and the
+seed for "untrained", the one baseline not in SEED_FREE_BASELINES); and the
 losses defined on cosine similarity (multi_similarity, circle) get
 metric = "cosine", which evaluation then uses too.
 
@@ -44,8 +44,13 @@ EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
 RIVALS = ("multi_similarity", "circle", "contrastive", "ntxent")
 # Reference points evaluated for every grid (ablations/baselines.py), never trained and never
 # selected as a variant: "raw" = the standardised input features of the split, "untrained" =
-# the encoder at its initialisation for the run's seed. Valid values of `loss`.
-BASELINES = ("raw", "untrained")
+# the encoder at its initialisation for the run's seed, and the classical linear metrics fitted
+# on the training classes (ablations/classical.py): "lda" (linear discriminant analysis), "nca"
+# (neighbourhood components analysis), "pca_whiten" (PCA whitening). Valid values of `loss`.
+CLASSICAL_BASELINES = ("lda", "nca", "pca_whiten")
+BASELINES = ("raw", "untrained", *CLASSICAL_BASELINES)
+# Baselines that do not depend on the seed (deterministic): one run per data keys and metric.
+SEED_FREE_BASELINES = ("raw", *CLASSICAL_BASELINES)
 # Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
 COSINE_ONLY = ("multi_similarity", "circle", "ntxent")
 # One source of truth: the names the losses package defines.
@@ -264,7 +269,7 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset.append("split_protocol")  # one split: both protocols cut the same classes
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
         keep = {*DATA_KEYS, "metric", "loss"}
-        if loss == "untrained":
+        if loss not in SEED_FREE_BASELINES:
             keep |= {*MODEL_KEYS, "seed"}
         reset += [k for k in FIELDS if k not in keep]
     return reset

@@ -19,11 +19,16 @@ an error.
 
 `class_folds = K` (in [base] or as an axis) makes each cell K runs, `fold` = 0..K-1
 (K class-disjoint partitions, ablations/data.py); `fold` itself is never set in a
-grid file. The baselines (ablations/baselines.py) are added by the runner, not here.
+grid file. The baselines (ablations/baselines.py) are added by the runner, not here;
+an optional `[baselines]` table chooses which (default: every one of BASELINES):
+
+    [baselines]
+    include = ["raw", "lda"]     # [] runs none
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import itertools
 import tomllib
@@ -31,9 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablations.config import DEFAULTS, RunConfig, check_value, resolve_config, unique_configs
+from ablations.config import (BASELINES, DEFAULTS, RunConfig, check_value, resolve_config,
+                              unique_configs)
 
-SECTIONS = ("base", "grid")
+SECTIONS = ("base", "grid", "baselines")
 MAX_RUNS = 10_000  # default cap on a grid's cells (`tripletlab run --max-runs N` raises it)
 
 
@@ -42,6 +48,7 @@ class Grid:
     base: dict[str, Any]
     axes: dict[str, list[Any]]
     text: str
+    baselines: tuple[str, ...] = BASELINES   # [baselines] include: the baselines the runner adds
 
     @property
     def num_cells(self) -> int:
@@ -114,10 +121,34 @@ def parse_grid_text(text: str, *, source: str = "grid", max_runs: int = MAX_RUNS
     if not checked_base and not checked_axes:
         raise ValueError(f"{source}: the grid is empty; set at least one key in [base] "
                          f"or one axis in [grid] (e.g. [grid] seed = [0, 1, 2])")
-    grid = Grid(base=checked_base, axes=checked_axes, text=text)
+    grid = Grid(base=checked_base, axes=checked_axes, text=text,
+                baselines=parse_baselines(doc.get("baselines", {}), source=source))
     check_size(grid, max_runs=max_runs, source=source)
     expand(grid)  # cross-key checks (e.g. npz without a path) fail here, before any run
     return grid
+
+
+def parse_baselines(table: Any, *, source: str = "grid") -> tuple[str, ...]:
+    """The `[baselines]` table -> the baselines to run (`include`, default all of BASELINES);
+    ValueError naming `baselines.include` (or the unknown key) otherwise."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{source}: [baselines] must be a table, got {type(table).__name__}")
+    for key in table:
+        if key != "include":
+            raise ValueError(f"{source}: unknown key baselines.{key}; valid keys: include")
+    include = table.get("include", list(BASELINES))
+    if not isinstance(include, list) or not all(isinstance(v, str) for v in include):
+        raise ValueError(f"{source}: baselines.include must be a list of baseline names "
+                         f"(e.g. [\"raw\", \"lda\"]), got {include!r}")
+    for name in include:
+        if name not in BASELINES:
+            close = difflib.get_close_matches(name, BASELINES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{source}: baselines.include: unknown baseline {name!r}{hint}; "
+                             f"valid baselines: {', '.join(BASELINES)}")
+    if len(set(include)) != len(include):
+        raise ValueError(f"{source}: baselines.include repeats a name: {include!r}")
+    return tuple(include)
 
 
 def _checked(source: str, where: str, key: str, value: Any) -> Any:

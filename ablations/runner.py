@@ -48,7 +48,7 @@ def describe(grid: Grid, configs: list[RunConfig]) -> str:
     trained = [c for c in configs if c.loss not in BASELINES]
     lines = [f"{len(trained)} runs ({grid.num_cells} cells before merging equivalent ones; "
              f"each class fold is a run) + {len(configs) - len(trained)} baseline runs "
-             "(raw, untrained)"]
+             f"({', '.join(grid.baselines) or 'none: [baselines] include = []'})"]
     for key, values in grid.axes.items():
         lines.append(f"  {key} ({len(values)}): {', '.join(map(str, values))}")
     if grid.base:
@@ -81,7 +81,7 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
         raise ValueError(f"max_runs: expected an int >= 1, got {max_runs!r}")
     grid = load_grid(grid_path, max_runs=max_runs)
-    configs = with_baselines(expand(grid))
+    configs = with_baselines(expand(grid), include=grid.baselines)
     if dry_run:
         print(describe(grid, configs))
         return None

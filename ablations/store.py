@@ -42,8 +42,10 @@ METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
                             "recall_at_2", "recall_at_4", "recall_at_8")]
 RUN_COLUMNS = (["run_id", *FIELDS, "status", "error", "diverged_step", "diverged_component",
                 "wall_time_s", "train_time_s", *METRIC_COLUMNS])
-# added beside the contract's columns (process CPU seconds: independent of machine load)
-EXTRA_RUN_COLUMNS = ["cpu_time_s", "train_cpu_time_s"]
+# added beside the contract's columns (process CPU seconds: independent of machine load;
+# a classical baseline's chosen hyper-parameters and its candidates' validation MAP@R, JSON
+# text, null for other runs: ablations/baselines.py)
+EXTRA_RUN_COLUMNS = ["cpu_time_s", "train_cpu_time_s", "baseline_params", "baseline_candidates"]
 # statuses that are a run's final outcome; "failed" runs are retried on the next run_grid
 DONE_STATUSES = ("finished", "diverged")
 STATUSES = ("finished", "diverged", "failed")

@@ -18,8 +18,11 @@ The result dict:
     wall_time_s (whole call), train_time_s (inside training steps only), and the
     same as process CPU time, cpu_time_s and train_cpu_time_s (load-independent).
 
-A baseline (`loss` = "raw" or "untrained", ablations/baselines.py) is only
-evaluated: no steps, one validation row at epoch 0, status "finished".
+A baseline (`loss` in BASELINES: raw, untrained, lda, nca, pca_whiten;
+ablations/baselines.py) is only evaluated: no steps, one validation row at epoch 0,
+status "finished"; a classical one (lda, nca, pca_whiten) also returns
+`baseline_params` and `baseline_candidates` (JSON text: the number of components
+chosen on validation, every candidate's validation MAP@R).
 
 A step whose embeddings, loss component or weighted total is NaN or infinite
 stops the run with status "diverged", the step and the component ("embeddings",
@@ -87,7 +90,7 @@ def run_one(config: dict[str, Any], *,
         "train_cpu_time_s": 0.0,
     }
     try:
-        if cfg.loss in BASELINES:  # raw / untrained: evaluated, never trained (no steps)
+        if cfg.loss in BASELINES:  # evaluated (classical ones fitted), never trained (no steps)
             evaluate_baseline(cfg, cached_split(cfg), result)
         else:
             _train(cfg, result, progress=(lambda epoch: progress(run_id, epoch, cfg.epochs))

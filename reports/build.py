@@ -15,6 +15,7 @@ import seaborn as sns
 
 from reports import html
 from reports.curves import curve_figures, validation_figure
+from reports.flags import run_flags, selection_flags
 from reports.formatting import display_leaderboard
 from reports.leaderboard import select
 from reports.protocol import gaps, protocol_items
@@ -60,6 +61,10 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     trained_runs = runs[~runs["baseline"]] if not runs.empty else runs
     selection = select(runs, confidence=CONFIDENCE)
     board = selection.leaderboard
+    describe = dict(zip(selection.configs["config_key"], selection.configs["config"]))
+    flagged = run_flags(runs, view.steps, view.epochs, view.embeddings)
+    cells, flag_lines = selection_flags(selection.selected_runs, view.epochs, flagged, describe)
+    board["flags"] = board["variant"].map(cells).fillna("")   # collapse / under-training
     answer = verdict(board)
     variants = sorted(runs["variant"].unique()) if not runs.empty else []
     palette = dict(zip(variants, sns.color_palette("tab10" if len(variants) <= 10 else "husl",
@@ -79,12 +84,12 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
                                     confidence=CONFIDENCE, references=references),
                umap_figure(picked, out_dir=out / "figures", random_state=random_state,
                            n_epochs=umap_epochs, max_points=umap_max_points)]
-    describe = dict(zip(selection.configs["config_key"], selection.configs["config"]))
-    missing = gaps(runs, configs=selection.configs, describe=describe, notes=notes) + [
+    missing = gaps(runs, configs=selection.configs, describe=describe, notes=notes) + flag_lines + [
         f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None]
     protocol = protocol_items(runs, picked)
     _write_tables(out / "tables", runs=runs, trained_runs=trained_runs, selection=selection,
                   picked=picked, missing=missing)
+    flagged.to_csv(out / "tables" / "flags.csv", index=False)
     answer.table.to_csv(out / "tables" / VERDICT_CSV, index=False)
     shown = display_leaderboard(board)
     (out / "summary.md").write_text(render_summary(verdict=answer, protocol=protocol,

@@ -59,6 +59,8 @@ def display_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
         out["test Recall@1/2/4/8"] = " / ".join(number(row[f"{m}_mean"]) for m in RECALLS)
         out["vs best (test MAP@R)"] = _versus(row, "paired", holm=True)
         out["vs best baseline (test MAP@R)"] = _versus(row, "vs_baseline", holm=False)
+        if "flags" in row:   # reports/flags.py: collapse, still rising
+            out["flags"] = row["flags"] or ""
         rows.append(out)
     return pd.DataFrame(rows)
 

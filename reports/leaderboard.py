@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from reports.stats import MeanCI, PairedResult, holm, mean_ci, paired_test
-from reports.variants import FOLD, SEED, SEED_FREE, describe_config, varying_columns
+from reports.variants import (FOLD, SEED, SEED_FREE, baseline_choice, describe_config,
+                              varying_columns)
 
 SELECT_ON = "val_map_at_r"
 TEST_METRICS = ("test_precision_at_1", "test_r_precision", "test_map_at_r", "test_recall_at_1",
@@ -145,7 +146,10 @@ def _config_row(variant: str, key: str, group: pd.DataFrame, shown: list[str], o
     have = {unit_of(row, variant) for _, row in done.iterrows()}
     absent = sorted(expected - have, key=repr)
     first = group.iloc[0]
-    return {"variant": variant, "config_key": key, "config": describe_config(first, own),
+    config, choice = describe_config(first, own), baseline_choice(done)  # a classical baseline's
+    if choice:
+        config = choice if config == "(only configuration)" else f"{config}; {choice}"
+    return {"variant": variant, "config_key": key, "config": config,
             "baseline": bool(first["baseline"]), **{c: first[c] for c in shown},
             "n_runs": len(group), "n_finished": len(done), "n_units": len(expected),
             "complete": bool(have) and not absent,

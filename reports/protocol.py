@@ -7,7 +7,7 @@ import pandas as pd
 
 from reports.leaderboard import SELECT_ON, describe_unit, finished, splits_of, unit_of
 from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
-from reports.variants import FOLD, SEED
+from reports.variants import FOLD, SEED, SEED_FREE
 
 STATUSES = ("finished", "diverged", "failed")
 SPLIT_RULE = ("class-disjoint: classes sorted and cut in order into train / validation / test "
@@ -23,8 +23,12 @@ FOLD_RULES = {
                 "test classes of another and selection over folds sees test classes"),
 }
 BASELINE_RULE = ("raw = the standardised input features, untrained = the encoder at its "
-                 "initialisation for each seed (no training step); same split, metrics and "
-                 "distance as the runs; selected on validation like the variants, never ranked")
+                 "initialisation for each seed (no training step); lda, nca, pca_whiten = "
+                 "classical linear metrics (scikit-learn) fitted on the training classes only, "
+                 "their number of components chosen on validation MAP@R (shown in the "
+                 "leaderboard's config; ablations/classical.py); same split, metrics and "
+                 "distance as the runs; selected on validation like the variants, never ranked; "
+                 "a grid chooses them with [baselines] include")
 
 
 def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
@@ -55,7 +59,7 @@ def protocol_items(runs: pd.DataFrame, picked: dict) -> list[tuple[str, str]]:
                      if n_folds >= 2 else
                      "one class split: the units are the seeds, which measure training "
                      "randomness only, not the choice of classes")
-                  + "; a seed-free baseline has one run per fold"),
+                  + f"; each seed-free baseline ({', '.join(SEED_FREE)}) has one run per fold"),
         ("Runs", f"{len(runs)} stored: {status}"),
         ("Variants", f"{runs['variant'].nunique() if not runs.empty else 0} "
                      f"({finished(runs)['variant'].nunique() if not runs.empty else 0} with a "

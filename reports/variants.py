@@ -1,8 +1,9 @@
 """Runs -> variants, configurations and units (what the leaderboard compares).
 
 A *variant* is the loss, plus for combined objectives the weighting method (and,
-for `triplet_ce`, the batch variant beside the class CE); the baselines `raw` and
-`untrained` are variants marked `baseline`, never selected as the best variant. A
+for `triplet_ce`, the batch variant beside the class CE); the baselines (`raw`,
+`untrained` and the classical `lda`, `nca`, `pca_whiten`: ablations.config BASELINES)
+are variants marked `baseline`, never selected as the best variant. A
 *configuration* is every config key except the unit keys; its *units* are its
 (fold, seed) runs, the repeated runs that confidence intervals and paired tests are
 taken over. A config key missing from older runs (a store made before the key existed)
@@ -16,11 +17,12 @@ import json
 import numpy as np
 import pandas as pd
 
-from ablations.config import BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL
+from ablations.config import (BASELINES, CLASSICAL_BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL,
+                              SEED_FREE_BASELINES)
 
 # runs.parquet columns that are results, not config keys (ARCHITECTURE.md).
 RESULT_COLUMNS = ("run_id", "status", "error", "diverged_step", "diverged_component",
-                  "wall_time_s", "train_time_s")
+                  "wall_time_s", "train_time_s", "baseline_params", "baseline_candidates")
 RESULT_PREFIXES = ("val_", "test_")
 # Further result columns a store may add are timings in seconds ("cpu_time_s"); no config key
 # ends in "_s". A new non-timing result column must be listed in RESULT_COLUMNS.
@@ -31,7 +33,7 @@ FOLD = "fold"
 # A configuration's repeated runs differ only in these (class_folds is 1 on every fold-0 run).
 UNIT_COLUMNS = (SEED, FOLD, "class_folds")
 # Baselines whose runs do not depend on the seed: one run per fold, paired with every seed.
-SEED_FREE = ("raw",)
+SEED_FREE = SEED_FREE_BASELINES
 # Losses with several components; their variant name includes the weighting.
 COMBINED_LOSSES = ("combined", "triplet_ce")
 
@@ -65,8 +67,32 @@ def is_combined(label: str) -> bool:
 
 
 def is_baseline(label: str) -> bool:
-    """Whether a variant name is a baseline (raw features or the untrained encoder)."""
+    """Whether a variant name is a baseline (raw features, the untrained encoder, a classical metric)."""
     return label in BASELINES
+
+
+def is_classical(label: str) -> bool:
+    """Whether a variant name is a classical linear-metric baseline (lda, nca, pca_whiten)."""
+    return label in CLASSICAL_BASELINES
+
+
+def baseline_choice(runs: pd.DataFrame) -> str:
+    """runs of one configuration -> the hyper-parameters its classical baseline chose on
+    validation per unit, e.g. 'chosen on validation: n_components=8' or
+    'chosen on validation: n_components=8 (2 units), n_components=16 (1 unit)'; '' for others."""
+    if "baseline_params" not in runs:
+        return ""
+    texts = []
+    for value in runs["baseline_params"].dropna():
+        params = json.loads(value)
+        texts.append(", ".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "n_iter"))
+    if not texts:
+        return ""
+    counts = pd.Series(texts).value_counts(sort=False)
+    if len(counts) == 1:
+        return f"chosen on validation: {counts.index[0]}"
+    return "chosen on validation: " + ", ".join(
+        f"{text} ({n} unit{'s' if n > 1 else ''})" for text, n in counts.items())
 
 
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:

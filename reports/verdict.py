@@ -3,7 +3,8 @@
 `verdict(board)` reads the leaderboard (reports/leaderboard.py) and gives one short
 paragraph, the warning when no trained variant beats the best baseline on test
 (paired mean difference of test MAP@R over matched units <= 0 for every selected
-variant), and one table row
+variant) or when a classical baseline (lda, nca, pca_whiten) has a mean test MAP@R
+above every trained variant's (named with its paired gap to the best variant), and one table row
 (tables/verdict.csv, which `read_warning` reads back for the command line).
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 
 from reports.formatting import bounds, interval, number
 from reports.stats import LOW_POWER_N
+from reports.variants import is_classical
 
 ALPHA = 0.05
 VERDICT_CSV = "verdict.csv"
@@ -25,7 +27,7 @@ VERDICT_CSV = "verdict.csv"
 @dataclass(frozen=True)
 class Verdict:
     text: str              # one paragraph
-    warning: str | None    # set when no trained variant beats the best baseline on test
+    warning: str | None    # no trained variant beats the best baseline, or a classical one beats them all
     table: pd.DataFrame    # one row: the numbers behind the text
     power: str = ""        # a note for the leaderboard when the tests have few units
 
@@ -51,13 +53,40 @@ def _outcome(row: dict) -> str:
             f"p = {p_text}, n = {n}): it {outcome}")
 
 
+def classical_warning(trained: pd.DataFrame, bases: pd.DataFrame) -> tuple[list[str], str] | None:
+    """leaderboard rows of the trained variants (best first) and of the baselines -> (the classical
+    baselines whose mean test MAP@R is above every trained variant's, the warning naming the best
+    of them and its paired gap to the best variant), or None when there is none."""
+    top = trained["test_map_at_r_mean"].max()
+    above = bases[bases["variant"].map(is_classical) & (bases["test_map_at_r_mean"] > top)]
+    if above.empty:
+        return None
+    above = above.sort_values(["test_map_at_r_mean", "variant"], ascending=[False, True])
+    base, best = above.iloc[0], trained.iloc[0]
+    n = int(base["paired_n"])
+    p_text = "n/a" if math.isnan(base["paired_p"]) else f"{base['paired_p']:.3g}"
+    diff = "n/a" if math.isnan(base["paired_diff"]) else f"{base['paired_diff']:+.3f}"
+    others = above["variant"].iloc[1:].tolist()
+    text = (f"A classical linear metric beats every trained variant on test: {base['variant']} "
+            f"({base['config']}), fitted on the training classes only, reaches test MAP@R "
+            + interval(base["test_map_at_r_mean"], base["test_map_at_r_low"],
+                       base["test_map_at_r_high"])
+            + f" against at most {number(top)} for a trained variant; its paired difference to "
+            f"the best variant {best['variant']} is {diff} (95% t-interval "
+            f"{bounds(base['paired_low'], base['paired_high'])}, p = {p_text}, n = {n})."
+            + (f" Also above every trained variant: {', '.join(others)}." if others else "")
+            + " The losses learn no better metric than a linear map fitted in seconds: the "
+            "leaderboard ranks how well each finds one, not what a learned metric adds.")
+    return above["variant"].tolist(), text
+
+
 def verdict(board: pd.DataFrame) -> Verdict:
     """leaderboard -> Verdict (text, warning or None, one-row table)."""
     trained = board[board["kind"] == "variant"] if not board.empty else board
     bases = board[board["kind"] == "baseline"] if not board.empty else board
     row = {"best_variant": None, "best_baseline": None, "n_units": 0, "diff": math.nan,
            "low": math.nan, "high": math.nan, "p": math.nan, "beats_baseline": None,
-           "significantly_different_after_holm": "", "warning": ""}
+           "significantly_different_after_holm": "", "classical_beats_all": "", "warning": ""}
     if trained.empty:
         text = ("No trained variant has a configuration whose (fold, seed) runs all finished: "
                 "there is nothing to select yet (see What is missing).")
@@ -90,7 +119,11 @@ def verdict(board: pd.DataFrame) -> Verdict:
                        f"{number(base['test_map_at_r_mean'])}) on test: training did not improve "
                        "on it for the held-out classes, so the leaderboard ranks how much each "
                        "loss changes the features, not how much it improves them.")
-            row["warning"] = warning
+        classical = classical_warning(trained, bases)
+        if classical is not None:
+            row["classical_beats_all"] = "; ".join(classical[0])
+            warning = f"{warning} {classical[1]}" if warning else classical[1]
+        row["warning"] = warning or ""
         lines[-1] += _power_note(n)
     others = trained.iloc[1:]
     if others.empty:

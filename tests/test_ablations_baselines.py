@@ -155,9 +155,9 @@ def test_a_grid_that_sets_nothing_new_gets_its_baselines(tmp_path, calls):
     (tmp_path / "g.toml").write_text(GRID.format(extra=""))
     store = run_grid(tmp_path / "g.toml", tmp_path / "out", workers=1)
     runs = store.runs()
-    assert sorted(runs["loss"]) == ["batch_hard", "batch_hard", "naive", "naive", "raw",
-                                    "untrained", "untrained"]
-    assert set(runs["status"]) == {"finished"} and len(calls) == 7
+    assert sorted(runs["loss"]) == ["batch_hard", "batch_hard", "lda", "naive", "naive", "nca",
+                                    "pca_whiten", "raw", "untrained", "untrained"]
+    assert set(runs["status"]) == {"finished"} and len(calls) == 10
     untrained = runs[runs["loss"] == "untrained"]
     assert sorted(untrained["seed"]) == [0, 1] and set(untrained["width"]) == {16}
     assert runs[runs["loss"] == "raw"]["test_recall_at_8"].notna().all()
@@ -172,9 +172,9 @@ def test_a_resumed_grid_with_class_folds_adds_only_the_missing_cells(tmp_path, c
     (tmp_path / "g2.toml").write_text(GRID.format(extra='class_folds = 2\nsplit_protocol = "rotated"'))
     run_grid(tmp_path / "g2.toml", tmp_path / "out", workers=1, extend=True)
     added = calls[len(before):]
-    assert len(added) == len(set(added)) == 7 and not set(added) & before  # fold 1 only
+    assert len(added) == len(set(added)) == 10 and not set(added) & before  # fold 1 only
     runs = ResultsStore(tmp_path / "out").runs()
-    assert sorted(runs["fold"].value_counts().to_dict().items()) == [(0, 7), (1, 7)]
+    assert sorted(runs["fold"].value_counts().to_dict().items()) == [(0, 10), (1, 10)]
     expected = {config_hash(c) for c in with_baselines(expand(parse_grid_text(
         GRID.format(extra='class_folds = 2\nsplit_protocol = "rotated"'))))}
     assert set(runs["run_id"]) == expected

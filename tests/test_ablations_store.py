@@ -1,6 +1,7 @@
 """The results store through run_grid: layout, resume, extend, foreign grids, kills.
 
-GRID has 4 training cells; run_grid adds their 3 baselines (1 raw, 2 untrained: one per seed).
+GRID has 4 training cells; run_grid adds their 3 baselines (1 raw, 2 untrained: one per seed;
+GRID leaves out the classical ones: tests/test_classical_baselines.py runs them).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ sampler_k = 8
 [grid]
 loss = ["batch_hard", "naive"]
 seed = [0, 1]
+
+[baselines]
+include = ["raw", "untrained"]
 """
 
 
@@ -70,7 +74,8 @@ def test_grid_fills_the_store_layout(tmp_path, calls):
     assert list(runs.columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
     assert set(runs["status"]) == {"finished"} and runs["run_id"].is_unique
     assert runs[METRIC_COLUMNS].notna().all().all()
-    expected = {config_hash(c) for c in with_baselines(expand(load_grid(grid)))}
+    loaded = load_grid(grid)
+    expected = {config_hash(c) for c in with_baselines(expand(loaded), include=loaded.baselines)}
     assert set(runs["run_id"]) == expected
     steps = store.steps()
     assert {"run_id", "epoch", "step", "lr", "margin", "loss", "loss_triplet", "weight_triplet",
@@ -178,7 +183,9 @@ def test_store_readable_after_sigkill_and_rerun_completes_each_cell_once(tmp_pat
     assert {r: t for r, t in result_mtimes(store).items() if r in killed_with} == killed_with
     runs = pd.read_parquet(out / "runs.parquet")
     assert len(runs) == 10 and runs["run_id"].is_unique
-    assert set(runs["run_id"]) == {config_hash(c) for c in with_baselines(expand(load_grid(grid)))}
+    loaded = load_grid(grid)
+    assert set(runs["run_id"]) == {config_hash(c) for c in
+                                   with_baselines(expand(loaded), include=loaded.baselines)}
     assert set(runs["status"]) == {"finished"}
     assert not list(out.glob("**/.*.tmp"))
 

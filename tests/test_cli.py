@@ -27,8 +27,9 @@ def test_run_then_report_then_rerun_reuses_finished_runs(tmp_path):
     first = _tripletlab("run", str(SMOKE), "--out", str(store), "--workers", "1")
     assert first.returncode == 0, first.stderr
     runs = pd.read_parquet(store / "runs.parquet")
-    assert len(runs) == 7 and set(runs["status"]) == {"finished"}   # 4 cells + 3 baselines
-    assert set(runs["loss"]) == {"batch_hard", "naive", "raw", "untrained"}
+    assert len(runs) == 10 and set(runs["status"]) == {"finished"}   # 4 cells + 6 baselines
+    assert set(runs["loss"]) == {"batch_hard", "naive", "raw", "untrained", "lda", "nca",
+                                 "pca_whiten"}
     assert set(runs["seed"]) == {0, 1}
 
     report = _tripletlab("report", str(store))
@@ -49,7 +50,7 @@ def test_run_then_report_then_rerun_reuses_finished_runs(tmp_path):
 def test_dry_run_prints_the_runs_and_axes_and_creates_nothing(tmp_path, capsys):
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "store"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("4 runs") and "+ 3 baseline runs" in out
+    assert out.startswith("4 runs") and "+ 6 baseline runs" in out
     assert "loss (2): batch_hard, naive" in out and "seed (2): 0, 1" in out
     assert not (tmp_path / "store").exists()
 
@@ -157,7 +158,7 @@ def test_a_damaged_runs_parquet_is_a_warning_naming_it_and_the_command_goes_on(t
     assert main(["run", str(grid), "--out", str(out), "--workers", "1"]) == 0
     err = capsys.readouterr().err
     assert f"tripletlab: warning: {str(out / 'runs.parquet')!r} is not a readable parquet" in err
-    assert "4 were already done" in err and len(pd.read_parquet(out / "runs.parquet")) == 4  # 2 + raw, untrained
+    assert "7 were already done" in err and len(pd.read_parquet(out / "runs.parquet")) == 7  # 2 + raw, untrained, 3 classical
 
 
 def test_an_interrupt_stops_every_worker_and_says_how_to_resume(tmp_path):

@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
+from ablations.config import BASELINES
 from ablations.runner import run_grid
 from ablations.store import ResultsStore
 from reports.build import build_report, write_report
 from reports.store_view import read_store
-from reports.variants import annotate
+from reports.variants import SEED_FREE, annotate
 
 GRID = """
 [base]
@@ -92,7 +93,7 @@ def test_report_writes_html_summary_figures_and_tables(report, store_dir):
     assert (out / "summary.md").read_text().startswith("# tripletlab comparison report")
     assert {p.name for p in (out / "tables").glob("*.csv")} == {
         "leaderboard.csv", "configurations.csv", "sensitivity_margin_lr.csv", "runs_status.csv",
-        "umap_runs.csv", "missing.csv", "verdict.csv"}
+        "umap_runs.csv", "missing.csv", "verdict.csv", "flags.csv"}
 
 
 def test_every_figure_is_a_nonempty_image_or_says_why_not(report, runs):
@@ -140,7 +141,7 @@ def test_leaderboard_matches_a_hand_computation_from_the_store(report, runs):
         assert row["val_map_at_r_mean"] == pytest.approx(means[variant].max())
         assert row["units_finished"] == f"{len(chosen)}/{len(chosen)}"   # no run failed here
         by_seed[variant] = chosen.set_index("seed")["test_map_at_r"]
-        if variant == "raw":   # one run per fold, seed-free
+        if variant in SEED_FREE:   # one run per fold: raw and the classical baselines
             assert len(chosen) == 1 and row["test_map_at_r_mean"] == pytest.approx(
                 chosen["test_map_at_r"].iloc[0])
             continue
@@ -156,14 +157,14 @@ def test_leaderboard_matches_a_hand_computation_from_the_store(report, runs):
     assert board.loc[best, "val_map_at_r_mean"] == trained["val_map_at_r_mean"].max()
     for variant in board.index.drop(best):
         expected = st.ttest_rel(by_seed[variant].sort_index(), by_seed[best].sort_index()) \
-            if variant != "raw" else st.ttest_1samp(by_seed["raw"].iloc[0] - by_seed[best], 0.0)
+            if variant not in SEED_FREE else st.ttest_1samp(by_seed[variant].iloc[0] - by_seed[best], 0.0)
         assert board.loc[variant, "paired_p"] == pytest.approx(expected.pvalue, nan_ok=True)
     # a single other variant: Holm over a family of one is the p-value itself
     others = trained.index.drop(best)
     assert trained.loc[others, "paired_p_holm"].tolist() == pytest.approx(
         trained.loc[others, "paired_p"].tolist(), nan_ok=True)
     base = board[board["kind"] == "baseline"].sort_values("val_map_at_r_mean").index[-1]
-    diff = (by_seed[best] - (by_seed[base] if base != "raw" else by_seed["raw"].iloc[0])).to_numpy()
+    diff = (by_seed[best] - (by_seed[base] if base not in SEED_FREE else by_seed[base].iloc[0])).to_numpy()
     assert board.loc[best, "vs_baseline_diff"] == pytest.approx(diff.mean())
     assert board.loc[best, "vs_baseline_n"] == 2
     page = report.read_text()
@@ -183,7 +184,7 @@ def test_tables_have_one_row_per_run_configuration_and_cell(report, runs):
     assert configs["n_runs"].sum() == len(runs)
     cells = pd.read_csv(tables / "sensitivity_margin_lr.csv")
     done = runs[runs["status"] == "finished"]
-    trained = done[~done["loss"].isin(["raw", "untrained"])]   # baselines have no margin or lr
+    trained = done[~done["loss"].isin(BASELINES)]   # baselines have no margin or lr
     assert len(cells) == len(trained.groupby(["variant", "margin", "lr"]))
     umap_runs = pd.read_csv(tables / "umap_runs.csv")
     assert set(umap_runs["variant"]) == set(done["variant"]) and (umap_runs["n_points"] > 0).all()

@@ -25,6 +25,9 @@ GRID = """[base]
 [grid]
 loss = ["batch_hard"]
 seed = [0, 1]
+
+[baselines]
+include = ["raw", "untrained"]   # the classical ones: tests/test_classical_baselines.py
 """
 WORSE = GRID.format(base='dataset = "digits"\nepochs = 1\neval_every = 1\nembedding_dim = 1\n'
                          'width = 16')
