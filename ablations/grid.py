@@ -24,6 +24,7 @@ grid file. The baselines (ablations/baselines.py) are added by the runner, not h
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import tomllib
@@ -32,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import DEFAULTS, RunConfig, check_value, resolve_config, unique_configs
+from ablations.search_section import SearchSection, parse_search
 
-SECTIONS = ("base", "grid")
+SECTIONS = ("base", "grid", "search")
 MAX_RUNS = 10_000  # default cap on a grid's cells (`tripletlab run --max-runs N` raises it)
 
 
@@ -42,6 +44,7 @@ class Grid:
     base: dict[str, Any]
     axes: dict[str, list[Any]]
     text: str
+    search: SearchSection | None = None  # the [search] section, when the file has one
 
     @property
     def num_cells(self) -> int:
@@ -117,6 +120,10 @@ def parse_grid_text(text: str, *, source: str = "grid", max_runs: int = MAX_RUNS
     grid = Grid(base=checked_base, axes=checked_axes, text=text)
     check_size(grid, max_runs=max_runs, source=source)
     expand(grid)  # cross-key checks (e.g. npz without a path) fail here, before any run
+    if "search" in doc:
+        grid = dataclasses.replace(grid, search=parse_search(
+            doc["search"], base=checked_base, axes=checked_axes, configs=grid.configs,
+            source=source, max_runs=max_runs))
     return grid
 
 
