@@ -138,7 +138,8 @@ def _check_plan(path: Path, plan: dict) -> None:
         except (OSError, ValueError) as err:
             raise ValueError(f"{str(path)!r} is not readable JSON ({err}); it records the search "
                              f"this store was started with: restore it or use another --out") from err
-        changed = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+        changed = sorted(k for k in set(old) | set(plan)
+                         if k != "trials" and old.get(k) != plan.get(k))
         if changed:
             raise ValueError(f"the search in {str(path.parent)!r} was started with another "
                              f"[search] section or grid (changed: {', '.join(changed)}); only "

@@ -85,7 +85,7 @@ class SearchSection:
 
     def plan(self) -> dict:
         """What fixes the trials (plan.json); everything but `trials` must match on resume."""
-        return {"seed": self.seed, "parallel": self.parallel, "startup_trials": self.startup_trials,
+        return {"trials": self.trials, "seed": self.seed, "parallel": self.parallel, "startup_trials": self.startup_trials,
                 "space": {k: r.as_dict() for k, r in self.space.items()},
                 "class_folds": self.class_folds, "trial_seed": self.seeds[0],
                 "variants": [{"label": v.label, "slug": v.slug, "searched": list(v.searched),
