@@ -130,6 +130,19 @@ def test_a_bad_search_section_is_an_error_naming_the_key(change, named):
     assert named in str(err.value) and "g.toml" in str(err.value)
 
 
+def test_the_readme_search_example_gives_seven_variants_the_same_budget():
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (text,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if "[search]" in b]
+    s = parse_grid_text(text, source="README.md").search
+    assert len(s.variants) == 7 and s.trials == 20 and s.class_folds == 3 and s.seeds == (0, 1, 2)
+    searched = {v.label: v.searched for v in s.variants}
+    assert searched["batch_hard_soft"] == ("lr", "epochs")
+    assert searched["combined [fixed]"] == ("lr", "margin", "w_pos", "epochs")
+    assert s.trial_runs == 420 and s.reproduction_runs == 42
+
+
 def test_the_trial_runs_are_capped_like_a_grid():
     with pytest.raises(ValueError, match="--max-runs 12"):
         parse_grid_text(GRID, source="g.toml", max_runs=11)
@@ -297,6 +310,7 @@ def test_a_search_killed_with_sigkill_resumes_to_the_same_trials_none_twice(
 @pytest.mark.slow
 def test_a_search_on_dask_asks_the_same_trials_as_the_local_one(grid_file, uninterrupted,
                                                                   tmp_path):
+    (tmp_path / "dask").mkdir()
     with running_cluster(tmp_path / "dask", n_workers=2) as cluster:
         run_grid(grid_file, tmp_path / "store", scheduler=cluster.address)
     pd.testing.assert_frame_equal(_trials(tmp_path / "store"), _trials(uninterrupted),
