@@ -244,6 +244,10 @@ def _search_variant(store: ResultsStore, executor, fn, section: SearchSection, v
             _ask(study, section, variant, number, start)
         batch = [t for t in study.get_trials(deepcopy=False)
                  if start <= t.number < end and t.state == TrialState.RUNNING]
+        if not batch:  # only trials this search did not create (e.g. WAITING) are open
+            raise ValueError(f"the journal of {variant.label} holds trials this search cannot "
+                             f"run ({[t.number for t in trials if not t.state.is_finished()]}); "
+                             f"use another --out")
         planned = {t.number: _trial_runs(variant, t.params, section) for t in batch}
         done = store.done_ids()
         runs = {config_hash(c): c for configs in planned.values() if isinstance(configs, list)

@@ -87,9 +87,10 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     describe = dict(zip(selection.configs["config_key"], selection.configs["config"]))
     found = (search_report(search, out_dir=out / "figures", palette=palette)
              if search is not None else None)
-    trials = trial_config_keys(search, runs)  # run at one seed by design: not listed as missing
-    missing = gaps(runs, configs=selection.configs[~selection.configs["config_key"].isin(trials)],
-                   describe=describe, notes=notes) + (found.gaps if found else []) + [
+    # search trials not chosen are run at one seed by design: not listed as missing units
+    trials = (selection.configs["config_key"].isin(trial_config_keys(search, runs))
+              & ~selection.configs["complete"])
+    missing = gaps(runs, configs=selection.configs[~trials], describe=describe, notes=notes) + (found.gaps if found else []) + [
         f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None]
     protocol = protocol_items(runs, picked)
     _write_tables(out / "tables", runs=runs, trained_runs=trained_runs, selection=selection,
