@@ -28,6 +28,7 @@ an optional `[baselines]` table chooses which (default: every one of BASELINES):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import itertools
@@ -38,8 +39,9 @@ from typing import Any
 
 from ablations.config import (BASELINES, DEFAULTS, RunConfig, check_value, resolve_config,
                               unique_configs)
+from ablations.search_section import SearchSection, parse_search
 
-SECTIONS = ("base", "grid", "baselines")
+SECTIONS = ("base", "grid", "baselines", "search")
 MAX_RUNS = 10_000  # default cap on a grid's cells (`tripletlab run --max-runs N` raises it)
 
 
@@ -49,6 +51,7 @@ class Grid:
     axes: dict[str, list[Any]]
     text: str
     baselines: tuple[str, ...] = BASELINES   # [baselines] include: the baselines the runner adds
+    search: SearchSection | None = None  # the [search] section, when the file has one
 
     @property
     def num_cells(self) -> int:
@@ -125,6 +128,10 @@ def parse_grid_text(text: str, *, source: str = "grid", max_runs: int = MAX_RUNS
                 baselines=parse_baselines(doc.get("baselines", {}), source=source))
     check_size(grid, max_runs=max_runs, source=source)
     expand(grid)  # cross-key checks (e.g. npz without a path) fail here, before any run
+    if "search" in doc:
+        grid = dataclasses.replace(grid, search=parse_search(
+            doc["search"], base=checked_base, axes=checked_axes, configs=grid.configs,
+            source=source, max_runs=max_runs))
     return grid
 
 

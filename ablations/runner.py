@@ -81,6 +81,11 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
         raise ValueError(f"max_runs: expected an int >= 1, got {max_runs!r}")
     grid = load_grid(grid_path, max_runs=max_runs)
+    if grid.search is not None:  # [search]: trials, then the chosen configurations (ablations/search.py)
+        from ablations.search import run_search
+
+        return run_search(grid, grid_path, out_dir, workers=workers, scheduler=scheduler,
+                          dry_run=dry_run, extend=extend)
     configs = with_baselines(expand(grid), include=grid.baselines)
     if dry_run:
         print(describe(grid, configs))
@@ -109,10 +114,10 @@ def accepts_progress(fn) -> bool:
 class _Progress:
     """The tqdm bar: runs done, statuses, and the runs in flight with their epoch."""
 
-    def __init__(self, total: int, initial: int):
+    def __init__(self, total: int, initial: int, desc: str = "runs"):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=initial, unit="run", desc="runs",
+        self.bar = tqdm(total=total, initial=initial, unit="run", desc=desc,
                         file=sys.stderr, dynamic_ncols=True)
         self.counts = {"finished": 0, "diverged": 0, "failed": 0}
         self.in_flight: dict[str, tuple[int, int]] = {}
@@ -149,10 +154,15 @@ class _Progress:
         self.bar.close()
 
 
-def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int) -> None:
+def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int,
+             desc: str = "runs") -> None:
+    """Run `items` (of `total` runs, the rest already done) and store each result as it lands.
+
+    desc: the progress bar's label (the search names its variant and trials there).
+    """
     stored: set[str] = set()
     last = time.monotonic()
-    bar = _Progress(total, total - len(items))
+    bar = _Progress(total, total - len(items), desc)
     interrupted = False
     try:
         kwargs = {"progress": bar.epoch} if accepts_progress(fn) else {}

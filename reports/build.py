@@ -19,6 +19,7 @@ from reports.flags import run_flags, selection_flags
 from reports.formatting import display_leaderboard
 from reports.leaderboard import select
 from reports.protocol import gaps, protocol_items
+from reports.search import read_search, search_report, trial_config_keys
 from reports.sensitivity import margin_lr_table, sensitivity_figures
 from reports.store_view import StoreView, read_store
 from reports.summary import render_summary
@@ -43,12 +44,16 @@ def build_report(store_dir: str | Path, out_dir: str | Path | None = None, *,
     view = read_store(store_dir)
     out = Path(store_dir) / "report" if out_dir is None else Path(out_dir)
     return write_report(view, out, umap_epochs=umap_epochs, umap_max_points=umap_max_points,
-                        random_state=random_state, max_curve_points=max_curve_points)
+                        random_state=random_state, max_curve_points=max_curve_points,
+                        search=read_search(store_dir))
 
 
 def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_points: int,
-                 random_state: int, max_curve_points: int) -> Path:
-    """A StoreView -> the report files under `out`; returns out/report.html."""
+                 random_state: int, max_curve_points: int, search=None) -> Path:
+    """A StoreView -> the report files under `out`; returns out/report.html.
+
+    search: the store's search (reports.search.read_search), or None: no Search section.
+    """
     for name, value in (("umap_epochs", umap_epochs), ("umap_max_points", umap_max_points),
                         ("max_curve_points", max_curve_points)):
         if not isinstance(value, int) or value < 1:
@@ -84,21 +89,32 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
                                     confidence=CONFIDENCE, references=references),
                umap_figure(picked, out_dir=out / "figures", random_state=random_state,
                            n_epochs=umap_epochs, max_points=umap_max_points)]
-    missing = gaps(runs, configs=selection.configs, describe=describe, notes=notes) + flag_lines + [
+    found = (search_report(search, out_dir=out / "figures", palette=palette)
+             if search is not None else None)
+    # search trials not chosen are run at one seed by design: not listed as missing units
+    trials = (selection.configs["config_key"].isin(trial_config_keys(search, runs))
+              & ~selection.configs["complete"])
+    missing = gaps(runs, configs=selection.configs[~trials], describe=describe,
+                   notes=notes) + flag_lines + (found.gaps if found else []) + [
         f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None]
     protocol = protocol_items(runs, picked)
     _write_tables(out / "tables", runs=runs, trained_runs=trained_runs, selection=selection,
                   picked=picked, missing=missing)
     flagged.to_csv(out / "tables" / "flags.csv", index=False)
     answer.table.to_csv(out / "tables" / VERDICT_CSV, index=False)
+    if found is not None:
+        found.table.to_csv(out / "tables" / "search_variants.csv", index=False)
+        search.trials.to_csv(out / "tables" / "search_trials.csv", index=False)
     shown = display_leaderboard(board)
     (out / "summary.md").write_text(render_summary(verdict=answer, protocol=protocol,
                                                    gaps=missing, leaderboard=shown,
-                                                   figures=figures), encoding="utf-8")
+                                                   figures=figures,
+                                                   search=found.markdown if found else ""),
+                                    encoding="utf-8")
     page = html.render(title="tripletlab comparison report", verdict=answer, protocol=protocol,
                        gaps=missing, leaderboard=shown, figures=figures,
                        configs=selection.configs.drop(columns=["config_key"]),
-                       grid_text=view.grid_text)
+                       grid_text=view.grid_text, search=found.html if found else "")
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

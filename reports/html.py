@@ -28,8 +28,11 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }
 
 def render(*, title: str, verdict: Verdict, protocol: list[tuple[str, str]], gaps: list[str],
            leaderboard: pd.DataFrame, figures: list[Figure], configs: pd.DataFrame,
-           grid_text: str) -> str:
-    """The report's parts -> one HTML document (str) that needs no other file."""
+           grid_text: str, search: str = "") -> str:
+    """The report's parts -> one HTML document (str) that needs no other file.
+
+    search: the Search section's HTML (reports/search.py), placed after the leaderboard.
+    """
     warning = ([f"<p class='warning' id='warning'>Warning: {escape(verdict.warning)}</p>"]
                if verdict.warning else [])
     parts = [f"<h1>{escape(title)}</h1>", *warning, "<h2 id='verdict'>Verdict</h2>",
@@ -49,6 +52,7 @@ def render(*, title: str, verdict: Verdict, protocol: list[tuple[str, str]], gap
              *([f"<p class='missing'>{escape(verdict.power)}</p>"] if verdict.power else []),
              _table(leaderboard) if not leaderboard.empty
              else "<p class='missing'>No variant has a finished run.</p>",
+             *([search] if search else []),
              "<h2 id='figures'>Figures</h2>", *[_figure(f) for f in figures],
              "<h2 id='configurations'>All configurations (validation MAP@R)</h2>",
              _table(configs), "<h2 id='grid'>Grid file</h2>",

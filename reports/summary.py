@@ -10,8 +10,9 @@ from reports.verdict import Verdict
 
 
 def render_summary(*, verdict: Verdict, protocol: list[tuple[str, str]], gaps: list[str],
-                   leaderboard: pd.DataFrame, figures: list[Figure]) -> str:
-    """The report's parts -> Markdown text (figures linked as files under figures/)."""
+                   leaderboard: pd.DataFrame, figures: list[Figure], search: str = "") -> str:
+    """The report's parts -> Markdown text (figures linked as files under figures/); search:
+    the Search section's Markdown (reports/search.py), after the leaderboard."""
     lines = ["# tripletlab comparison report", ""]
     if verdict.warning:
         lines += [f"> **WARNING:** {verdict.warning}", ""]
@@ -23,7 +24,7 @@ def render_summary(*, verdict: Verdict, protocol: list[tuple[str, str]], gaps: l
               "MAP@R over matched units (Holm-adjusted p against the best variant). Baselines are "
               "the rows marked (baseline).",
               "", *([verdict.power, ""] if verdict.power else []), markdown_table(leaderboard),
-              "## What is missing", ""]
+              *([search] if search else []), "## What is missing", ""]
     lines += [f"- {g}" for g in gaps] or ["Nothing."]
     lines += ["", "## Figures", ""]
     for fig in figures:
