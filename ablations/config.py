@@ -31,7 +31,7 @@ from ablations.plugins import PLUGIN_KEYS, check_plugin, is_import_string, loss_
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 
-DATASETS = ("digits", "blobs", "npz", "nuisance", "idx")
+DATASETS = ("digits", "blobs", "npz", "nuisance", "idx", "pose")
 LOSSES = (
     "naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml",
     "combined", "triplet_ce", "multi_similarity", "circle", "contrastive", "ntxent",
@@ -150,13 +150,22 @@ class RunConfig:
     focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
     focal_alpha: float = -1.0           # ce = "focal", combined: class-1 weight alpha in (0, 1); -1 = none
     split_protocol: str = "fixed_test"  # class folds: "fixed_test" (fixed test classes, folds over the rest) | "rotated" (stores before it)
+    pose_classes: int = 120             # pose: number of classes (ablations/pose.py)
+    pose_points_per_class: int = 40
+    pose_content_dim: int = 8           # pose: dimensions of the content (even: dc / 2 rotation planes)
+    pose_dim: int = 8                   # pose: dimensions of the additive nuisance shared by every class
+    pose_scale: float = 1.0             # pose: std of the additive nuisance (class means have std 1)
+    pose_within: float = 0.5            # pose: within-class std of the content
+    pose_gain: float = 0.2              # pose: std of the log of the per-sample gain ("lighting")
+    pose_warp: float = 0.5              # pose: strength of the non-linear mixing (0 = a rotation)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 # The keys that make a run's data (its split included): one loaded split per distinct value,
 # and what a `raw` baseline depends on.
 DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels", "data_fingerprint",
-             "class_folds", "fold", "split_protocol") + tuple(k for k in FIELDS if k.startswith(("blobs_", "nuisance_")))
+             "class_folds", "fold", "split_protocol") + tuple(
+                 k for k in FIELDS if k.startswith(("blobs_", "nuisance_", "pose_")))
 DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 # The keys of the first store format. A key added later enters the run id only when
 # it differs from its default, so every existing store keeps its run ids.
@@ -180,9 +189,11 @@ MODEL_KEYS = ("encoder", "hidden_layers", "width", "embedding_dim", "normalize",
 _POSITIVE_INTS = ("class_folds", "blobs_classes", "blobs_dim", "blobs_points_per_class",
                   "margin_ramp_epochs", "conv_channels", "nuisance_classes",
                   "nuisance_points_per_class", "nuisance_content_dim", "nuisance_dim",
+                  "pose_classes", "pose_points_per_class", "pose_content_dim",
                   "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
                   "mining_refresh_epochs", "mining_neighbours", "eval_every")
 _NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_warp", "margin",
+                 "pose_dim", "pose_scale", "pose_within", "pose_gain", "pose_warp",
                  "margin_start", "w_triplet", "w_pos", "w_neg", "w_ce", "hidden_layers",
                  "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold",
                  "focal_gamma")
@@ -213,10 +224,12 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset += ["hidden_layers", "width", "normalize"]  # the MLP's keys
     if cfg["dataset"] != "blobs":
         reset += [k for k in FIELDS if k.startswith("blobs_")]
-    if cfg["dataset"] not in ("blobs", "nuisance"):
+    if cfg["dataset"] not in ("blobs", "nuisance", "pose"):
         reset.append("data_seed")
     if cfg["dataset"] != "nuisance":
         reset += [k for k in FIELDS if k.startswith("nuisance_")]
+    if cfg["dataset"] != "pose":
+        reset += [k for k in FIELDS if k.startswith("pose_")]
     if cfg["dataset"] != "npz":
         reset.append("npz_path")
     if cfg["dataset"] != "idx":
@@ -328,6 +341,12 @@ def check_value(key: str, value: Any) -> Any:
             len(value) != 64 or value.strip("0123456789abcdef")):
         raise ValueError(f"key 'data_fingerprint' must be empty (filled from the data file) or "
                          f"a sha256 of 64 lowercase hex digits, got {value!r}")
+    if key == "pose_points_per_class" and value < 2:
+        raise ValueError(f"key 'pose_points_per_class' must be >= 2 (a class with one point "
+                         f"has no positive pair to retrieve), got {value!r}")
+    if key == "pose_content_dim" and value % 2:
+        raise ValueError(f"key 'pose_content_dim' must be even (the pose rotates planes of two "
+                         f"coordinates), got {value!r}")
     if key in ("sampler_p", "sampler_k") and value < 2:
         raise ValueError(f"key {key!r} must be >= 2 (a batch needs positives and negatives), "
                          f"got {value!r}")

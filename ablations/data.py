@@ -33,6 +33,9 @@ folds existed); fold 0 of "fixed_test" with K >= 2 is not.
 - nuisance (generated, the default benchmark of `make demo`): many classes that
   share a nuisance a learned metric must remove; ablations/nuisance.py says how
   and why it is a fair test.
+- pose (generated): many classes whose content each sample shows in its own random
+  pose (a rotation) and gain, beside a shared nuisance: the class means coincide,
+  so no linear map separates the classes; ablations/pose.py says how and why.
 - idx: MNIST-format IDX files `idx_images`, `idx_labels` (.gz or not; e.g. Debian's
   dataset-fashion-mnist), images flattened to rows (ablations/idx.py).
   For npz, X must be
@@ -274,6 +277,11 @@ def load_split(config) -> Split:
 
         x, y = nuisance_xy_of(config)
         return split_by_class(x, y, **folds)
+    if config.dataset == "pose":
+        from ablations.pose import pose_xy_of
+
+        x, y = pose_xy_of(config)
+        return split_by_class(x, y, **folds)
     if config.dataset == "idx":
         from ablations.idx import load_idx_xy
 
@@ -286,7 +294,7 @@ def load_split(config) -> Split:
 
     if is_import_string(config.dataset):  # a user's loader, "package.module:function"
         return split_by_class(*load_plugin_xy(config.dataset), **folds)
-    raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx")
+    raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx, pose")
 
 
 def files_fingerprint(files: dict[str, str]) -> str:

@@ -1,0 +1,108 @@
+"""The `pose` dataset: every sample shows its class's content in its own random pose.
+
+Design (written and committed before any result on it was measured; the notes at
+the end record each design tried and its numbers):
+
+    content   c = mu_y + N(0, within^2 I_dc)        mu_y ~ N(0, I_dc), one per class
+    pose      one angle theta ~ U[0, 2 pi) per sample, applied to all dc / 2 planes
+              of c (coordinates (2p, 2p+1)): c' = R(theta) c, the same rotation in
+              every plane (an in-plane rotation of an image turns its circular
+              harmonics the same way)
+    lighting  a gain s = exp(gain * N(0, 1)) per sample: c'' = s c'
+    nuisance  n ~ N(0, scale^2 I_dn), one distribution for every class
+    h = [c'', n] (D = dc + dn),  x = Q h + warp * tanh(R (Q h) / sqrt(D))
+
+with Q a random rotation of the D dimensions and R a random Gaussian matrix (the
+mixing of `nuisance`, ablations/nuisance.py, a mild warp at the default 0.5).
+Defaults: 120 classes x 40 points, dc = 8 (4 planes), dn = 8, within 0.5,
+scale 1, gain 0.2, warp 0.5: D = 16 features.
+
+Why learning a non-linear metric is the point here, and why that is fair:
+- The nuisance acts per sample on the content, as pose and lighting act on images,
+  not as a block of coordinates beside it. Averaged over poses, R(theta) mu_y = 0 for
+  every class: the class means coincide in input space (up to sampling noise and the
+  warp's small curvature). Each class lies on its own closed orbit (a circle of
+  radius ~|mu_y| in the plane span{mu_y, J mu_y}, thickened by noise and gain), and
+  the orbits of all classes pass around the same centre. A linear map can shrink the
+  additive nuisance n, but it cannot bring the two sides of an orbit together
+  without merging every class's orbit with it: LDA (its between-class scatter is
+  that of coinciding means), NCA, PCA whitening and the raw features all keep the
+  pose. That is what the old `nuisance` set got wrong: there a linear projection
+  removes the nuisance, and LDA beat every trained loss (issue 16).
+- A metric that transfers has to be pose-invariant: functions of c'' that do not
+  change under R(theta), such as the plane norms |c''_p| and the relative phases
+  between planes (the Hermitian products z_p conj(z_q) of the planes as complex
+  numbers), up to the gain. These are non-linear (quadratic before the warp), the
+  same functions for every class, so they are learnt from the training classes and
+  hold on classes never seen: the inductive step metric learning is for. An MLP
+  with one hidden ReLU layer can represent them approximately (a norm is a sum of
+  ReLUs of projections around the circle).
+- One shared angle, not one per plane: with an angle per plane only the dc / 2 plane
+  norms would survive, and most of the class information would be destroyed by
+  construction; with one angle, the invariants keep dc - 1 of the dc dimensions of
+  content (dc - 2 once the gain is removed too).
+- It is not solved by construction: classes overlap in content (within 0.5 against
+  unit-variance means in 8 dimensions, as in `nuisance`), so even the ideal metric,
+  the content c in canonical pose and unit gain (`return_content=True`, never used
+  in training), stays below MAP@R = 1, and a pose-invariant metric can do no better
+  than the ideal (it sees c only up to its pose and gain).
+- A classical non-linear method could also find the invariants (e.g. LDA on the
+  degree-2 monomials of x: the invariants are quadratic before the warp);
+  benchmarks/dataset_gaps.py measures that too and says what it reaches, so the
+  benchmark does not claim that only a neural network can learn this metric, only
+  that no linear one can.
+- Many classes (120: 60 train, 24 validation, 36 test with the single split), D =
+  16 features: one run of the default MLP takes about a second on one thread.
+
+The data depend only on the pose_* keys and `data_seed` (same seed, same bytes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pose_xy_of(config, *, return_content: bool = False):
+    """RunConfig (its pose_* keys and data_seed) -> make_pose_xy(...) for that run."""
+    return make_pose_xy(
+        classes=config.pose_classes, points_per_class=config.pose_points_per_class,
+        content_dim=config.pose_content_dim, nuisance_dim=config.pose_dim,
+        scale=config.pose_scale, within=config.pose_within, gain=config.pose_gain,
+        warp=config.pose_warp, seed=config.data_seed, return_content=return_content)
+
+
+def make_pose_xy(*, classes: int, points_per_class: int, content_dim: int, nuisance_dim: int,
+                 scale: float, within: float, gain: float, warp: float, seed: int,
+                 return_content: bool = False):
+    """-> X (classes * points_per_class, content_dim + nuisance_dim) float32, y (N,) int64.
+
+    With return_content=True also the content c in canonical pose and unit gain
+    (N, content_dim): the ideal metric's features (an upper bound, never used in training).
+    ValueError when content_dim is odd (the pose turns planes of two coordinates).
+    """
+    if content_dim < 2 or content_dim % 2:
+        raise ValueError(f"pose_content_dim must be even and >= 2 (the pose rotates planes of "
+                         f"two coordinates), got {content_dim!r}")
+    rng = np.random.default_rng([seed, 11])
+    dim = content_dim + nuisance_dim
+    means = rng.normal(0.0, 1.0, size=(classes, content_dim))
+    y = np.repeat(np.arange(classes, dtype=np.int64), points_per_class)
+    N = len(y)
+    content = means[y] + rng.normal(0.0, within, size=(N, content_dim))   # (N, dc)
+    theta = rng.uniform(0.0, 2.0 * np.pi, size=N)                          # (N,)
+    gains = np.exp(gain * rng.normal(size=N))                              # (N,)
+    a, b = content[:, 0::2], content[:, 1::2]                              # (N, dc/2) each
+    cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
+    posed = np.empty_like(content)
+    posed[:, 0::2] = cos * a - sin * b
+    posed[:, 1::2] = sin * a + cos * b
+    posed *= gains[:, None]
+    nuisance = rng.normal(0.0, scale, size=(N, nuisance_dim))
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))                        # (D, D) rotation
+    r = rng.normal(size=(dim, dim))                                         # (D, D) warp mixing
+    x = np.concatenate([posed, nuisance], axis=1) @ q.T                     # (N, D)
+    x = x + warp * np.tanh(x @ r.T / np.sqrt(dim))
+    x = x.astype(np.float32)
+    if return_content:
+        return x, y, content.astype(np.float32)
+    return x, y
