@@ -149,13 +149,20 @@ def _check_plan(path: Path, plan: dict) -> None:
     atomic_write_json(path, plan)
 
 
+def _optuna():
+    """optuna, imported here only (a grid without [search] never imports it), quiet below WARNING."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
 def _open_study(folder: Path, variant: Variant):
     """The variant's study in folder/<slug>.journal (created, or loaded to resume)."""
-    import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna = _optuna()
     path = folder / f"{variant.slug}.journal"
     _repair_journal(path)
     storage = JournalStorage(JournalFileBackend(str(path)))
@@ -194,7 +201,7 @@ def _distribution(r: Range):
 
 def _suggest(section: SearchSection, variant: Variant, number: int, history: list) -> dict:
     """Trial `number`'s values: a TPESampler seeded from (seed, number) over `history`."""
-    import optuna
+    optuna = _optuna()
 
     sampler = optuna.samplers.TPESampler(seed=trial_seed(section.seed, number),
                                          n_startup_trials=section.startup_trials,
