@@ -172,14 +172,34 @@ def _keyword_plan(fn, settings: dict, keywords: dict, extra: dict) -> tuple[dict
     return {**plan, **extra}, names
 
 
+def fresh_inputs(case: Case, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """A new copy of case's tensors for one call: floats cast to `dtype` (default the case's),
+    detached leaves with requires_grad; integers cloned. In-place writes by the callee cannot
+    reach the battery."""
+    dtype = case.dtype if dtype is None else dtype
+    return tuple(t.detach().to(dtype, copy=True).requires_grad_(True) if t.is_floating_point() else t.clone()
+                 for t in case.inputs)
+
+
+def call_user(fn, case: Case, call_keywords: dict, dtype: torch.dtype | None = None):
+    """fn on fresh copies of case -> (inputs, output) or raises what fn raises."""
+    inputs = fresh_inputs(case, dtype)
+    return inputs, fn(*inputs, **call_keywords)
+
+
+def user_gradients(out: torch.Tensor, inputs) -> list[torch.Tensor]:
+    """d out / d each float input (zeros where unused), float64; raises what backward raises."""
+    floats = [t for t in inputs if t.is_floating_point()]
+    grads = torch.autograd.grad(out.reshape(()), floats, allow_unused=True)
+    return [torch.zeros_like(t, dtype=torch.float64) if g is None else g.double() for t, g in zip(floats, grads)]
+
+
 def _run_case(fn, target: Target, case: Case, call_keywords: dict):
     """fn called with call_keywords on case -> (CaseResult, (user value float64 or None, user gradients or None))."""
-    ref_inputs = tuple(t.clone().requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
-    ref_value, ref_grads = _value_and_grads(target.reference(case), ref_inputs)
+    ref_value, ref_grads = _value_and_grads(target.reference(case), fresh_inputs(case, torch.float64))
     result = CaseResult(case.name, str(case.dtype).replace("torch.", ""), float(ref_value))
-    inputs = tuple(t.to(case.dtype).requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
     try:
-        out = fn(*inputs, **call_keywords)
+        inputs, out = call_user(fn, case, call_keywords)
     except Exception as err:  # noqa: BLE001 - a user's exception is a finding, not a crash
         result.problem, result.detail = "error", f"{type(err).__name__}: {err}"
         return result, None
@@ -196,8 +216,12 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict):
         result.problem = "detached"
         result.detail = "the value is not attached to the inputs' graph: backward() fails"
         return result, (result.value, None)
-    grads = torch.autograd.grad(out.reshape(()), [t for t in inputs if t.is_floating_point()], allow_unused=True)
-    grads = [torch.zeros_like(t) if g is None else g.double() for t, g in zip(inputs, grads)]
+    try:
+        grads = user_gradients(out, inputs)
+    except Exception as err:  # noqa: BLE001 - a backward that fails is a finding too
+        result.problem = "backward error"
+        result.detail = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return result, (result.value, None)
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         bad = sum(int((~torch.isfinite(g)).sum()) for g in grads)
         result.problem = "non-finite gradient"
@@ -208,6 +232,10 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict):
         rtol, atol = GRAD_TOL[case.dtype]
         result.grad_error = err / scale if scale > 0 else err
         result.grad_ok = err <= atol + rtol * scale
+        if not result.grad_ok and case.exact and target.kink_reference(case) is not None:
+            _, kink_grads = _value_and_grads(target.kink_reference(case), fresh_inputs(case, torch.float64))
+            kink_err, _ = _grad_error(grads, kink_grads)
+            result.grad_ok = kink_err <= atol + rtol * scale  # relu'(0) = 1 at a hinge exactly 0: also valid
     return result, (result.value, grads)
 
 
@@ -302,7 +330,7 @@ def _explain(target: Target, float64, mismatched: list[Case]) -> tuple[str, bool
 
 def _matches(target: Target, case: Case, changes: dict, value: float, grads) -> bool:
     """Does the faulty spec `changes` give fn's value (and gradient, where compared) on case?"""
-    inputs = tuple(t.clone().requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
+    inputs = fresh_inputs(case, torch.float64)
     try:
         cand_value, cand_grads = _value_and_grads(target.candidate(case, changes), inputs)
     except Exception:  # noqa: BLE001 - a fault that cannot run on this batch does not match

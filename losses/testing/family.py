@@ -37,6 +37,8 @@ class Spec:
     lower: semi-hard d_an > d_ap ("strict") | d_an >= d_ap ("inclusive").
     upper: PML semi-hard d_an <= d_ap + margin ("inclusive") | d_an < d_ap + margin ("strict").
     detach: batch-hard "" | "positive" | "negative": that hardest distance carries no gradient.
+    kink: the hinge's gradient where it is exactly 0: "zero" (relu, ours) | "one" (clamp_min,
+        F.triplet_margin_loss's): both are valid subgradients, not a fault.
     """
 
     variant: str
@@ -50,6 +52,7 @@ class Spec:
     lower: str = "strict"
     upper: str = "inclusive"
     detach: str = ""
+    kink: str = "zero"
 
     def but(self, **changes) -> Spec:
         """A copy with some fields changed."""
@@ -74,11 +77,16 @@ def distances(u: torch.Tensor, v: torch.Tensor, spec: Spec) -> torch.Tensor:
     return _safe_sqrt(sq)
 
 
+def hinge(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """max(x, 0), with gradient 0 (kink "zero") or 1 (kink "one") where x == 0."""
+    return torch.relu(x) if spec.kink == "zero" else x.clamp_min(0.0)
+
+
 def family_loss(inputs: tuple[torch.Tensor, ...], spec: Spec) -> torch.Tensor:
     """inputs (embeddings (B, D), labels (B,)) or, for naive, (anchor, positive, negative) (N, D) -> scalar."""
     if spec.variant == "naive":
         anchor, positive, negative = inputs
-        items = torch.relu(distances(anchor, positive, spec) - distances(anchor, negative, spec) + spec.margin)
+        items = hinge(distances(anchor, positive, spec) - distances(anchor, negative, spec) + spec.margin, spec)
         return reduce_losses(items, reduction=spec.reduction, anchor=anchor)
     x, labels = inputs
     B = x.shape[0]
@@ -98,7 +106,7 @@ def family_loss(inputs: tuple[torch.Tensor, ...], spec: Spec) -> torch.Tensor:
             above = d_an >= d_ap if spec.lower == "inclusive" else d_an > d_ap
             below = d_an < d_ap + spec.margin if spec.upper == "strict" else d_an <= d_ap + spec.margin
             keep = keep & above & below
-        items = torch.relu(d_ap - d_an + spec.margin)[keep]
+        items = hinge(d_ap - d_an + spec.margin, spec)[keep]
     return reduce_losses(items, reduction=spec.reduction, anchor=x)
 
 
@@ -115,7 +123,7 @@ def _batch_hard(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, spec: Spe
         d_an = d_an.detach()
     if spec.variant == "batch_hard_soft":
         return F.softplus(d_ap - d_an)
-    return torch.relu(d_ap - d_an + spec.margin)
+    return hinge(d_ap - d_an + spec.margin, spec)
 
 
 def _semi_hard_tf(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, spec: Spec) -> torch.Tensor:
@@ -128,4 +136,4 @@ def _semi_hard_tf(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, spec: S
     farthest = torch.where(neg, dd, -torch.inf).argmax(dim=1, keepdim=True)  # (B, 1)
     chosen = torch.where(farther.any(dim=2), nearest, farthest)  # (B, B) negative of pair (a, p)
     items = pos & neg.any(dim=1, keepdim=True)  # (B, B) pairs whose anchor has a negative
-    return torch.relu(d - d.gather(1, chosen) + spec.margin)[items]
+    return hinge(d - d.gather(1, chosen) + spec.margin, spec)[items]
