@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .battery import Case
-from .targets import Target, make_target
+from .explain import describe, gradient_hypothesis
+from .probes import probe
+from .shrink import as_python, shrink
+from .targets import Target, TripletTarget, make_target
 
 VALUE_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-4, 1e-6)}  # (relative, absolute)
 GRAD_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-3, 1e-6)}  # relative to the largest entry
@@ -48,12 +51,17 @@ class ConformanceReport:
     results: list[CaseResult]
     diagnoses: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # probes of the behaviour, the gradient's roles
+    smallest_batch: list[str] = field(default_factory=list)  # Python lines reproducing the smallest failing batch
+    smallest_rows: int | None = None
+    smallest_details: list[str] = field(default_factory=list)  # its items and gradient rows
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
+        """Valid JSON: NaN and infinities become null."""
+        return json.dumps(_finite(self.to_dict()), indent=2, default=str, allow_nan=False)
 
     def summary(self) -> str:
         """Readable text: verdict, diagnoses, notes, then a line per failing case."""
@@ -62,7 +70,12 @@ class ConformanceReport:
         lines = [f"{self.function} {verdict} to {self.variant} ({settings}): "
                  f"{sum(r.ok for r in self.results)}/{len(self.results)} cases pass"]
         lines += [f"  diagnosis: {d}" for d in self.diagnoses]
+        lines += [f"  finding: {f}" for f in self.findings]
         lines += [f"  note: {n}" for n in self.notes]
+        if self.smallest_batch:
+            lines.append(f"  smallest failing batch ({self.smallest_rows} rows), to paste into a test:")
+            lines += [f"      {line}" for line in self.smallest_batch]
+            lines += [f"    {line}" for line in self.smallest_details]
         for r in self.results:
             if not r.ok:
                 got = "-" if r.value is None else f"{r.value:.10g}"
@@ -70,6 +83,16 @@ class ConformanceReport:
                 lines.append(f"  - {r.case} [{r.dtype}]: {what}; got {got}, expected {r.expected:.10g}"
                              + (f" ({r.detail})" if r.detail else ""))
         return "\n".join(lines)
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def check_loss(
@@ -122,7 +145,10 @@ def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra) -> Co
     report.notes += _tie_notes(target, cases, results)
     if report.conforms:
         return report
-    report.diagnoses, reproduced = _diagnose(target, cases, results, outputs)
+    report.diagnoses, reproduced, changes = _diagnose(target, cases, results, outputs)
+    if isinstance(target, TripletTarget):
+        reproduced = _explain_more(report, fn, target, cases, results, outputs, call_keywords, names,
+                                   changes) and reproduced
     failing = [c for c, r in zip(cases, results) if not r.ok]
     if not reproduced and all(c.exact and r.problem is None for c, r in zip(cases, results) if not r.ok):
         report.conforms = True  # only exact ties differ, and no rule applied the other way explains it
@@ -132,6 +158,69 @@ def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra) -> Co
             f"hinge); no boundary rule applied the other way reproduces it: {'; '.join(report.diagnoses)}")
         report.diagnoses = []
     return report
+
+
+def _case_keywords(call_keywords: dict, names: dict, case: Case) -> dict:
+    return {**call_keywords, **{names[k]: v for k, v in case.params.items() if k in names}}
+
+
+def _failure_kind(result: CaseResult) -> str | None:
+    if result.ok:
+        return None
+    return result.problem or ("value" if not result.value_ok else "gradient")
+
+
+def _explain_more(report, fn, target, cases, results, outputs, call_keywords, names, changes) -> bool:
+    """Probes, the gradient's roles and the smallest failing batch, added to report; -> False when a
+    reproduced known fault does not reproduce the smallest failing batch (a coincidence of the battery)."""
+    float64 = [(c, r, o) for c, r, o in zip(cases, results, outputs) if c.dtype == torch.float64]
+    nontrivial = [(c, r) for c, r, _ in float64 if not c.empty]
+
+    def value_of(inputs, margin):
+        case = Case("probe", inputs, params={"margin": margin})
+        try:
+            _, out = call_user(fn, case, _case_keywords(call_keywords, names, case))
+            return float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
+        except Exception:  # noqa: BLE001 - a probe the function cannot take tells nothing
+            return None
+
+    report.findings += probe(target, [c for c, _ in nontrivial], [r.value for _, r in nontrivial], value_of,
+                             margin_passed="margin" in names)
+    gradient_only = [(c, o[1]) for c, r, o in float64
+                     if o is not None and o[1] is not None and r.value_ok and r.grad_ok is False]
+    words = gradient_hypothesis(target, gradient_only)
+    if words:
+        report.findings.append(words)
+    failing = [(c, r) for c, r, _ in float64 if not r.ok and not c.empty] or \
+              [(c, r) for c, r in zip(cases, results) if not r.ok and not c.empty]
+    if not failing:
+        return True
+    case, result = min(failing, key=lambda cr: cr[0].inputs[0].shape[0])
+    kind = _failure_kind(result)
+    small = shrink(case, lambda c: _failure_kind(
+        _run_case(fn, target, c, _case_keywords(call_keywords, names, c), family=True)[0]) == kind)
+    small_result, small_out = _run_case(fn, target, small, _case_keywords(call_keywords, names, small))
+    inputs = ("anchor", "positive", "negative") if target.variant == "naive" else ("embeddings", "labels")
+    keywords = ", ".join(f"{k}={v!r}" for k, v in _case_keywords(call_keywords, names, small).items())
+    call = f"{report.function.rpartition(':')[2]}({', '.join(inputs)}{', ' + keywords if keywords else ''})"
+    report.smallest_batch = as_python(small, call + f"  # ours: {small_result.expected:.10g}, yours: "
+                                      + ("-" if small_result.value is None else f"{small_result.value:.10g}"),
+                                      variant_inputs=inputs)
+    report.smallest_rows = int(small.inputs[0].shape[0])
+    if small_result.problem:
+        report.smallest_details.append(f"{small_result.problem}: {small_result.detail}")
+    else:
+        ref_value, ref_grads = _value_and_grads(target.reference(small), fresh_inputs(small, torch.float64))
+        grads = small_out[1] if small_out is not None and target.compares_gradient(small) else None
+        report.smallest_details += describe(target, small, small_result.value, grads, float(ref_value), ref_grads)
+    if changes and small_out is not None and not any(
+            _matches(target, small, ch, small_out[0], small_out[1]) for ch in changes):
+        report.diagnoses = [d if "reproduced on every batch" not in d else
+                            d.replace("(reproduced on every batch;", "(coincides on every battery batch, but NOT on "
+                                      "the smallest failing batch below, so it is not the cause;")
+                            for d in report.diagnoses]
+        return False
+    return True
 
 
 def assert_conforms(fn: Callable, *, as_: str, **options) -> ConformanceReport:
@@ -194,9 +283,13 @@ def user_gradients(out: torch.Tensor, inputs) -> list[torch.Tensor]:
     return [torch.zeros_like(t, dtype=torch.float64) if g is None else g.double() for t, g in zip(floats, grads)]
 
 
-def _run_case(fn, target: Target, case: Case, call_keywords: dict):
-    """fn called with call_keywords on case -> (CaseResult, (user value float64 or None, user gradients or None))."""
-    ref_value, ref_grads = _value_and_grads(target.reference(case), fresh_inputs(case, torch.float64))
+def _run_case(fn, target: Target, case: Case, call_keywords: dict, *, family: bool = False):
+    """fn called with call_keywords on case -> (CaseResult, (user value float64 or None, user gradients or None)).
+
+    family: compare with the mask-form family without faults (equal to the reference on the battery,
+    tests/test_conformance.py; faster on the tiny batches of shrinking) instead of our loss."""
+    reference = target.candidate(case, {}) if family else target.reference(case)
+    ref_value, ref_grads = _value_and_grads(reference, fresh_inputs(case, torch.float64))
     result = CaseResult(case.name, str(case.dtype).replace("torch.", ""), float(ref_value))
     try:
         inputs, out = call_user(fn, case, call_keywords)
@@ -258,8 +351,9 @@ def _names(cases: list[Case]) -> str:
     return ", ".join(c.name for c in cases)
 
 
-def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outputs) -> tuple[list[str], bool]:
-    """Failing results -> (plain-word likely causes, whether a known fault reproduces fn on every batch)."""
+def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outputs):
+    """Failing results -> (plain-word likely causes, whether a known fault reproduces fn on every batch,
+    the Spec changes of the faults that do)."""
     out = []
     by_problem: dict[str, list[Case]] = {}
     for case, r in zip(cases, results):
@@ -271,18 +365,18 @@ def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outp
     mismatched = [c for c, r in zip(cases, results)
                   if not r.ok and (r.problem is None or (r.problem == "non-finite gradient" and not r.value_ok))]
     float64 = [(c, o) for c, o in zip(cases, outputs) if c.dtype == torch.float64 and o is not None]
-    reproduced = False
+    reproduced, changes = False, []
     probed = target.probe(cases, [r.value for r in results])
     out += probed
     if any(c.dtype == torch.float64 for c in mismatched):
-        words, reproduced = _explain(target, float64, [c for c in mismatched if c.dtype == torch.float64])
+        words, reproduced, changes = _explain(target, float64, [c for c in mismatched if c.dtype == torch.float64])
         if not (probed and not reproduced):
             out.append(words)
     elif mismatched:
         names = _names(mismatched)
         out.append(f"correct in float64 but not within float32 tolerance on {names}: a precision loss "
                    f"(e.g. |a|^2 + |b|^2 - 2ab on uncentred large vectors, or a float32 accumulator)")
-    return out, reproduced
+    return out, reproduced, changes
 
 
 def _problem_words(problem: str, failing: list[Case], results, cases, target: Target) -> str:
@@ -307,25 +401,32 @@ def _problem_words(problem: str, failing: list[Case], results, cases, target: Ta
     return f"{problem} on {names}: {'; '.join(sorted(details))[:300]}"
 
 
-def _explain(target: Target, float64, mismatched: list[Case]) -> tuple[str, bool]:
-    """-> (words, reproduced): the known faults (or pair of faults) that reproduce fn on every float64 batch."""
+def _explain(target: Target, float64, mismatched: list[Case]) -> tuple[str, bool, list[dict]]:
+    """-> (words, reproduced, the Spec changes that reproduce): the known faults (or pair of faults) that
+    reproduce fn on every float64 batch."""
     names = _names(mismatched)
     where = f"(reproduced on every batch; fn differs from the reference on {names})"
     candidates = target.candidates()
     hits = [[_matches(target, case, changes, value, grads) for case, (value, grads) in float64]
             for _, changes in candidates]
-    found = [words for (words, _), h in zip(candidates, hits) if all(h)]
+    found = [(words, changes) for (words, changes), h in zip(candidates, hits) if all(h)]
     if found:
-        return f"{' -- or, equivalently here -- '.join(found)} {where}", True
+        return f"{' -- or, equivalently here -- '.join(w for w, _ in found)} {where}", True, [c for _, c in found]
     pairs = [(i, j) for i, j in itertools.combinations(range(len(candidates)), 2)
              if not set(candidates[i][1]) & set(candidates[j][1])]
     for i, j in pairs:
         merged = {**candidates[i][1], **candidates[j][1]}
         if all(_matches(target, case, merged, value, grads) for case, (value, grads) in float64):
-            return f"two faults: {candidates[i][0]}; and {candidates[j][0]} {where}", True
-    best, i = max(((sum(h), i) for i, h in enumerate(hits)), default=(0, -1))
-    closest = f"; closest known fault: {candidates[i][0]} ({best} of {len(float64)} batches)" if best else ""
-    return f"no known fault reproduces it: differs from the reference on {names}{closest}", False
+            return f"two faults: {candidates[i][0]}; and {candidates[j][0]} {where}", True, [merged]
+    # closest: a fault that reproduces every non-trivial batch (the empty ones, where every fault gives 0, do not count)
+    trivial = [k for k, (case, _) in enumerate(float64) if case.empty]
+    closest = ""
+    for (words, _), h in zip(candidates, hits):
+        if all(h[k] for k in range(len(h)) if k not in trivial) and len(trivial) < len(h):
+            off = _names([float64[k][0] for k in trivial if not h[k]])
+            closest = f"; closest known fault: {words} (reproduces every non-trivial batch; not {off})"
+            break
+    return f"no known fault reproduces it: differs from the reference on {names}{closest}", False, []
 
 
 def _matches(target: Target, case: Case, changes: dict, value: float, grads) -> bool:
