@@ -57,12 +57,18 @@ def batch_cases(metric: str, *, margin_settable: bool) -> list[Case]:
         [1.0, -2.0, 2.0, -1.0, 1.0] * 3, dtype=torch.float64)
     pk_x = randn(16, 8)
     large = 1e3 * randn(12, 6)
+    centres = 4.0 * torch.eye(3, 5, dtype=torch.float64)
+    separated = centres[pk(12, 3)] + 0.1 * randn(12, 5)  # every hinge < 0: the loss is 0 with valid items
+    near = randn(5, 3)
+    near[4] = near[0] + 0.003  # a singleton within any margin of row 0: (a, a, n) triplets would count
     cases = [
         Case("P x K random", (pk_x, pk(16, 4))),
         Case("random labels", (randn(14, 5), torch.randint(0, 4, (14,), generator=g))),
         Case("duplicate embeddings", (dup_rows, pk(12, 3)), exact=True, duplicates=True, params=exact),
         Case("exact ties (axis vectors)", (axes, pk(15, 3)), exact=True, duplicates=True, params=exact),
         Case("singleton classes", (randn(9, 3), torch.tensor([0, 0, 1, 2, 2, 3, 4, 4, 5]))),
+        Case("separated classes", (separated, pk(12, 3))),
+        Case("singleton near a negative", (near, torch.tensor([0, 0, 1, 1, 2])), params=exact),
         Case("one class", (randn(6, 3), torch.full((6,), 7)), empty=True),
         Case("all classes distinct", (randn(6, 3), torch.arange(6)), empty=True),
         Case("B = 1", (randn(1, 3), torch.zeros(1, dtype=torch.long)), empty=True),

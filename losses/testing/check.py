@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .battery import Case
-from .explain import describe, gradient_hypothesis
+from .explain import describe, gradient_hypothesis, item_search
 from .probes import probe
 from .shrink import as_python, shrink
 from .targets import Target, TripletTarget, make_target
@@ -195,10 +195,15 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
               [(c, r) for c, r in zip(cases, results) if not r.ok and not c.empty]
     if not failing:
         return True
-    case, result = min(failing, key=lambda cr: cr[0].inputs[0].shape[0])
+    case, result = min(failing, key=lambda cr: (cr[0].exact, cr[0].inputs[0].shape[0]))
     kind = _failure_kind(result)
-    small = shrink(case, lambda c: _failure_kind(
-        _run_case(fn, target, c, _case_keywords(call_keywords, names, c), family=True)[0]) == kind)
+    nonzero = (result.value != 0, result.expected != 0)
+
+    def still_fails(c: Case) -> bool:  # the same kind of failure, and neither value becomes 0 (keeps gradients)
+        r = _run_case(fn, target, c, _case_keywords(call_keywords, names, c), family=True)[0]
+        return _failure_kind(r) == kind and (r.value != 0, r.expected != 0) == nonzero
+
+    small = shrink(case, still_fails)
     small_result, small_out = _run_case(fn, target, small, _case_keywords(call_keywords, names, small))
     inputs = ("anchor", "positive", "negative") if target.variant == "naive" else ("embeddings", "labels")
     keywords = ", ".join(f"{k}={v!r}" for k, v in _case_keywords(call_keywords, names, small).items())
@@ -213,6 +218,9 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
         ref_value, ref_grads = _value_and_grads(target.reference(small), fresh_inputs(small, torch.float64))
         grads = small_out[1] if small_out is not None and target.compares_gradient(small) else None
         report.smallest_details += describe(target, small, small_result.value, grads, float(ref_value), ref_grads)
+        found = item_search(target, small, small_result.value)
+        if found:
+            report.smallest_details.append(found)
     if changes and small_out is not None and not any(
             _matches(target, small, ch, small_out[0], small_out[1]) for ch in changes):
         report.diagnoses = [d if "reproduced on every batch" not in d else
@@ -388,13 +396,17 @@ def _problem_words(problem: str, failing: list[Case], results, cases, target: Ta
                     f"distance is 0, or mask before the root)")
         return (f"NaN or infinite gradient on duplicate embeddings ({names}): square root without a safe "
                 f"gradient at 0")
+    expected = {c.name: r.expected for c, r in zip(cases, results)}
     if problem == "non-finite value":
-        if all(c.empty for c in failing):
-            return (f"NaN or inf value on batches without any valid {target.items} ({names}): a mean divides "
+        if all(c.empty or expected[c.name] == 0 for c in failing):
+            none = "" if all(c.empty for c in failing) else " (or with none active)"
+            return (f"NaN or inf value on batches without any valid {target.items}{none} ({names}): a mean divides "
                     f"by a zero count; return an attached 0 ((embeddings * 0).sum())")
         return f"NaN or inf value on {names}"
     if problem == "detached":
-        where = " without any valid item" if all(c.empty for c in failing) else ""
+        where = (" without any valid item" if all(c.empty for c in failing) else
+                 " where the loss is 0 (without any valid item, or with none active)"
+                 if all(c.empty or expected[c.name] == 0 for c in failing) else "")
         return (f"value not attached to the graph on {names}{where}: return (embeddings * 0).sum(), "
                 f"never a new constant tensor, so backward() works on every batch")
     details = {r.detail for c, r in zip(cases, results) if r.problem == problem}

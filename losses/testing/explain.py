@@ -9,6 +9,8 @@ what is special about them, and the rows whose gradient differs with their roles
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ..reductions import reduce_losses
@@ -189,10 +191,12 @@ def _gradient_rows(target, inputs, rows, items, grads, ref_grads, grad_diff, nai
         if not bad:
             continue
         parts = []
+        scale = max(float(t.abs().max()) if t.numel() else 0.0 for t in ref_grads)
+        tiny = 1e-9 + 1e-6 * scale
         for i in bad[:6]:
             roles = _roles(i, used, naive, k)
-            ours_zero = float(r[i].abs().max()) == 0
-            yours_zero = float(g[i].abs().max()) == 0
+            ours_zero = float(r[i].abs().max()) <= tiny
+            yours_zero = float(g[i].abs().max()) <= tiny
             label = f"{names[k]} row {i}" if naive else f"row {i}" + (f" (class {int(inputs[1][i])})")
             if ours_zero and not yours_zero:
                 where = roles or "in no item of ours with loss > 0"
@@ -219,13 +223,13 @@ def _roles(i: int, used, naive: bool, k: int) -> str:
 
 
 def _unchosen(target, i: int, inputs, used) -> str:
-    """Why row i is not used: the positive / negative of some anchor, but not the one ours selects."""
+    """Why row i gets no gradient of ours: the positive / negative of some anchor, not the one ours selects."""
     if target.variant not in ("batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml"):
         return ""
     labels = inputs[1]
     anchors = sorted({r[0] for r, _ in used})
-    pos_of = [a for a in anchors if a != i and labels[a] == labels[i]]
-    neg_of = [a for a in anchors if labels[a] != labels[i]]
+    pos_of = [a for a in anchors if a != i and labels[a] == labels[i] and all(r[1] != i for r, _ in used if r[0] == a)]
+    neg_of = [a for a in anchors if labels[a] != labels[i] and all(r[2] != i for r, _ in used if r[0] == a)]
     words = []
     if pos_of:
         chosen = sorted({r[1] for r, _ in used if r[0] in pos_of})
@@ -238,3 +242,113 @@ def _unchosen(target, i: int, inputs, used) -> str:
 
 def _vec(t: torch.Tensor) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in t.tolist()[:6]) + ("" if t.numel() <= 6 else ", ...") + "]"
+
+
+MAX_COMBINATIONS = 4096
+
+
+def item_search(target, case: Case, value: float | None) -> str | None:
+    """On a small batch: the items (by rows) yours must hold to give its value, where they differ from ours.
+
+    Selections (batch_hard: the positive and negative of each anchor; semi_hard_tf: the negative of
+    each pair) are searched per item; sets (batch_all, semi_hard_pml: which valid triplets count)
+    over the subsets of the valid triplets. Values only, under our reduction; None when nothing fits
+    or the search is too large.
+    """
+    if value is None or target.variant in ("naive",):
+        return None
+    spec = spec_of(target, case)
+    x, labels = (t.detach().double() if t.is_floating_point() else t for t in case.inputs)
+    d = distances(x[:, None, :], x[None, :, :], spec)  # (B, B)
+    items, rows = family_items((x, labels), spec)
+    ours = [tuple(r) for r in rows.tolist()]
+    same = labels[:, None] == labels[None, :]
+    B = len(labels)
+    pos = [[p for p in range(B) if same[a, p] and p != a] for a in range(B)]
+    neg = [[n for n in range(B) if not same[a, n]] for a in range(B)]
+    hinge = (lambda t: torch.nn.functional.softplus(t)) if target.variant == "batch_hard_soft" else torch.relu
+    m = 0.0 if target.variant == "batch_hard_soft" else spec.margin
+
+    def reduced(triplets) -> float:
+        if not triplets:
+            return 0.0
+        t = torch.tensor(triplets)
+        per = hinge(d[t[:, 0], t[:, 1]] - d[t[:, 0], t[:, 2]] + m)
+        if spec.reduction == "sum":
+            return float(per.sum())
+        count = len(per) if spec.reduction == "mean" else int((per > 0).sum())
+        return float(per.sum()) / count if count else 0.0
+
+    fits = lambda v: abs(v - value) <= 1e-9 + 1e-6 * abs(value)  # noqa: E731
+    if fits(reduced(ours)):
+        return None
+    if target.variant in ("batch_hard", "batch_hard_soft", "semi_hard_tf"):
+        choices = [[(a, p2, n2) for p2 in (pos[a] if target.variant != "semi_hard_tf" else [p]) for n2 in neg[a]]
+                   for a, p, n in ours]
+        total = 1
+        for c in choices:
+            total *= len(c)
+        if not ours or total > MAX_COMBINATIONS:
+            return None
+        best = None
+        for combo in itertools.product(*choices):
+            if fits(reduced(list(combo))):
+                changed = [(o, c) for o, c in zip(ours, combo) if o != c]
+                if best is None or len(changed) < len(best):
+                    best = changed
+        if not best:
+            return None
+        parts = [_selection_words(o, c, d, target.variant) for o, c in best]
+        return "its value is what ours gives with other selections: " + "; ".join(parts)
+    valid = [(a, p, n) for a in range(B) for p in pos[a] for n in neg[a]]
+    if not valid or len(valid) > 12:
+        return None
+    best = None
+    for k in range(len(valid) + 1):
+        for subset in itertools.combinations(valid, k):
+            if fits(reduced(list(subset))):
+                diff = set(subset) ^ set(ours)
+                if best is None or len(diff) < len(best[1]):
+                    best = (subset, diff)
+    if best is None:
+        return None
+    subset, _ = best
+    extra = [t for t in subset if t not in ours]
+    missing = [t for t in ours if t not in subset]
+    words = []
+    if extra:
+        words.append("it counts " + ", ".join(f"{t} [{_kind(t, d, spec.margin)}]" for t in extra) + ", which ours leaves out")
+    if missing:
+        words.append("it leaves out " + ", ".join(f"{t} [{_kind(t, d, spec.margin)}]" for t in missing) + ", which ours counts")
+    return "its value is what ours gives with other triplets (a, p, n): " + "; ".join(words)
+
+
+def _kind(t, d, margin: float) -> str:
+    a, p, n = t
+    d_ap, d_an = float(d[a, p]), float(d[a, n])
+    if d_an < d_ap:
+        return f"hard: d_an {d_an:.3g} < d_ap {d_ap:.3g}"
+    if d_an == d_ap:
+        return "tie: d_an == d_ap"
+    if d_an <= d_ap + margin:
+        return f"semi-hard: d_ap {d_ap:.3g} < d_an {d_an:.3g} <= d_ap + margin"
+    return f"easy: d_an {d_an:.3g} > d_ap + margin (loss 0)"
+
+
+def _extreme(d, a: int, yours: int, ours: int) -> str:
+    """', nearer' or ', farther': where yours lies against ours."""
+    return ", nearer" if float(d[a, yours]) < float(d[a, ours]) else ", farther"
+
+
+def _selection_words(ours, yours, d, variant: str) -> str:
+    a, p, n = ours
+    _, p2, n2 = yours
+    out = []
+    if p2 != p:
+        out.append(f"positive row {p2} (d = {float(d[a, p2]):.4g}{_extreme(d, a, p2, p)}) instead of row {p} "
+                   f"(d = {float(d[a, p]):.4g}, the hardest = farthest)")
+    if n2 != n:
+        rule = "the hardest = nearest" if variant.startswith("batch_hard") else "the nearest farther than p, else the farthest"
+        out.append(f"negative row {n2} (d = {float(d[a, n2]):.4g}{_extreme(d, a, n2, n)}) instead of row {n} "
+                   f"(d = {float(d[a, n]):.4g}, {rule})")
+    return f"for {'anchor ' + str(a) if variant.startswith('batch_hard') else f'pair ({a}, {p})'}: " + " and ".join(out)

@@ -38,6 +38,11 @@ def probe(target, cases: list[Case], values: list[float | None], value_of: Value
         return []
     naive = target.variant == "naive"
     soft = target.variant == "batch_hard_soft"
+    if all(v == 0 for _, v in pairs):
+        words = ("as ours is with every row in one class, or every row in its own class: the label masks leave no "
+                 "valid item (y[None] == y[None]? use y[:, None] == y[None, :])" if not naive else
+                 "no triplet is ever active")
+        return [f"the value is 0 on every non-trivial batch ({len(pairs)}; ours is not), {words}"]
     first = pairs[0][0]
     m = first.params.get("margin", target.spec.margin)
     if not soft:
@@ -120,6 +125,8 @@ def _transformations(target, pairs, ours, value_of, naive: bool) -> list[str]:
                      for c, _ in pairs)
         if ok:
             out.append(words)
+    if target.variant not in ("semi_hard_pml", "batch_hard_soft"):
+        out += _hinge_probes(target, pairs, naive)
     ratio = _constant_factor(pairs, ours)
     if ratio is not None:
         out.append(ratio)
@@ -166,3 +173,36 @@ def _divisor(target, pairs, naive: bool) -> str | None:
             return (f"it is the sum over our {target.items} divided by {name}; ours divides by "
                     f"{own or 'nothing (a sum)'}")
     return None
+
+
+def _hinge_probes(target, pairs, naive: bool) -> list[str]:
+    """Our items' raw d_ap - d_an (selections that do not depend on the margin) under other hinges."""
+    big = 1e6
+
+    def raw(c):
+        spec = target.spec.but(margin=big)
+        items, _ = family_items(c.inputs, spec)
+        return items - big, c.params.get("margin", target.spec.margin)
+
+    def reduce(per):
+        if per.numel() == 0:
+            return 0.0
+        if target.spec.reduction == "sum":
+            return float(per.sum())
+        count = per.numel() if target.spec.reduction == "mean" else int((per > 0).sum())
+        return float(per.sum()) / count if count else 0.0
+
+    checks = [("it equals ours without the hinge per item: items with d_ap - d_an + margin < 0 count with their "
+               "negative value (the relu / clamp_min(0) is missing)", lambda r, m: reduce(r + m)),
+              ("it equals the hinge applied once, after the reduction: relu(mean(d_ap - d_an + margin)) instead of "
+               "the mean of relu(d_ap - d_an + margin) per item", lambda r, m: max(reduce(r + m), 0.0)
+               if r.numel() else 0.0)]
+    if not naive and target.variant == "batch_all":
+        checks.append(("it equals ours with the roles of positive and negative exchanged, relu(d_an - d_ap + margin): "
+                       "a (B, B, B) mask whose p and n axes are swapped against the hinge's [a, p, n]",
+                       lambda r, m: reduce(torch.relu(-r + m))))
+    out = []
+    for words, value in checks:
+        if all(_close(v, value(*raw(c))) for c, v in pairs):
+            out.append(words)
+    return out

@@ -4,7 +4,8 @@
 one at a time), drop embedding columns, merge two classes, split a row into a class of its
 own, renumber the labels 0, 1, ... and round the values (to integers, halves, one decimal,
 then single entries to 0); every change that still fails is kept. It stops when no change
-helps or after `budget` calls of `fails`. Combined-loss cases are not shrunk.
+helps or after `budget` calls of `fails`. A change that creates a tie (two equal distances from one row, a
+duplicate row) is skipped unless the case had ties already. Combined-loss cases are not shrunk.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ def shrink(case: Case, fails: Callable[[Case], bool], *, budget: int = BUDGET) -
     """A failing case -> a smaller one that still fails (`fails(case)` is assumed True)."""
     calls = 0
     improved = True
+    tied = has_ties(case.inputs)
     while improved and calls < budget:
         improved = False
         for candidate in _smaller(case):
+            if not tied and has_ties(candidate.inputs):
+                continue  # a tie makes the items ambiguous and the selections' gradient incomparable
             calls += 1
             if fails(candidate):
                 case, improved = candidate, True
