@@ -105,6 +105,7 @@ def check_loss(
     semantics: str | None = None,
     keywords: dict[str, str | None] | None = None,
     extra: dict | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> ConformanceReport:
     """fn, variant name -> ConformanceReport: `fn` checked against our `as_` loss on the battery.
 
@@ -117,32 +118,40 @@ def check_loss(
     w_* for combined) are passed by keyword to fn when its signature has a parameter
     of that name; `keywords` renames them ({"margin": "alpha"}) or, mapped to None,
     stops one from being passed (fn has it built in); `extra` adds fixed keywords.
-    Nothing is passed positionally but the tensors.
+    Nothing is passed positionally but the tensors. progress(i, n, case name) is called before
+    each battery case. A class instead of an instance, or a signature that cannot take the
+    variant's tensors and keywords, raises ValueError (nothing to check).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead (4 s instead of 20 ms, measured)
     try:
-        return _check(fn, as_, metric, margin, reduction, semantics, keywords, extra)
+        return _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra) -> ConformanceReport:
+def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progress=None) -> ConformanceReport:
     target = make_target(as_, metric=metric, margin=margin, reduction=reduction, semantics=semantics)
     call_keywords, names = _keyword_plan(fn, target.settings, keywords or {}, extra or {})
     if target.required_keywords:
         missing = [k for k in target.required_keywords if k not in names]
         if missing:
             raise ValueError(f"as_={target.variant!r}: fn must take {missing} (or map them with keywords)")
+    _callable_as(fn, target, call_keywords)
     cases = target.cases(margin_settable="margin" in names)
     results, outputs = [], []
-    for case in cases:
+    for i, case in enumerate(cases):
+        if progress is not None:
+            progress(i + 1, len(cases), case.name)
         case_keywords = {**call_keywords, **{names[k]: v for k, v in case.params.items() if k in names}}
         result, out = _run_case(fn, target, case, case_keywords)
         results.append(result)
         outputs.append(out)
     report = ConformanceReport(_name(fn), target.variant, dict(target.settings), all(r.ok for r in results), results)
     report.notes += _tie_notes(target, cases, results)
+    if target.settings.get("margin") is not None and "margin" not in names:
+        report.notes.append(f"{report.function} takes no margin parameter (none was passed): it is checked at "
+                            f"margin {target.settings['margin']:g} only; map yours with keywords / --map margin=NAME")
     if report.conforms:
         return report
     report.diagnoses, reproduced, changes = _diagnose(target, cases, results, outputs)
@@ -237,6 +246,28 @@ def assert_conforms(fn: Callable, *, as_: str, **options) -> ConformanceReport:
     if not report.conforms:
         raise AssertionError(report.summary())
     return report
+
+
+INPUT_NAMES = {"naive": "anchor, positive, negative", "combined": "triplet, logits_pos, logits_neg"}
+
+
+def _callable_as(fn, target: Target, call_keywords: dict) -> None:
+    """ValueError unless fn(*tensors, **call_keywords) binds: a class, or a signature that does not fit."""
+    if isinstance(fn, type):
+        raise ValueError(f"{_name(fn)} is a class; pass an instance ({fn.__name__}()) or a function")
+    if not callable(fn):
+        raise ValueError(f"{_name(fn)} is a {type(fn).__name__}, not a callable")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: its calls will tell
+    inputs = INPUT_NAMES.get(target.variant, "embeddings, labels")
+    try:
+        signature.bind(*inputs.split(", "), **call_keywords)
+    except TypeError as err:
+        passed = ", ".join(f"{k}=..." for k in call_keywords)
+        raise ValueError(f"{_name(fn)}{signature} cannot be called as {target.variant}, "
+                         f"fn({inputs}{', ' + passed if passed else ''}): {err}") from None
 
 
 def _name(fn: Callable) -> str:
