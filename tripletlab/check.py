@@ -72,15 +72,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Parsed `check` arguments -> exit code (0 conforms, 1 not, 2 cannot be checked)."""
-    with _stdout_closed_quietly():
-        try:
-            return _run(args)
-        except CheckTimeout:
-            _error(f"--timeout {args.timeout:g} s reached: {args.function} is too slow (or hangs); the check stopped")
-            return 2
-        except (ValueError, TypeError) as err:
-            _error(str(err).splitlines()[0] if str(err) else type(err).__name__)
-            return 2
+    try:
+        return _run(args)
+    except CheckTimeout:
+        _error(f"--timeout {args.timeout:g} s reached: {args.function} is too slow (or hangs); the check stopped")
+        return 2
+    except (ValueError, TypeError) as err:
+        _error(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -96,8 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         report = check_loss(fn, as_=args.as_, metric=args.metric, margin=args.margin, reduction=args.reduction,
                             semantics=args.semantics, keywords=keywords, extra=extra, progress=progress)
         progress.done()
-    print(report.to_json() if args.json else report.summary())
-    sys.stdout.flush()
+    _print(report.to_json() if args.json else report.summary())
     return 0 if report.conforms else 1
 
 
@@ -105,14 +103,14 @@ def _error(line: str) -> None:
     print(f"tripletlab check: error: {line}", file=sys.stderr)
 
 
-@contextlib.contextmanager
-def _stdout_closed_quietly():
-    """`tripletlab check ... | head -1`: a closed pipe ends the output without a traceback."""
+def _print(text: str) -> None:
+    """print, where a closed pipe (`tripletlab check ... | head -1`) ends the output without a traceback."""
     try:
-        yield
+        print(text)
+        sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush must not fail again
 
 
 @contextlib.contextmanager
