@@ -77,15 +77,13 @@ def semi_hard_fallback_nearest(embeddings, labels, margin=0.2):
     """TF semi-hard whose fallback (no negative farther than p) is the nearest negative, not the farthest."""
     dist = user_distances(embeddings)
     pos, neg = user_masks(labels)
-    losses = []
-    for a, p in pos.nonzero().tolist():
-        if not neg[a].any():
-            continue
-        farther = neg[a] & (dist[a] > dist[a, p])
-        pick = farther if farther.any() else neg[a]
-        n = torch.where(pick, dist[a], torch.inf).argmin()
-        losses.append(torch.relu(dist[a, p] - dist[a, n] + margin))
-    return torch.stack(losses).mean() if losses else 0 * dist.sum()
+    d_an = dist[:, None, :].expand(-1, len(labels), -1)  # (B, B, B) [a, p, n]
+    farther = neg[:, None, :] & (d_an > dist[:, :, None])
+    semi = torch.where(farther, d_an, torch.inf).min(2).values  # (B, B)
+    nearest = torch.where(neg, dist, torch.inf).min(1, keepdim=True).values.expand_as(dist)  # the bug
+    chosen = torch.where(farther.any(2), semi, nearest)
+    items = pos & neg.any(1, keepdim=True)
+    return torch.relu(dist - chosen + margin)[items].mean() if items.any() else 0 * dist.sum()
 
 
 def cosine_without_normalising(embeddings, labels, margin=0.2):

@@ -209,6 +209,16 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
     nonzero = (result.value != 0, result.expected != 0)
 
     def still_fails(c: Case) -> bool:  # the same kind of failure, and neither value becomes 0 (keeps gradients)
+        if kind == "value":  # no gradients needed
+            try:
+                _, out = call_user(fn, c, _case_keywords(call_keywords, names, c))
+                value = float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
+            except Exception:  # noqa: BLE001 - another kind of failure
+                return False
+            with torch.no_grad():
+                expected = float(target.candidate(c, {})(c.inputs))
+            return (value is not None and math.isfinite(value) and not _value_close(value, expected, c.dtype)
+                    and (value != 0, expected != 0) == nonzero)
         r = _run_case(fn, target, c, _case_keywords(call_keywords, names, c), family=True)[0]
         return _failure_kind(r) == kind and (r.value != 0, r.expected != 0) == nonzero
 
@@ -450,9 +460,8 @@ def _explain(target: Target, float64, mismatched: list[Case]) -> tuple[str, bool
     names = _names(mismatched)
     where = f"(reproduced on every batch; fn differs from the reference on {names})"
     candidates = target.candidates()
-    hits = [[_matches(target, case, changes, value, grads) for case, (value, grads) in float64]
-            for _, changes in candidates]
-    found = [(words, changes) for (words, changes), h in zip(candidates, hits) if all(h)]
+    matches = lambda changes, k: _matches(target, float64[k][0], changes, *float64[k][1])  # noqa: E731
+    found = [(words, changes) for words, changes in candidates if all(matches(changes, k) for k in range(len(float64)))]
     if found:
         return f"{' -- or, equivalently here -- '.join(w for w, _ in found)} {where}", True, [c for _, c in found]
     pairs = [(i, j) for i, j in itertools.combinations(range(len(candidates)), 2)
@@ -462,11 +471,11 @@ def _explain(target: Target, float64, mismatched: list[Case]) -> tuple[str, bool
         if all(_matches(target, case, merged, value, grads) for case, (value, grads) in float64):
             return f"two faults: {candidates[i][0]}; and {candidates[j][0]} {where}", True, [merged]
     # closest: a fault that reproduces every non-trivial batch (the empty ones, where every fault gives 0, do not count)
-    trivial = [k for k, (case, _) in enumerate(float64) if case.empty]
+    nontrivial = [k for k, (case, _) in enumerate(float64) if not case.empty]
     closest = ""
-    for (words, _), h in zip(candidates, hits):
-        if all(h[k] for k in range(len(h)) if k not in trivial) and len(trivial) < len(h):
-            off = _names([float64[k][0] for k in trivial if not h[k]])
+    for words, changes in candidates:
+        if nontrivial and all(matches(changes, k) for k in nontrivial):
+            off = _names([float64[k][0] for k in range(len(float64)) if k not in nontrivial and not matches(changes, k)])
             closest = f"; closest known fault: {words} (reproduces every non-trivial batch; not {off})"
             break
     return f"no known fault reproduces it: differs from the reference on {names}{closest}", False, []
