@@ -80,3 +80,11 @@ def test_fresh_inputs_are_copies():
     x, y = fresh_inputs(case)
     assert x.requires_grad and x.is_leaf and x.data_ptr() != case.inputs[0].data_ptr()
     assert y.data_ptr() != case.inputs[1].data_ptr() and not case.inputs[0].requires_grad
+
+
+def test_a_function_that_exits_is_a_finding_not_an_exit():
+    def exits(x, y, margin):
+        raise SystemExit(0)
+
+    report = check_loss(exits, as_="batch_all")
+    assert not report.conforms and "SystemExit" in report.summary()

@@ -190,7 +190,7 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
         try:
             _, out = call_user(fn, case, _case_keywords(call_keywords, names, case))
             return float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
-        except Exception:  # noqa: BLE001 - a probe the function cannot take tells nothing
+        except (Exception, SystemExit):  # noqa: BLE001 - a probe the function cannot take tells nothing
             return None
 
     report.findings += probe(target, [c for c, _ in nontrivial], [r.value for _, r in nontrivial], value_of,
@@ -213,7 +213,7 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
             try:
                 _, out = call_user(fn, c, _case_keywords(call_keywords, names, c))
                 value = float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
-            except Exception:  # noqa: BLE001 - another kind of failure
+            except (Exception, SystemExit):  # noqa: BLE001 - another kind of failure
                 return False
             with torch.no_grad():
                 expected = float(target.candidate(c, {})(c.inputs))
@@ -342,7 +342,7 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict, *, family: bo
     result = CaseResult(case.name, str(case.dtype).replace("torch.", ""), float(ref_value))
     try:
         inputs, out = call_user(fn, case, call_keywords)
-    except Exception as err:  # noqa: BLE001 - a user's exception is a finding, not a crash
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - a user's exception (or exit) is a finding, not a crash
         result.problem, result.detail = "error", f"{type(err).__name__}: {err}"
         return result, None
     if not isinstance(out, torch.Tensor) or out.numel() != 1:
