@@ -57,12 +57,18 @@ def batch_cases(metric: str, *, margin_settable: bool) -> list[Case]:
         [1.0, -2.0, 2.0, -1.0, 1.0] * 3, dtype=torch.float64)
     pk_x = randn(16, 8)
     large = 1e3 * randn(12, 6)
+    centres = 4.0 * torch.eye(3, 5, dtype=torch.float64)
+    separated = centres[pk(12, 3)] + 0.1 * randn(12, 5)  # every hinge < 0: the loss is 0 with valid items
+    near = randn(5, 3)
+    near[4] = near[0] + 0.003  # a singleton within any margin of row 0: (a, a, n) triplets would count
     cases = [
         Case("P x K random", (pk_x, pk(16, 4))),
         Case("random labels", (randn(14, 5), torch.randint(0, 4, (14,), generator=g))),
         Case("duplicate embeddings", (dup_rows, pk(12, 3)), exact=True, duplicates=True, params=exact),
         Case("exact ties (axis vectors)", (axes, pk(15, 3)), exact=True, duplicates=True, params=exact),
         Case("singleton classes", (randn(9, 3), torch.tensor([0, 0, 1, 2, 2, 3, 4, 4, 5]))),
+        Case("separated classes", (separated, pk(12, 3))),
+        Case("singleton near a negative", (near, torch.tensor([0, 0, 1, 1, 2])), params=exact),
         Case("one class", (randn(6, 3), torch.full((6,), 7)), empty=True),
         Case("all classes distinct", (randn(6, 3), torch.arange(6)), empty=True),
         Case("B = 1", (randn(1, 3), torch.zeros(1, dtype=torch.long)), empty=True),
@@ -79,31 +85,39 @@ def batch_cases(metric: str, *, margin_settable: bool) -> list[Case]:
 
 
 def naive_cases(metric: str, *, margin_settable: bool) -> list[Case]:
-    """Cases for explicit triplets (anchor, positive, negative), each (N, D), from the batch cases."""
+    """Cases for explicit triplets (anchor, positive, negative), each (N, D), from the batch cases.
+
+    Each batch case gives its real triplets (`_triplets_of`); a batch without any gives
+    none. "N = 1" and "N = 2" are the first one and two triplets of "P x K random".
+    """
     cases = []
     for case in batch_cases(metric, margin_settable=margin_settable):
         x, labels = case.inputs
-        if case.empty and x.shape[0] > 2:
-            continue  # "no valid triplet" does not exist for explicit triplets
         a, p, n = _triplets_of(x, labels)
-        name = case.name.replace("B = ", "N = ")
-        cases.append(Case(name, (a, p, n), case.dtype, case.exact, case.duplicates, False, case.params))
+        if a.shape[0] == 0:
+            continue  # "no valid triplet" does not exist for explicit triplets
+        cases.append(Case(case.name, (a, p, n), case.dtype, case.exact, case.duplicates, False, case.params))
+    first = cases[0]
+    for k in (1, 2):
+        cases.append(Case(f"N = {k}", tuple(t[:k] for t in first.inputs)))
     return cases
 
 
 def _triplets_of(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x (B, D), labels (B,) -> (a, p, n) (B, D) each: row i's next same-class row and next other-class row.
+    """x (B, D), labels (B,) -> (a, p, n) (N, D) each: for every row i with a positive and a negative,
+    the next row (cyclically) of i's class (never i) and the next row of another class.
 
-    Without another same-class row the anchor is its own positive; without another
-    class, the next row is the negative (explicit triplets need not be valid).
+    Rows without another row of their class, or without another class, give no triplet.
     """
     B = x.shape[0]
-    order = (torch.arange(B)[None, :] - torch.arange(B)[:, None]) % B  # (B, B) offsets 0..B-1
-    same = labels[(torch.arange(B)[:, None] + order) % B] == labels[:, None]  # (B, B) by offset
-    offsets = torch.arange(B).expand(B, B)
-    big = torch.full_like(offsets, B)
-    p_off = torch.where(same & (offsets > 0), offsets, big).min(dim=1).values % B
-    n_off = torch.where(~same, offsets, big).min(dim=1).values
-    n_off = torch.where(n_off == B, torch.ones_like(n_off) % max(B, 1), n_off)
+    if B < 2:
+        return x[:0], x[:0], x[:0]
     rows = torch.arange(B)
-    return x, x[(rows + p_off) % B], x[(rows + n_off) % B]
+    offsets = torch.arange(1, B)  # (B-1,) offsets 1..B-1, so the anchor itself is never chosen
+    other = (rows[:, None] + offsets[None, :]) % B  # (B, B-1) the other rows, in cyclic order from i
+    same = labels[other] == labels[:, None]  # (B, B-1)
+    has_p, has_n = same.any(dim=1), (~same).any(dim=1)  # (B,)
+    keep = has_p & has_n
+    p = other.gather(1, same.to(torch.uint8).argmax(dim=1, keepdim=True))[:, 0]  # first same-class row
+    n = other.gather(1, (~same).to(torch.uint8).argmax(dim=1, keepdim=True))[:, 0]  # first other-class row
+    return x[keep], x[p[keep]], x[n[keep]]

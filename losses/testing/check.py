@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .battery import Case
-from .targets import Target, make_target
+from .explain import describe, gradient_hypothesis, item_search
+from .probes import probe
+from .shrink import as_python, shrink
+from .targets import Target, TripletTarget, make_target
 
 VALUE_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-4, 1e-6)}  # (relative, absolute)
 GRAD_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-3, 1e-6)}  # relative to the largest entry
@@ -48,12 +51,17 @@ class ConformanceReport:
     results: list[CaseResult]
     diagnoses: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # probes of the behaviour, the gradient's roles
+    smallest_batch: list[str] = field(default_factory=list)  # Python lines reproducing the smallest failing batch
+    smallest_rows: int | None = None
+    smallest_details: list[str] = field(default_factory=list)  # its items and gradient rows
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
+        """Valid JSON: NaN and infinities become null."""
+        return json.dumps(_finite(self.to_dict()), indent=2, default=str, allow_nan=False)
 
     def summary(self) -> str:
         """Readable text: verdict, diagnoses, notes, then a line per failing case."""
@@ -62,7 +70,12 @@ class ConformanceReport:
         lines = [f"{self.function} {verdict} to {self.variant} ({settings}): "
                  f"{sum(r.ok for r in self.results)}/{len(self.results)} cases pass"]
         lines += [f"  diagnosis: {d}" for d in self.diagnoses]
+        lines += [f"  finding: {f}" for f in self.findings]
         lines += [f"  note: {n}" for n in self.notes]
+        if self.smallest_batch:
+            lines.append(f"  smallest failing batch ({self.smallest_rows} rows), to paste into a test:")
+            lines += [f"      {line}" for line in self.smallest_batch]
+            lines += [f"    {line}" for line in self.smallest_details]
         for r in self.results:
             if not r.ok:
                 got = "-" if r.value is None else f"{r.value:.10g}"
@@ -70,6 +83,16 @@ class ConformanceReport:
                 lines.append(f"  - {r.case} [{r.dtype}]: {what}; got {got}, expected {r.expected:.10g}"
                              + (f" ({r.detail})" if r.detail else ""))
         return "\n".join(lines)
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def check_loss(
@@ -82,6 +105,7 @@ def check_loss(
     semantics: str | None = None,
     keywords: dict[str, str | None] | None = None,
     extra: dict | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> ConformanceReport:
     """fn, variant name -> ConformanceReport: `fn` checked against our `as_` loss on the battery.
 
@@ -94,35 +118,46 @@ def check_loss(
     w_* for combined) are passed by keyword to fn when its signature has a parameter
     of that name; `keywords` renames them ({"margin": "alpha"}) or, mapped to None,
     stops one from being passed (fn has it built in); `extra` adds fixed keywords.
-    Nothing is passed positionally but the tensors.
+    Nothing is passed positionally but the tensors. progress(i, n, case name) is called before
+    each battery case. A class instead of an instance, or a signature that cannot take the
+    variant's tensors and keywords, raises ValueError (nothing to check).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead (4 s instead of 20 ms, measured)
     try:
-        return _check(fn, as_, metric, margin, reduction, semantics, keywords, extra)
+        return _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra) -> ConformanceReport:
+def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progress=None) -> ConformanceReport:
     target = make_target(as_, metric=metric, margin=margin, reduction=reduction, semantics=semantics)
     call_keywords, names = _keyword_plan(fn, target.settings, keywords or {}, extra or {})
     if target.required_keywords:
         missing = [k for k in target.required_keywords if k not in names]
         if missing:
             raise ValueError(f"as_={target.variant!r}: fn must take {missing} (or map them with keywords)")
+    _callable_as(fn, target, call_keywords)
     cases = target.cases(margin_settable="margin" in names)
     results, outputs = [], []
-    for case in cases:
+    for i, case in enumerate(cases):
+        if progress is not None:
+            progress(i + 1, len(cases), case.name)
         case_keywords = {**call_keywords, **{names[k]: v for k, v in case.params.items() if k in names}}
         result, out = _run_case(fn, target, case, case_keywords)
         results.append(result)
         outputs.append(out)
     report = ConformanceReport(_name(fn), target.variant, dict(target.settings), all(r.ok for r in results), results)
     report.notes += _tie_notes(target, cases, results)
+    if target.settings.get("margin") is not None and "margin" not in names:
+        report.notes.append(f"{report.function} takes no margin parameter (none was passed): it is checked at "
+                            f"margin {target.settings['margin']:g} only; map yours with keywords / --map margin=NAME")
     if report.conforms:
         return report
-    report.diagnoses, reproduced = _diagnose(target, cases, results, outputs)
+    report.diagnoses, reproduced, changes = _diagnose(target, cases, results, outputs)
+    if isinstance(target, TripletTarget):
+        reproduced = _explain_more(report, fn, target, cases, results, outputs, call_keywords, names,
+                                   changes) and reproduced
     failing = [c for c, r in zip(cases, results) if not r.ok]
     if not reproduced and all(c.exact and r.problem is None for c, r in zip(cases, results) if not r.ok):
         report.conforms = True  # only exact ties differ, and no rule applied the other way explains it
@@ -134,12 +169,115 @@ def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra) -> Co
     return report
 
 
+def _case_keywords(call_keywords: dict, names: dict, case: Case) -> dict:
+    return {**call_keywords, **{names[k]: v for k, v in case.params.items() if k in names}}
+
+
+def _failure_kind(result: CaseResult) -> str | None:
+    if result.ok:
+        return None
+    return result.problem or ("value" if not result.value_ok else "gradient")
+
+
+def _explain_more(report, fn, target, cases, results, outputs, call_keywords, names, changes) -> bool:
+    """Probes, the gradient's roles and the smallest failing batch, added to report; -> False when a
+    reproduced known fault does not reproduce the smallest failing batch (a coincidence of the battery)."""
+    float64 = [(c, r, o) for c, r, o in zip(cases, results, outputs) if c.dtype == torch.float64]
+    nontrivial = [(c, r) for c, r, _ in float64 if not c.empty]
+
+    def value_of(inputs, margin):
+        case = Case("probe", inputs, params={"margin": margin})
+        try:
+            _, out = call_user(fn, case, _case_keywords(call_keywords, names, case))
+            return float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
+        except (Exception, SystemExit):  # noqa: BLE001 - a probe the function cannot take tells nothing
+            return None
+
+    report.findings += probe(target, [c for c, _ in nontrivial], [r.value for _, r in nontrivial], value_of,
+                             margin_passed="margin" in names)
+    gradient_only = [(c, o[1]) for c, r, o in float64
+                     if o is not None and o[1] is not None and r.value_ok and r.grad_ok is False]
+    words = gradient_hypothesis(target, gradient_only)
+    if words:
+        report.findings.append(words)
+    failing = [(c, r) for c, r, _ in float64 if not r.ok and not c.empty] or \
+              [(c, r) for c, r in zip(cases, results) if not r.ok and not c.empty]
+    if not failing:
+        return True
+    case, result = min(failing, key=lambda cr: (cr[0].exact, cr[0].inputs[0].shape[0]))
+    kind = _failure_kind(result)
+    nonzero = (result.value != 0, result.expected != 0)
+
+    def still_fails(c: Case) -> bool:  # the same kind of failure, and neither value becomes 0 (keeps gradients)
+        if kind == "value":  # no gradients needed
+            try:
+                _, out = call_user(fn, c, _case_keywords(call_keywords, names, c))
+                value = float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
+            except (Exception, SystemExit):  # noqa: BLE001 - another kind of failure
+                return False
+            with torch.no_grad():
+                expected = float(target.candidate(c, {})(c.inputs))
+            return (value is not None and math.isfinite(value) and not _value_close(value, expected, c.dtype)
+                    and (value != 0, expected != 0) == nonzero)
+        r = _run_case(fn, target, c, _case_keywords(call_keywords, names, c), family=True)[0]
+        return _failure_kind(r) == kind and (r.value != 0, r.expected != 0) == nonzero
+
+    small = shrink(case, still_fails)
+    small_result, small_out = _run_case(fn, target, small, _case_keywords(call_keywords, names, small))
+    inputs = ("anchor", "positive", "negative") if target.variant == "naive" else ("embeddings", "labels")
+    keywords = ", ".join(f"{k}={v!r}" for k, v in _case_keywords(call_keywords, names, small).items())
+    call = f"{report.function.rpartition(':')[2]}({', '.join(inputs)}{', ' + keywords if keywords else ''})"
+    report.smallest_batch = as_python(small, call + f"  # ours: {small_result.expected:.10g}, yours: "
+                                      + ("-" if small_result.value is None else f"{small_result.value:.10g}"),
+                                      variant_inputs=inputs)
+    report.smallest_rows = int(small.inputs[0].shape[0])
+    if small_result.problem:
+        report.smallest_details.append(f"{small_result.problem}: {small_result.detail}")
+    else:
+        ref_value, ref_grads = _value_and_grads(target.reference(small), fresh_inputs(small, torch.float64))
+        grads = small_out[1] if small_out is not None and target.compares_gradient(small) else None
+        report.smallest_details += describe(target, small, small_result.value, grads, float(ref_value), ref_grads)
+        found = item_search(target, small, small_result.value)
+        if found:
+            report.smallest_details.append(found)
+    if changes and small_out is not None and not any(
+            _matches(target, small, ch, small_out[0], small_out[1]) for ch in changes):
+        report.diagnoses = [d if "reproduced on every batch" not in d else
+                            d.replace("(reproduced on every batch;", "(coincides on every battery batch, but NOT on "
+                                      "the smallest failing batch below, so it is not the cause;")
+                            for d in report.diagnoses]
+        return False
+    return True
+
+
 def assert_conforms(fn: Callable, *, as_: str, **options) -> ConformanceReport:
     """As check_loss; raises AssertionError with the diagnoses unless fn conforms (for pytest)."""
     report = check_loss(fn, as_=as_, **options)
     if not report.conforms:
         raise AssertionError(report.summary())
     return report
+
+
+INPUT_NAMES = {"naive": "anchor, positive, negative", "combined": "triplet, logits_pos, logits_neg"}
+
+
+def _callable_as(fn, target: Target, call_keywords: dict) -> None:
+    """ValueError unless fn(*tensors, **call_keywords) binds: a class, or a signature that does not fit."""
+    if isinstance(fn, type):
+        raise ValueError(f"{_name(fn)} is a class; pass an instance ({fn.__name__}()) or a function")
+    if not callable(fn):
+        raise ValueError(f"{_name(fn)} is a {type(fn).__name__}, not a callable")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: its calls will tell
+    inputs = INPUT_NAMES.get(target.variant, "embeddings, labels")
+    try:
+        signature.bind(*inputs.split(", "), **call_keywords)
+    except TypeError as err:
+        passed = ", ".join(f"{k}=..." for k in call_keywords)
+        raise ValueError(f"{_name(fn)}{signature} cannot be called as {target.variant}, "
+                         f"fn({inputs}{', ' + passed if passed else ''}): {err}") from None
 
 
 def _name(fn: Callable) -> str:
@@ -172,15 +310,39 @@ def _keyword_plan(fn, settings: dict, keywords: dict, extra: dict) -> tuple[dict
     return {**plan, **extra}, names
 
 
-def _run_case(fn, target: Target, case: Case, call_keywords: dict):
-    """fn called with call_keywords on case -> (CaseResult, (user value float64 or None, user gradients or None))."""
-    ref_inputs = tuple(t.clone().requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
-    ref_value, ref_grads = _value_and_grads(target.reference(case), ref_inputs)
+def fresh_inputs(case: Case, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """A new copy of case's tensors for one call: floats cast to `dtype` (default the case's),
+    detached leaves with requires_grad; integers cloned. In-place writes by the callee cannot
+    reach the battery."""
+    dtype = case.dtype if dtype is None else dtype
+    return tuple(t.detach().to(dtype, copy=True).requires_grad_(True) if t.is_floating_point() else t.clone()
+                 for t in case.inputs)
+
+
+def call_user(fn, case: Case, call_keywords: dict, dtype: torch.dtype | None = None):
+    """fn on fresh copies of case -> (inputs, output) or raises what fn raises."""
+    inputs = fresh_inputs(case, dtype)
+    return inputs, fn(*inputs, **call_keywords)
+
+
+def user_gradients(out: torch.Tensor, inputs) -> list[torch.Tensor]:
+    """d out / d each float input (zeros where unused), float64; raises what backward raises."""
+    floats = [t for t in inputs if t.is_floating_point()]
+    grads = torch.autograd.grad(out.reshape(()), floats, allow_unused=True)
+    return [torch.zeros_like(t, dtype=torch.float64) if g is None else g.double() for t, g in zip(floats, grads)]
+
+
+def _run_case(fn, target: Target, case: Case, call_keywords: dict, *, family: bool = False):
+    """fn called with call_keywords on case -> (CaseResult, (user value float64 or None, user gradients or None)).
+
+    family: compare with the mask-form family without faults (equal to the reference on the battery,
+    tests/test_conformance.py; faster on the tiny batches of shrinking) instead of our loss."""
+    reference = target.candidate(case, {}) if family else target.reference(case)
+    ref_value, ref_grads = _value_and_grads(reference, fresh_inputs(case, torch.float64))
     result = CaseResult(case.name, str(case.dtype).replace("torch.", ""), float(ref_value))
-    inputs = tuple(t.to(case.dtype).requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
     try:
-        out = fn(*inputs, **call_keywords)
-    except Exception as err:  # noqa: BLE001 - a user's exception is a finding, not a crash
+        inputs, out = call_user(fn, case, call_keywords)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - a user's exception (or exit) is a finding, not a crash
         result.problem, result.detail = "error", f"{type(err).__name__}: {err}"
         return result, None
     if not isinstance(out, torch.Tensor) or out.numel() != 1:
@@ -196,8 +358,12 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict):
         result.problem = "detached"
         result.detail = "the value is not attached to the inputs' graph: backward() fails"
         return result, (result.value, None)
-    grads = torch.autograd.grad(out.reshape(()), [t for t in inputs if t.is_floating_point()], allow_unused=True)
-    grads = [torch.zeros_like(t) if g is None else g.double() for t, g in zip(inputs, grads)]
+    try:
+        grads = user_gradients(out, inputs)
+    except Exception as err:  # noqa: BLE001 - a backward that fails is a finding too
+        result.problem = "backward error"
+        result.detail = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return result, (result.value, None)
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         bad = sum(int((~torch.isfinite(g)).sum()) for g in grads)
         result.problem = "non-finite gradient"
@@ -208,6 +374,10 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict):
         rtol, atol = GRAD_TOL[case.dtype]
         result.grad_error = err / scale if scale > 0 else err
         result.grad_ok = err <= atol + rtol * scale
+        if not result.grad_ok and case.exact and target.kink_reference(case) is not None:
+            _, kink_grads = _value_and_grads(target.kink_reference(case), fresh_inputs(case, torch.float64))
+            kink_err, _ = _grad_error(grads, kink_grads)
+            result.grad_ok = kink_err <= atol + rtol * scale  # relu'(0) = 1 at a hinge exactly 0: also valid
     return result, (result.value, grads)
 
 
@@ -230,8 +400,9 @@ def _names(cases: list[Case]) -> str:
     return ", ".join(c.name for c in cases)
 
 
-def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outputs) -> tuple[list[str], bool]:
-    """Failing results -> (plain-word likely causes, whether a known fault reproduces fn on every batch)."""
+def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outputs):
+    """Failing results -> (plain-word likely causes, whether a known fault reproduces fn on every batch,
+    the Spec changes of the faults that do)."""
     out = []
     by_problem: dict[str, list[Case]] = {}
     for case, r in zip(cases, results):
@@ -243,18 +414,18 @@ def _diagnose(target: Target, cases: list[Case], results: list[CaseResult], outp
     mismatched = [c for c, r in zip(cases, results)
                   if not r.ok and (r.problem is None or (r.problem == "non-finite gradient" and not r.value_ok))]
     float64 = [(c, o) for c, o in zip(cases, outputs) if c.dtype == torch.float64 and o is not None]
-    reproduced = False
+    reproduced, changes = False, []
     probed = target.probe(cases, [r.value for r in results])
     out += probed
     if any(c.dtype == torch.float64 for c in mismatched):
-        words, reproduced = _explain(target, float64, [c for c in mismatched if c.dtype == torch.float64])
+        words, reproduced, changes = _explain(target, float64, [c for c in mismatched if c.dtype == torch.float64])
         if not (probed and not reproduced):
             out.append(words)
     elif mismatched:
         names = _names(mismatched)
         out.append(f"correct in float64 but not within float32 tolerance on {names}: a precision loss "
                    f"(e.g. |a|^2 + |b|^2 - 2ab on uncentred large vectors, or a float32 accumulator)")
-    return out, reproduced
+    return out, reproduced, changes
 
 
 def _problem_words(problem: str, failing: list[Case], results, cases, target: Target) -> str:
@@ -266,43 +437,53 @@ def _problem_words(problem: str, failing: list[Case], results, cases, target: Ta
                     f"distance is 0, or mask before the root)")
         return (f"NaN or infinite gradient on duplicate embeddings ({names}): square root without a safe "
                 f"gradient at 0")
+    expected = {c.name: r.expected for c, r in zip(cases, results)}
     if problem == "non-finite value":
-        if all(c.empty for c in failing):
-            return (f"NaN or inf value on batches without any valid {target.items} ({names}): a mean divides "
+        if all(c.empty or expected[c.name] == 0 for c in failing):
+            none = "" if all(c.empty for c in failing) else " (or with none active)"
+            return (f"NaN or inf value on batches without any valid {target.items}{none} ({names}): a mean divides "
                     f"by a zero count; return an attached 0 ((embeddings * 0).sum())")
         return f"NaN or inf value on {names}"
     if problem == "detached":
-        where = " without any valid item" if all(c.empty for c in failing) else ""
+        where = (" without any valid item" if all(c.empty for c in failing) else
+                 " where the loss is 0 (without any valid item, or with none active)"
+                 if all(c.empty or expected[c.name] == 0 for c in failing) else "")
         return (f"value not attached to the graph on {names}{where}: return (embeddings * 0).sum(), "
                 f"never a new constant tensor, so backward() works on every batch")
     details = {r.detail for c, r in zip(cases, results) if r.problem == problem}
     return f"{problem} on {names}: {'; '.join(sorted(details))[:300]}"
 
 
-def _explain(target: Target, float64, mismatched: list[Case]) -> tuple[str, bool]:
-    """-> (words, reproduced): the known faults (or pair of faults) that reproduce fn on every float64 batch."""
+def _explain(target: Target, float64, mismatched: list[Case]) -> tuple[str, bool, list[dict]]:
+    """-> (words, reproduced, the Spec changes that reproduce): the known faults (or pair of faults) that
+    reproduce fn on every float64 batch."""
     names = _names(mismatched)
     where = f"(reproduced on every batch; fn differs from the reference on {names})"
     candidates = target.candidates()
-    hits = [[_matches(target, case, changes, value, grads) for case, (value, grads) in float64]
-            for _, changes in candidates]
-    found = [words for (words, _), h in zip(candidates, hits) if all(h)]
+    matches = lambda changes, k: _matches(target, float64[k][0], changes, *float64[k][1])  # noqa: E731
+    found = [(words, changes) for words, changes in candidates if all(matches(changes, k) for k in range(len(float64)))]
     if found:
-        return f"{' -- or, equivalently here -- '.join(found)} {where}", True
+        return f"{' -- or, equivalently here -- '.join(w for w, _ in found)} {where}", True, [c for _, c in found]
     pairs = [(i, j) for i, j in itertools.combinations(range(len(candidates)), 2)
              if not set(candidates[i][1]) & set(candidates[j][1])]
     for i, j in pairs:
         merged = {**candidates[i][1], **candidates[j][1]}
         if all(_matches(target, case, merged, value, grads) for case, (value, grads) in float64):
-            return f"two faults: {candidates[i][0]}; and {candidates[j][0]} {where}", True
-    best, i = max(((sum(h), i) for i, h in enumerate(hits)), default=(0, -1))
-    closest = f"; closest known fault: {candidates[i][0]} ({best} of {len(float64)} batches)" if best else ""
-    return f"no known fault reproduces it: differs from the reference on {names}{closest}", False
+            return f"two faults: {candidates[i][0]}; and {candidates[j][0]} {where}", True, [merged]
+    # closest: a fault that reproduces every non-trivial batch (the empty ones, where every fault gives 0, do not count)
+    nontrivial = [k for k, (case, _) in enumerate(float64) if not case.empty]
+    closest = ""
+    for words, changes in candidates:
+        if nontrivial and all(matches(changes, k) for k in nontrivial):
+            off = _names([float64[k][0] for k in range(len(float64)) if k not in nontrivial and not matches(changes, k)])
+            closest = f"; closest known fault: {words} (reproduces every non-trivial batch; not {off})"
+            break
+    return f"no known fault reproduces it: differs from the reference on {names}{closest}", False, []
 
 
 def _matches(target: Target, case: Case, changes: dict, value: float, grads) -> bool:
     """Does the faulty spec `changes` give fn's value (and gradient, where compared) on case?"""
-    inputs = tuple(t.clone().requires_grad_(True) if t.is_floating_point() else t for t in case.inputs)
+    inputs = fresh_inputs(case, torch.float64)
     try:
         cand_value, cand_grads = _value_and_grads(target.candidate(case, changes), inputs)
     except Exception:  # noqa: BLE001 - a fault that cannot run on this batch does not match

@@ -93,6 +93,10 @@ class TripletTarget:
         fn, call = VARIANTS[name], {**fixed, **kw, "margin": None if fixed.get("soft") else s.margin}
         return lambda inputs: fn(*inputs, **call)
 
+    def kink_reference(self, case: Case) -> Callable | None:
+        """case -> inputs -> the reference with gradient 1 where a hinge is exactly 0 (None: no hinge)."""
+        return None if self.variant == "batch_hard_soft" else self.candidate(case, {"kink": "one"})
+
     def candidate(self, case: Case, changes: dict) -> Callable:
         """case, Spec changes -> inputs -> the faulty loss."""
         spec = self.spec.but(margin=case.params.get("margin", self.spec.margin), **changes)
@@ -172,6 +176,9 @@ class CombinedTarget:
 
     def compares_gradient(self, case: Case) -> bool:
         return True
+
+    def kink_reference(self, case: Case) -> None:
+        return None
 
     def reference(self, case: Case) -> Callable:
         return self.candidate(case, {})
