@@ -146,7 +146,7 @@ def test_pose_keys_are_canonicalised_for_other_datasets():
     for dataset in ("digits", "nuisance", "blobs"):
         assert config_hash({"dataset": dataset, "pose_classes": 7, "pose_gain": 0.0}) == \
             config_hash({"dataset": dataset})
-    assert config_hash({"pose_classes": 7}) == config_hash({}) == "0bf46c988a11"
+    assert config_hash({"pose_classes": 7}) == config_hash({})  # ids pinned in test_ablations_grid
     assert config_hash({"dataset": "pose", "pose_gain": 0.0}) != config_hash({"dataset": "pose"})
     assert config_hash({"dataset": "pose", "data_seed": 1}) != config_hash({"dataset": "pose"})
     assert load_split(resolve_config({"dataset": "pose", "pose_dim": 0})).num_features == 8
