@@ -55,6 +55,55 @@ Why learning a non-linear metric is the point here, and why that is fair:
   16 features: one run of the default MLP takes about a second on one thread.
 
 The data depend only on the pose_* keys and `data_seed` (same seed, same bytes).
+
+Designs tried and what they measured (test MAP@R; `python -m benchmarks.dataset_gaps
+--dataset pose`, fold 0 = the single split, data_seed 0):
+- Design 1 (the default above, unchanged since it was committed): raw 0.026, an
+  untrained MLP 0.019; LDA 0.021, NCA 0.067, PCA whitening 0.023 (dimension chosen
+  on validation); LDA on degree-2 monomials 0.165; the content in canonical pose
+  (the brief's ideal) 0.585, and the best a pose-invariant metric can do with the
+  content known, min over theta |c_i - R(theta) c_j|, 0.289 (0.279 modulo the
+  gain too): the pose itself destroys information, so the reachable ceiling is
+  ~0.29, not 0.585. Trained (seed 0, P x K = 16 x 8, 20 epochs): batch_all 0.158
+  at lr 1e-3, 0.177 at 3e-3; ntxent 0.179, semi_hard_tf 0.192 at 3e-3; 60 epochs
+  0.183-0.188 (no better); two hidden layers 0.150 (worse).
+  Over 3 rotated class folds x 3 seeds (`--folds 3 --workers 2`, 20 epochs, P x K
+  16 x 8; the folds' means): raw 0.030, untrained 0.022, LDA 0.026, NCA 0.077, PCA
+  whitening 0.026, poly2 LDA 0.208; ideal 0.624, modulo pose 0.355, modulo pose
+  and gain 0.344. Trained: semi_hard_tf 0.196 / 0.226 (lr 1e-3 / 3e-3), ntxent
+  0.190 / 0.223, batch_all 0.188 / 0.215, batch_hard_soft 0.039 / 0.046 (it
+  collapses). The best on validation (semi_hard_tf, lr 3e-3) - NCA (the best
+  linear method on validation): +0.149 [+0.132, +0.166], paired over the 9 (fold,
+  seed) units; - poly2 LDA: +0.018 [+0.011, +0.025]. The issue's bar against the
+  classical (linear) baselines is met; a classical *non-linear* method (LDA on
+  quadratic features) comes within 0.02 of the best loss, because the invariants
+  are quadratic before the warp.
+- Cost per run (one thread, process CPU time on the loaded 2-core machine, a warm
+  process; semi_hard_tf, lr 3e-3, P x K 16 x 8): 20 epochs (360 steps) 3.6 s
+  (test 0.192 at seed 0, fold 0), the same recipe on `nuisance` 3.5 s: the data
+  cost nothing, the step does (~9 ms); 10 epochs (180 steps) 1.9 s (test 0.166);
+  P x K 8 x 8 for 10 epochs (370 steps) 3.4 s (0.171). The first run of a process
+  adds ~5 s of imports. Width 256: 0.185 (batch_all 3e-3, 20 epochs, against 0.177).
+- Not tried (no time), the next design if a quadratic method must be left behind
+  too: plane p turned by (p + 1) theta (an image's circular harmonic m turns by
+  m theta), so the relative phases are cubic and higher (the bispectrum), beyond
+  degree-2 features.
+
+Why the result is fair (README-ready): on `pose` the nuisance is not a block of
+coordinates beside the class but a per-sample rotation and gain of the class's
+content, as pose and lighting are for images. Averaged over poses every class has
+the same mean, so no linear map (raw features, PCA whitening, LDA, NCA, all fitted
+on the training classes with their dimension chosen on validation) separates the
+classes: they stay at test MAP@R 0.03-0.08. A metric that transfers must be
+invariant to the pose, a non-linear function of the features that is the same for
+every class and can be learnt from the training classes: the best trained loss
+reaches 0.226, +0.149 over the best linear baseline. Nothing is solved by
+construction: classes overlap in content, the hidden content in canonical pose
+reaches 0.624 and the best any pose-invariant metric can do, computed with the
+content known, 0.355, so every method leaves a gap. It is a synthetic task whose
+invariants are quadratic before a mild warp: LDA on quadratic features reaches
+0.208, within 0.02 of the best loss; the benchmark shows that a non-linear metric
+is needed, not that a neural network is the only way to learn one.
 """
 
 from __future__ import annotations
