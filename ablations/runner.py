@@ -100,7 +100,19 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     from ablations.train import run_one
 
     _execute(store, executor, run_one, items, total=len(configs))
+    write_ideal(store, configs)
     return store
+
+
+def write_ideal(store: ResultsStore, configs: list[RunConfig]) -> None:
+    """DIR/ideal.json: the ceiling of the grid's dataset (ablations/ceiling.py), where it has one;
+    the report shows it beside the leaderboard."""
+    from ablations.ceiling import ideal_summary
+    from ablations.store import atomic_write_json
+
+    ideal = ideal_summary([c for c in configs if c.loss not in BASELINES])
+    if ideal is not None:
+        atomic_write_json(store.root / "ideal.json", ideal)
 
 
 def accepts_progress(fn) -> bool:

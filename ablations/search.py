@@ -41,7 +41,7 @@ import pandas as pd
 from ablations.baselines import with_baselines
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.grid import Grid
-from ablations.runner import _execute, check_runnable, make_executor
+from ablations.runner import _execute, check_runnable, make_executor, write_ideal
 from ablations.search_section import Range, SearchSection, Variant
 from ablations.store import ResultsStore, atomic_write_json, atomic_write_parquet
 
@@ -119,6 +119,7 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
           f"{section.class_folds * len(section.seeds)} (fold, seed) units, with the baselines",
           file=sys.stderr)
     _execute(store, executor, run_one, items, total=len(configs), desc="reproduce")
+    write_ideal(store, configs)
     return store
 
 

@@ -29,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from ablations.ceiling import map_at_r_of_distances, orbit_distances
+
 DIMS = (2, 4, 6, 8, 12, 16, 24, 32)              # candidate n_components (<= features, LDA: < classes)
 LOSSES = ("batch_all", "semi_hard_tf", "batch_hard_soft", "ntxent")
 LRS = (1e-3, 3e-3)
@@ -38,28 +40,6 @@ def map_at_r(x, y, *, metric: str = "euclidean") -> float:
     from ablations.evaluate import retrieval_metrics
 
     return retrieval_metrics(np.asarray(x, dtype=np.float32), y, metric=metric, seed=0)["map_at_r"]
-
-
-def map_at_r_of_distances(d: np.ndarray, y: np.ndarray) -> float:
-    """distances (N, N), labels (N,) -> MAP@R (Musgrave et al.: R = same-class count, self excluded)."""
-    d = d.astype(np.float64).copy()
-    np.fill_diagonal(d, np.inf)
-    R = np.bincount(y)[y] - 1                                     # (N,)
-    order = np.argsort(d, axis=1, kind="stable")[:, :R.max()]     # (N, Rmax)
-    rel = (y[order] == y[:, None]) & (np.arange(R.max())[None] < R[:, None])
-    precision = np.cumsum(rel, axis=1) / np.arange(1, R.max() + 1)[None]
-    return float(((precision * rel).sum(axis=1) / R).mean())
-
-
-def orbit_distances(c: np.ndarray, *, unit_gain: bool) -> np.ndarray:
-    """canonical content (N, dc) -> (N, N) distances modulo the pose: min over theta of
-    |c_i - R(theta) c_j| (planes as complex numbers z: |z_i|^2 + |z_j|^2 - 2 |<z_i, z_j>|);
-    unit_gain: of c / |c| (modulo the gain too)."""
-    z = c[:, 0::2].astype(np.float64) + 1j * c[:, 1::2]           # (N, dc/2)
-    if unit_gain:
-        z = z / np.linalg.norm(z, axis=1, keepdims=True)
-    sq = (np.abs(z) ** 2).sum(axis=1)
-    return np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * np.abs(z @ z.conj().T), 0.0))
 
 
 def _classical(name: str, k: int, x_train, y_train):

@@ -222,7 +222,7 @@ def test_npz_path_as_dataset_is_shorthand(tmp_path):
 
 def test_dataset_gaps_orbit_distance_ignores_the_pose_and_map_at_r_matches_evaluation():
     from ablations.evaluate import retrieval_metrics
-    from benchmarks.dataset_gaps import map_at_r_of_distances, orbit_distances
+    from ablations.ceiling import map_at_r_of_distances, orbit_distances
 
     rng = np.random.default_rng(0)
     c = rng.normal(size=(40, 6))
@@ -239,3 +239,20 @@ def test_dataset_gaps_orbit_distance_ignores_the_pose_and_map_at_r_matches_evalu
     d = np.linalg.norm(x[:, None] - x[None], axis=-1)
     expected = retrieval_metrics(x, y, metric="euclidean", seed=0)["map_at_r"]
     assert map_at_r_of_distances(d, y) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_ceiling_is_known_for_generated_datasets_only_and_sits_above_raw():
+    from ablations.ceiling import ideal_summary
+    from ablations.config import resolve_config
+    from ablations.data import load_split
+    from ablations.evaluate import retrieval_metrics
+
+    small = {"dataset": "pose", "pose_classes": 30, "pose_points_per_class": 12}
+    configs = [resolve_config({**small, "class_folds": 2, "fold": f}) for f in range(2)]
+    ideal = ideal_summary(configs)
+    split = load_split(configs[0])
+    raw = retrieval_metrics(split.x_test, split.y_test, metric="euclidean", seed=0)["map_at_r"]
+    assert ideal["dataset"] == "pose" and ideal["splits"] == 2   # one fixed test set, 2 folds
+    assert raw + 0.1 < ideal["test_map_at_r"] < 1.0
+    assert ideal_summary([resolve_config({})]) is None            # digits: no known ceiling
+    assert ideal_summary([configs[0], resolve_config({})]) is None   # two datasets: none
