@@ -11,15 +11,13 @@ import json
 import os
 import sys
 
-from losses.testing.targets import VARIANT_NAMES
 
+def add_arguments(check: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `check` subcommand's description and arguments to its parser."""
+    from losses.testing.targets import VARIANT_NAMES
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the `check` subcommand to the `tripletlab` subparsers."""
-    check = sub.add_parser(
-        "check", help="check your own triplet-loss function against the reference, with diagnoses",
-        description="Run a battery of batches through MODULE:FUNCTION and compare value and gradient "
-                    "with tripletlab's loss in float64; mismatches are named in plain words.")
+    check.description = ("Run a battery of batches through MODULE:FUNCTION and compare value and gradient "
+                         "with tripletlab's loss in float64; mismatches are named in plain words.")
     check.add_argument("function", help="import string of your loss, e.g. mypkg.losses:batch_all")
     check.add_argument("--as", dest="as_", required=True, choices=VARIANT_NAMES,
                        help="the variant it implements (combined: the combining step, see the README)")
