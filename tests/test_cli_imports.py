@@ -3,6 +3,7 @@ too), never a user's module in place of ours, nothing heavy for --help; --versio
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,12 @@ def load():
 
 
 def test_run_imports_a_plugin_from_the_current_directory_in_its_local_workers(tmp_path, monkeypatch, capsys):
+    # the fork server (started by the first pool of this process) starts from the environment's
+    # sys.path, not the parent's (Python 3.11): a relative PYTHONPATH (`PYTHONPATH=.`) must not
+    # be read from the directory this test moves to
+    pythonpath = os.environ.get("PYTHONPATH")
+    if pythonpath:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(map(os.path.abspath, pythonpath.split(os.pathsep))))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cwd_plugin_data.py").write_text(USER_DATA)
     (tmp_path / "grid.toml").write_text('[base]\ndataset = "cwd_plugin_data:load"\nepochs = 1\n'

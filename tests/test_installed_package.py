@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -52,8 +53,10 @@ def load():
 
 
 def _run(cmd: list, *, cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    start = time.monotonic()
     done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+    print(f"{time.monotonic() - start:6.1f} s  {' '.join(map(str, cmd[:4]))}")  # shown with -s or on failure
     assert done.returncode == 0, f"{cmd}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -118,10 +121,11 @@ def test_the_wheel_installs_and_runs_a_grid_from_outside_the_checkout(tmp_path):
     assert _run([tripletlab, "--version"], cwd=work, env=env).stdout.strip() == f"tripletlab {__version__}"
     assert "--as" in _run([tripletlab, "check", "--help"], cwd=work, env=env).stdout
 
-    # a one-run grid whose dataset is the user's module beside it, on the local worker pool
+    # a one-run grid whose dataset is the user's module beside it (local worker processes get
+    # the same sys.path: tests/test_cli_imports.py)
     (work / "userdata.py").write_text(USER_DATA)
     (work / "grid.toml").write_text(GRID)
-    _run([tripletlab, "run", "grid.toml", "--out", "store", "--workers", "2"], cwd=work, env=env)
+    _run([tripletlab, "run", "grid.toml", "--out", "store", "--workers", "1"], cwd=work, env=env)
     runs = pd.read_parquet(work / "store" / "runs.parquet")
     assert set(runs["status"]) == {"finished"}
     assert set(runs["loss"]) == {"batch_hard", "raw", "untrained"}
