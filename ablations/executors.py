@@ -18,7 +18,6 @@ import functools
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Protocol
@@ -52,11 +51,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(torch_threads: int, progress_queue=None, sys_path: tuple[str, ...] = ()) -> None:
-    """Pool worker set-up: torch threads, the progress queue, SIGINT left to the parent, and the
-    parent's sys.path entries in front of the worker's (users' modules import as in the parent:
-    `tripletlab run` puts its current directory first; the fork server keeps the sys.path it
-    started with).
+def _init_worker(torch_threads: int, progress_queue=None) -> None:
+    """Pool worker set-up: torch threads, the progress queue, and SIGINT left to the parent.
 
     A terminal's Ctrl-C reaches the whole process group; the parent stops the
     workers, so they ignore it (no KeyboardInterrupt traceback from each).
@@ -65,7 +61,6 @@ def _init_worker(torch_threads: int, progress_queue=None, sys_path: tuple[str, .
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     torch.set_num_threads(torch_threads)
     _PROGRESS_QUEUE = progress_queue
 
@@ -142,7 +137,7 @@ class LocalExecutor:
         progress_queue = ctx.SimpleQueue() if progress is not None else None
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
                                    initializer=_init_worker,
-                                   initargs=(self.torch_threads, progress_queue, tuple(sys.path)))
+                                   initargs=(self.torch_threads, progress_queue))
         call = functools.partial(_call_in_worker, fn=fn)
         pending = iter(items)
         running = set()

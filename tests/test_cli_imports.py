@@ -4,6 +4,7 @@ too), never a user's module in place of ours, nothing heavy for --help; --versio
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,9 @@ def load():
 
 
 def test_run_imports_a_plugin_from_the_current_directory_in_its_local_workers(tmp_path, monkeypatch, capsys):
-    # the fork server (started by the first pool of this process) starts from the environment's
-    # sys.path, not the parent's (Python 3.11): a relative PYTHONPATH (`PYTHONPATH=.`) must not
-    # be read from the directory this test moves to
+    # each worker gets this process's sys.path, but the fork server (started by the first pool of
+    # this process) imports ablations.train & co. with the sys.path it starts with: a relative
+    # PYTHONPATH (`PYTHONPATH=.`) must not be read from the directory this test moves to
     pythonpath = os.environ.get("PYTHONPATH")
     if pythonpath:
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(map(os.path.abspath, pythonpath.split(os.pathsep))))
@@ -68,6 +69,18 @@ def test_a_users_module_in_the_current_directory_shadowing_ours_is_an_error_nami
     assert line.startswith("tripletlab run: error: ")
     assert str(tmp_path / name) in line and f"package {name!r}" in line and "current directory" in line
     assert "rename or move it" in line
+
+
+def test_a_copy_of_our_package_is_no_shadow_unless_its_code_differs(tmp_path, monkeypatch, capsys):
+    """The checkout a wheel was installed from, as the current directory: the same code is fine."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(ROOT / "reports", tmp_path / "reports", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "grid.toml").write_text("[base]\nepochs = 1\n")
+    assert main(["run", "grid.toml", "--out", "store", "--dry-run"]) == 0, capsys.readouterr().err
+    with open(tmp_path / "reports" / "html.py", "a") as edited:
+        edited.write("\n# edited\n")
+    assert main(["run", "grid.toml", "--out", "store", "--dry-run"]) == 2
+    assert f"{tmp_path / 'reports'} shadows tripletlab's package 'reports'" in capsys.readouterr().err
 
 
 def test_a_module_on_pythonpath_shadowing_ours_is_an_error_for_every_command(tmp_path, monkeypatch, capsys):

@@ -107,11 +107,13 @@ def test_the_wheel_installs_and_runs_a_grid_from_outside_the_checkout(tmp_path):
 
     work = tmp_path / "work"  # the user's directory, outside the checkout
     work.mkdir()
-    where = _run([python, "-c", "import sys, losses, losses.testing, ablations, reports, tripletlab; "
-                  "print(losses.__file__, losses.testing.__file__, ablations.__file__, reports.__file__, "
-                  "tripletlab.__file__); print(*sys.path, sep='\\n')"], cwd=work, env=env).stdout
+    # where each of ours imports from (found, not imported: `check --help` below imports
+    # losses.testing from there)
+    where = _run([python, "-c", "import sys, importlib.util as u; "
+                  f"print(*(u.find_spec(n).origin for n in {OURS!r})); print(*sys.path, sep='\\n')"],
+                 cwd=work, env=env).stdout
     files, *path = where.splitlines()
-    assert all(Path(f).is_relative_to(venv) for f in files.split()), files
+    assert len(files.split()) == len(OURS) and all(Path(f).is_relative_to(site) for f in files.split()), files
     assert ROOT not in {Path(p or work).resolve() for p in path}, path  # the checkout is on no path
 
     helped = _run([tripletlab, "--help"], cwd=work, env=env).stdout
@@ -131,6 +133,11 @@ def test_the_wheel_installs_and_runs_a_grid_from_outside_the_checkout(tmp_path):
     assert set(runs["loss"]) == {"batch_hard", "raw", "untrained"}
     reported = _run([tripletlab, "report", "store"], cwd=work, env=env)
     assert (work / "store" / "report" / "report.html").is_file(), reported.stdout
+
+    # from the checkout the wheel was built from (its packages are the same code): no shadow
+    dry = _run([tripletlab, "run", "ablations/grids/smoke.toml", "--out", tmp_path / "s", "--dry-run"],
+               cwd=src, env=env)
+    assert " runs" in dry.stdout.splitlines()[0], dry.stdout
 
     # a user's losses.py beside the grid: one line naming it, exit 2, nothing run
     (work / "losses.py").write_text("x = 1\n")

@@ -2,12 +2,15 @@
 
 `tripletlab run` and `tripletlab check` import the pieces a user names ("mypkg.data:load")
 from the directory the command runs in, as `python -m` would: `cwd_on_path()` puts it first
-on sys.path for the command (local worker processes get the same sys.path, see
-ablations/executors.py; Dask workers import from their own environment).
+on sys.path for the command (multiprocessing gives local worker processes the same sys.path;
+Dask workers import from their own environment).
 
 The price of that rule is that a user's `losses.py` (or `ablations/`, `reports.py`,
-`tripletlab.py`) there, or on PYTHONPATH, would be imported instead of ours. `shadowing()`
-finds such a module before anything of ours is imported from it, and names the file.
+`tripletlab.py`) there, or on PYTHONPATH, would be imported instead of ours (by the
+command, and by local workers: the fork server starts with the current directory first).
+`shadowing()` finds such a module before anything of ours is imported from it, and names
+the file. A copy of our package with the same code (the checkout an installed wheel was
+built from) is no shadow.
 
 Standard library only: this module runs before `--help` has printed.
 """
@@ -70,12 +73,25 @@ def _where(path: Path) -> str:
     return "its directory is on sys.path ahead of the package: rename it, or take its directory off sys.path"
 
 
+def _sources(package: Path) -> dict[str, bytes]:
+    """A package directory -> {relative path: bytes} of its .py files."""
+    return {p.relative_to(package).as_posix(): p.read_bytes() for p in package.rglob("*.py")
+            if "__pycache__" not in p.parts}
+
+
+def _same_code(path: Path, ours: Path) -> bool:
+    """Whether `path` is our package or a copy of it, the same .py files byte for byte (the
+    checkout the installed wheel was built from, when it is the current directory)."""
+    path = path.resolve()
+    return path == ours or (path.is_dir() and ours.is_dir() and _sources(path) == _sources(ours))
+
+
 def shadowing(packages: tuple[str, ...] = PACKAGES) -> str | None:
-    """None when each of `packages` resolves to ours (under ROOT); else a one-line message naming the
-    first module that shadows one of them and what to do."""
+    """None when each of `packages` resolves to ours (ROOT / name, or the same code elsewhere); else
+    a one-line message naming the first module that shadows one of them and what to do."""
     for name in packages:
         ours = ROOT / name
         for path in _found(name):
-            if path.resolve() != ours:
+            if not _same_code(path, ours):
                 return f"{path} shadows tripletlab's package {name!r} ({ours}); {_where(path)}"
     return None
