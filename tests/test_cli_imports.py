@@ -109,14 +109,17 @@ def test_help_and_version_import_neither_torch_nor_pandas_nor_our_packages():
     assert f"tripletlab {__version__}" in done.stdout
 
 
-@pytest.mark.parametrize("argv, suggestion", [(["rn"], "'run'"), (["reprot", "x"], "'report'"),
-                                              (["chek"], "'check'")])
-def test_a_misspelt_command_is_an_error_with_did_you_mean(argv, suggestion, capsys):
+@pytest.mark.parametrize("argv, wrong, suggestion, listed", [
+    (["rn"], "rn", "run", "'run', 'report', 'check'"),
+    (["reprot", "x"], "reprot", "report", "'run', 'report', 'check'"),
+    (["check", "m:f", "--as", "batch_hrd"], "batch_hrd", "batch_hard", "'semi_hard_tf'"),
+])
+def test_a_misspelt_command_or_variant_is_an_error_with_did_you_mean(argv, wrong, suggestion, listed, capsys):
     with pytest.raises(SystemExit) as exit:
         main(argv)
     assert exit.value.code == 2
-    err = capsys.readouterr().err
-    assert f"unknown command {argv[0]!r}; did you mean {suggestion}?" in err and "run, report, check" in err
+    *_, err = capsys.readouterr().err.strip().splitlines()
+    assert f"invalid choice: {wrong!r}; did you mean {suggestion!r}? (choose from " in err and listed in err
 
 
 def test_a_misspelt_key_or_value_says_did_you_mean_and_lists_no_internal_key(tmp_path, capsys):

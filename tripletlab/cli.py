@@ -130,6 +130,19 @@ def version() -> str:
         return __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelt choice: a subcommand, `check --as VARIANT`
+    (Python 3.14's suggest_on_error, here for 3.11). Subcommands' parsers are of this class too."""
+
+    def _check_value(self, action, value):
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}"
+                                         + (f"; did you mean {close[0]!r}?" if close else "")
+                                         + f" (choose from {', '.join(map(repr, choices))})")
+
+
 class _Version(argparse.Action):
     """--version: print `tripletlab VERSION` and exit (the metadata is read only then)."""
 
@@ -144,7 +157,7 @@ class _Version(argparse.Action):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s arguments are added (None: every command's), so that
     `tripletlab --help` imports nothing of torch."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tripletlab",
         description="Benchmark and ablation suite for triplet and metric-learning losses.",
     )
@@ -191,11 +204,7 @@ def _interruptible() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command(argv)
-    if command is not None and command not in COMMANDS:
-        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
-        build_parser("").error(f"unknown command {command!r}"
-                               + (f"; did you mean {close[0]!r}?" if close else "")
-                               + f" (commands: {', '.join(COMMANDS)})")
+    command = command if command in COMMANDS else None  # unknown: the parser says so ("did you mean")
     # users' modules from the current directory, and none of them in place of ours (checked
     # before a command's parser imports anything of ours)
     with imports.cwd_on_path() if command in IMPORTS_FROM_CWD else contextlib.nullcontext():
