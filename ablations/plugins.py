@@ -12,8 +12,10 @@ module is imported, the object called once on a small probe (a P x K batch, a
 (2, 5) input, the loader itself) and what it returns checked; any problem is a
 ValueError naming the key and the import string, before any run starts. Results
 are cached per process. The import string is the key's value, so the run id covers
-it. Workers (local processes or Dask) import the module themselves: it must be
-importable there (installed, or on PYTHONPATH).
+it. Workers import the module themselves: local worker processes with the sys.path
+of the process that starts them (`tripletlab run` puts its current directory first),
+Dask workers from their own environment, where it must be importable (installed
+there, or on the workers' PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def is_import_string(value: object) -> bool:
 def import_object(text: str, *, key: str | None):
     """"package.module:name" -> the object; ValueError naming the key (None: not a grid key) and the import string."""
     where = f"key {key!r}: " if key else ""
-    hint = " (it must be importable by every worker)" if key else ""
+    hint = (" (`tripletlab run` imports it from its current directory or the installed packages; "
+            "on a Dask cluster it must be importable on every worker: installed there or on the "
+            "workers' PYTHONPATH)") if key else ""
     module_name, _, attr = text.partition(":")
     if not module_name or not attr:
         raise ValueError(f"{where}import string {text!r} must look like 'package.module:name'")

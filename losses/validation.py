@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Sequence
@@ -9,10 +10,19 @@ from collections.abc import Sequence
 import torch
 
 
+def did_you_mean(value: object, valid: Sequence[str]) -> str:
+    """A misspelt name, the valid names -> "; did you mean 'x'?" for the closest ones (difflib), else ""."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(valid), n=3)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
 def check_choice(value: object, *, name: str, valid: Sequence[str]) -> str:
-    """value str, valid names -> value; unknown names raise, listing the valid ones."""
+    """value str, valid names -> value; unknown names raise, listing the valid ones and the closest."""
     if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}"
+                         f"{did_you_mean(value, valid)}")
     return value
 
 

@@ -40,14 +40,13 @@ class CheckTimeout(BaseException):
     """--timeout reached (a BaseException, so the checker's handling of the user's errors lets it through)."""
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the `check` subcommand to the `tripletlab` subparsers."""
+def add_arguments(check: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `check` subcommand's description and arguments to its parser (no torch import)."""
     reductions = ", ".join(f"{k} {v}" for k, v in DEFAULT_REDUCTIONS.items())
-    check = sub.add_parser(
-        "check", help="check your own triplet-loss function against the reference, with diagnoses",
-        description="Run a battery of batches through MODULE:FUNCTION and compare value and gradient "
-                    "with tripletlab's loss in float64; mismatches are named in plain words, with the "
-                    "smallest failing batch as Python. Exit 0 conforms, 1 does not, 2 cannot be checked.")
+    check.description = ("Run a battery of batches through MODULE:FUNCTION and compare value and "
+                         "gradient with tripletlab's loss in float64; mismatches are named in plain "
+                         "words, with the smallest failing batch as Python. Exit 0 conforms, 1 does "
+                         "not, 2 cannot be checked.")
     check.add_argument("function", help="your loss: an import string mypkg.losses:batch_all, or a file "
                                         "./my_loss.py:batch_all (FUNCTION may be a callable instance)")
     check.add_argument("--as", dest="as_", required=True, choices=VARIANTS,

@@ -1,24 +1,30 @@
 """The `tripletlab` command: `run` a grid into a results store, `report` on a store, `check` a loss.
 
 Data flows one way (losses <- ablations <- reports); this module sits on top of
-both and imports each lazily, so `tripletlab run` never pays for UMAP or seaborn.
+both and imports each lazily, so `tripletlab run` never pays for UMAP or seaborn
+and `tripletlab --help` imports neither torch nor pandas.
 
-Each subcommand is a pair in COMMANDS: a function adding its parser and a
-handler `(args) -> exit status`. Exit status: 0 done; 1 runs failed (their count
-is printed); 2 bad input (a message naming the argument, key or file); 130 / 143
-interrupted by SIGINT / SIGTERM (workers stopped, finished runs kept).
+Each subcommand is a triple in COMMANDS: its one-line help, a function adding its
+arguments to its parser (imports allowed: it runs only for the command invoked) and
+a handler `(args) -> exit status`. `run` and `check` import users' modules from the
+current directory (tripletlab/imports.py). Exit status: 0 done; 1 runs failed
+(their count is printed); 2 bad input (a message naming the argument, key or file,
+or the module that shadows one of ours); 130 / 143 interrupted by SIGINT / SIGTERM
+(workers stopped, finished runs kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tripletlab import imports
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so every cleanup path runs the same way."""
@@ -36,10 +42,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_run(sub) -> None:
+def _add_run(run: argparse.ArgumentParser) -> None:
     from ablations.grid import MAX_RUNS
 
-    run = sub.add_parser("run", help="train and evaluate every cell of a grid into a results store")
     run.add_argument("grid", type=Path, help="grid file (TOML with [base] and [grid])")
     run.add_argument("--out", type=Path, required=True, help="results store directory")
     run.add_argument("--workers", type=_positive_int, default=None,
@@ -68,8 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_report(sub) -> None:
-    report = sub.add_parser("report", help="write the HTML report of a results store")
+def _add_report(report: argparse.ArgumentParser) -> None:
     report.add_argument("store", type=Path, help="results store directory (from `tripletlab run`)")
     report.add_argument("--out", type=Path, default=None,
                         help="report directory (default: STORE/report)")
@@ -91,10 +95,10 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_check(sub) -> None:
+def _add_check(parser: argparse.ArgumentParser) -> None:
     from tripletlab import check
 
-    check.add_parser(sub)
+    check.add_arguments(parser)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -103,23 +107,73 @@ def _check(args: argparse.Namespace) -> int:
     return check.run(args)
 
 
-# name -> (add its parser to the subparsers, handler args -> exit status)
-COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
-    "run": (_add_run, _run),
-    "report": (_add_report, _report),
-    "check": (_add_check, _check),
+# name -> (one-line help, add its arguments to its parser, handler args -> exit status)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
+                          Callable[[argparse.Namespace], int]]] = {
+    "run": ("train and evaluate every cell of a grid into a results store", _add_run, _run),
+    "report": ("write the HTML report of a results store", _add_report, _report),
+    "check": ("check your own triplet-loss function against the reference, with diagnoses",
+              _add_check, _check),
 }
+IMPORTS_FROM_CWD = ("run", "check")  # the commands that import users' modules ("mypkg.data:load")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def version() -> str:
+    """The installed distribution's version, else (a checkout not installed) the package's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("tripletlab")
+    except metadata.PackageNotFoundError:
+        from tripletlab import __version__
+
+        return __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelt choice: a subcommand, `check --as VARIANT`
+    (Python 3.14's suggest_on_error, here for 3.11). Subcommands' parsers are of this class too."""
+
+    def _check_value(self, action, value):
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}"
+                                         + (f"; did you mean {close[0]!r}?" if close else "")
+                                         + f" (choose from {', '.join(map(repr, choices))})")
+
+
+class _Version(argparse.Action):
+    """--version: print `tripletlab VERSION` and exit (the metadata is read only then)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"tripletlab {version()}")
+        parser.exit()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s arguments are added (None: every command's), so that
+    `tripletlab --help` imports nothing of torch."""
+    parser = _Parser(
         prog="tripletlab",
         description="Benchmark and ablation suite for triplet and metric-learning losses.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add, _ in COMMANDS.values():
-        add(sub)
+    for name, (help_text, add, _) in COMMANDS.items():
+        if command in (None, name):
+            add(sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."))
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in argv (its first word not an option), None when there is none."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 @contextlib.contextmanager
@@ -148,10 +202,25 @@ def _interruptible() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command(argv)
+    command = command if command in COMMANDS else None  # unknown: the parser says so ("did you mean")
+    # users' modules from the current directory, and none of them in place of ours (checked
+    # before a command's parser imports anything of ours)
+    with imports.cwd_on_path() if command in IMPORTS_FROM_CWD else contextlib.nullcontext():
+        shadow = imports.shadowing() if command is not None else None
+        if shadow:
+            print(f"tripletlab {command}: error: {shadow}", file=sys.stderr)
+            return 2
+        args = build_parser(command or "").parse_args(argv)  # no command: --help, --version or an error
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; errors and interrupts -> a one-line message and the exit status."""
     try:
         with _interruptible():
-            return COMMANDS[args.command][1](args)
+            return COMMANDS[args.command][2](args)
     except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"tripletlab {args.command}: error: {err}", file=sys.stderr)
         return 2
