@@ -25,7 +25,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top;
          white-space: nowrap; }
-td.text, th.text { white-space: normal; min-width: 10em; max-width: 28em; }
+td.text, th.text { white-space: normal; min-width: 10em; max-width: 48em; }
 td .line { display: block; white-space: nowrap; }
 th { background: #f3f3f3; }
 figure { margin: 1em 0 2em; }

@@ -27,7 +27,7 @@ from reports.leaderboard import finished
 from reports.variants import FOLD, SEED, unused_keys
 
 NAME, TITLE = "umap", "UMAP of test embeddings (selected run per variant)"
-PANEL = 2.5            # inches per square panel
+PANEL = 2.3            # inches per square panel
 MAX_LEGEND_CLASSES = 18
 CONTINUOUS = "turbo"
 _UMAP: list = []       # the imported module, once per process
