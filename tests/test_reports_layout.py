@@ -121,7 +121,9 @@ def test_umap_shows_the_best_variant_then_the_baselines_and_says_how_many_points
     board = pd.read_csv(out / "tables" / "leaderboard.csv")
     umap_runs = pd.read_csv(out / "tables" / "umap_runs.csv")
     best = board.loc[board["kind"] == "variant", "variant"].iloc[0]
-    assert umap_runs["variant"].tolist()[:3] == [best, "raw", "untrained"]
+    bases = board.loc[board["kind"] == "baseline", "variant"].tolist()
+    assert sorted(bases) == ["raw", "untrained"]
+    assert umap_runs["variant"].tolist()[:3] == [best, *bases]
     assert umap_runs["panel"].tolist() == list(range(1, len(umap_runs) + 1))
     assert len(umap_runs) == n_variants + 2
     assert pd.isna(umap_runs.set_index("variant").loc["raw", "seed"])   # seed-free: no "seed 0"
