@@ -172,8 +172,10 @@ def verdict(board: pd.DataFrame, runs: pd.DataFrame | None = None, *, ideal: flo
                        "loss changes the features, not how much it improves them.")
             row["warning"] = warning
         lines[-1] += _power_note(n)
+    if len(leads) == 2 and leads[0].split()[0] == leads[1].split()[0]:
+        leads[1] = leads[1].split(" ", 1)[1]   # 'leads A by x and B by y': the verb once
     headline = [f"Use {best['variant']}{chosen}: on test MAP@R ({number(best['test_map_at_r_mean'])})"
-                f" it " + " and ".join(leads) + " (differences with 95% intervals)."
+                f" it " + " and ".join(leads) + " (95% intervals of the difference, it minus the other)."
                 if leads else f"Use {best['variant']}{chosen} (test MAP@R {test}); nothing to "
                 "compare it with."]
     sure = []
