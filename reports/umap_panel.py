@@ -122,7 +122,7 @@ def umap_figure(picked: dict, *, order: list[str], baselines, out_dir: Path, ran
         return missing(name=NAME, title=TITLE,
                        reason="no selected run has stored test embeddings")
     if progress:
-        progress(f"UMAP ({len(picked)} panels; the first fit of a process compiles numba code)")
+        progress(f"UMAP ({len(picked)} panels; the first report on a machine compiles numba code)")
     if project is None:
         try:
             umap = import_umap()
