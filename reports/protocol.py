@@ -76,7 +76,7 @@ def _test_classes(picked: dict) -> str:
     """'; test classes 7, 8, 9 (533 points, from the stored test embeddings)' or ''."""
     if not picked:
         return ""
-    _, _, _, y = next(iter(picked.values()))
+    y = next(iter(picked.values()))[-1]
     classes = ", ".join(str(int(c)) for c in np.unique(y))
     return f"; test classes {classes} ({len(y)} points, from the stored test embeddings)"
 

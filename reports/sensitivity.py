@@ -1,10 +1,14 @@
 """Sensitivity of validation MAP@R to the hyper-parameters (never to test metrics).
 
-Each cell is the mean validation MAP@R over the finished units of a configuration;
-where other axes vary too, a cell shows the best configuration over them. The
-runs given are the trained variants' (the baselines are reference lines). A grid
-with one margin and one learning rate gets no heatmap and a grid with one margin
-no MAP@R-vs-margin line: the report says so instead of drawing a lone patch.
+Each value is the mean validation MAP@R over the finished units of a configuration;
+where other axes vary too, the best configuration over them. The runs given are the
+trained variants' (the baselines are grey reference lines). A heatmap is drawn only
+for two axes that both take several values, with a colour bar on every panel and
+one colour scale for every heatmap of the report (the range of all trained
+configurations' means, stated in the caption), so a small difference never fills the
+whole scale. One varying axis gives a line with intervals; none gives a sentence.
+A variant is never shown against a key it does not use (`unused_keys`: the margin of
+batch_hard_soft).
 """
 
 from __future__ import annotations
@@ -16,47 +20,59 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from reports.curves import reference_lines
-from reports.figures import Figure, missing, panel_grid, save
+from reports.curves import UNITS, clip_to_unit, reference_lines, shared_legend, style_of
+from reports.figures import PAGE_WIDTH, Figure, columns_for, missing, panel_grid, save
 from reports.leaderboard import SELECT_ON, finished
 from reports.stats import t_half_width
-from reports.variants import SEED, is_combined
+from reports.variants import SEED, is_combined, unused_keys
 
-PANEL = (3.8, 3.0)
+LABELS = {"margin": "margin", "lr": "learning rate"}
+CMAP = "viridis"
 
 
 def config_means(runs: pd.DataFrame) -> pd.DataFrame:
-    """annotated runs -> one row per configuration: its config values, val MAP@R mean/std/n."""
+    """annotated runs -> one row per configuration: its config values (NaN for the keys it
+    does not use), val MAP@R mean/std/n."""
     done = finished(runs)
     if done.empty:
         return pd.DataFrame(columns=["variant", "config_key", "mean", "std", "n"])
     stats = done.groupby(["variant", "config_key"])[SELECT_ON].agg(["mean", "std", "count"])
     first = done.drop_duplicates("config_key").set_index(["variant", "config_key"])
     first = first.drop(columns=[c for c in ("mean", "std") if c in first.columns])
+    for index, row in first.iterrows():
+        unused = [k for k in unused_keys(row) if k in first.columns and k != SEED]
+        first.loc[[index], unused] = np.nan
     return first.join(stats.rename(columns={"count": "n"})).reset_index()
 
 
 def best_over_other_axes(means: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     """config means -> per (variant, *axes) the configuration with the highest mean."""
     order = means.sort_values(["mean", "config_key"], ascending=[False, True])
-    return order.groupby(["variant", *axes], as_index=False, sort=True).head(1)
+    return order.groupby(["variant", *axes], as_index=False, sort=True, dropna=False).head(1)
 
 
 def margin_lr_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """annotated runs -> variant, margin, lr, mean val MAP@R (best over other axes), n seeds."""
+    """annotated runs -> variant, margin (NaN where unused), lr, mean val MAP@R (best over other
+    axes), n units."""
     means = config_means(runs)
     if means.empty or not {"margin", "lr"} <= set(means.columns):
-        return pd.DataFrame(columns=["variant", "margin", "lr", "val_map_at_r_mean", "n_seeds"])
+        return pd.DataFrame(columns=["variant", "margin", "lr", "val_map_at_r_mean", "n_units"])
     best = best_over_other_axes(means, ["margin", "lr"])
     return (best[["variant", "margin", "lr", "mean", "n"]]
-            .rename(columns={"mean": "val_map_at_r_mean", "n": "n_seeds"})
+            .rename(columns={"mean": "val_map_at_r_mean", "n": "n_units"})
             .sort_values(["variant", "margin", "lr"]).reset_index(drop=True))
 
 
-def sensitivity_figures(runs: pd.DataFrame, *, out_dir: Path, palette: dict,
-                        confidence: float, references: dict) -> list[Figure]:
-    """annotated runs of trained variants, {baseline label: mean validation MAP@R} ->
-    margin x lr heatmaps, loss-weight heatmaps, MAP@R vs margin lines (baselines as lines)."""
+def _values(frame: pd.DataFrame, key: str) -> list:
+    return sorted(frame[key].dropna().unique()) if key in frame else []
+
+
+def sensitivity_figures(runs: pd.DataFrame, *, out_dir: Path, styles: dict,
+                        confidence: float, references: dict, progress=None) -> list[Figure]:
+    """annotated runs of trained variants, {baseline name: mean validation MAP@R} ->
+    margin x lr heatmaps (or MAP@R against the learning rate), loss-weight heatmaps,
+    MAP@R against margin (baselines as grey lines)."""
+    say = progress or (lambda text: None)
     table = margin_lr_table(runs)
     if table.empty:
         reason = ("no finished run has a validation MAP@R" if finished(runs).empty
@@ -64,80 +80,170 @@ def sensitivity_figures(runs: pd.DataFrame, *, out_dir: Path, palette: dict,
         return [missing(name="sensitivity_margin_lr", title=_TITLES[0], reason=reason),
                 missing(name="sensitivity_weights", title=_TITLES[1], reason=reason),
                 missing(name="map_vs_margin", title=_TITLES[2], reason=reason)]
-    margins, lrs = sorted(table["margin"].unique()), sorted(table["lr"].unique())
-    values = f"margin {margins[0]:g}" + (f" and learning rate {lrs[0]:g}" if len(lrs) == 1 else "")
-    one_cell = (f"the grid has a single {values}: each variant's validation MAP@R is the "
-                "leaderboard's 'val MAP@R' column")
-    heatmap = (_margin_lr(table, out_dir=out_dir) if len(margins) > 1 or len(lrs) > 1
-               else missing(name="sensitivity_margin_lr", title=_TITLES[0], reason=one_cell))
-    lines = (_margin_lines(runs, out_dir=out_dir, palette=palette, confidence=confidence,
-                           references=references) if len(margins) > 1
-             else missing(name="map_vs_margin", title=_TITLES[2], reason=one_cell))
-    return [heatmap, _weights(runs, out_dir=out_dir), lines]
-
-
-def _heatmap(ax, frame: pd.DataFrame, *, rows: str, cols: str, vmin: float, vmax: float) -> None:
-    grid = frame.pivot_table(index=rows, columns=cols, values="mean", aggfunc="max")
-    sns.heatmap(grid, ax=ax, annot=True, fmt=".3f", cmap="viridis", vmin=vmin, vmax=vmax,
-                cbar=False, annot_kws={"fontsize": 7})
-
-
-def _margin_lr(table: pd.DataFrame, *, out_dir: Path) -> Figure:
-    variants = sorted(table["variant"].unique())
-    frame = table.rename(columns={"val_map_at_r_mean": "mean"})
-    vmin, vmax = float(frame["mean"].min()), float(frame["mean"].max())
-    fig, axes = panel_grid(len(variants), ncols=4, size=PANEL)
-    for ax, variant in zip(axes, variants):
-        _heatmap(ax, frame[frame["variant"] == variant], rows="margin", cols="lr",
-                 vmin=vmin, vmax=vmax)
-        ax.set_title(variant, fontsize=9)
-    return save(fig, name="sensitivity_margin_lr", title=_TITLES[0], out_dir=out_dir,
-                caption="Validation MAP@R (mean over finished seeds) over margin x learning rate per "
-                        "variant; where other axes vary, the best configuration over them. One colour "
-                        "scale for all panels.")
-
-
-def _weights(runs: pd.DataFrame, *, out_dir: Path) -> Figure:
     means = config_means(runs)
-    weight_cols = [c for c in means.columns if c.startswith("w_")]
+    scale = (float(means["mean"].min()), float(means["mean"].max()))
+    margins, lrs = _values(table, "margin"), _values(table, "lr")
+    single = [f"a single {LABELS[k]} ({v[0]:g})" for k, v in (("margin", margins), ("lr", lrs))
+              if len(v) == 1]
+    said = "the grid has " + " and ".join(single) if single else ""
+    say("sensitivity heatmaps")
+    if len(margins) > 1 and len(lrs) > 1:
+        heatmap = _margin_lr(table, out_dir=out_dir, scale=scale)
+    elif len(lrs) > 1:
+        heatmap = _axis_lines(means, "lr", name="sensitivity_margin_lr", title="Sensitivity: "
+                              "learning rate", out_dir=out_dir, styles=styles,
+                              confidence=confidence, references=references, note=said)
+    else:
+        heatmap = missing(name="sensitivity_margin_lr", title=_TITLES[0], reason=(
+            f"{said}: no margin x learning-rate grid to draw"
+            + ("; validation MAP@R against the margin is the figure 'MAP@R against margin'"
+               if len(margins) > 1 else "; each variant's validation MAP@R is the leaderboard's "
+               "'val MAP@R' column")))
+    lines = (_axis_lines(means, "margin", name="map_vs_margin", title=_TITLES[2], out_dir=out_dir,
+                         styles=styles, confidence=confidence, references=references, note=said)
+             if len(margins) > 1 else
+             missing(name="map_vs_margin", title=_TITLES[2], reason=f"{said}: no curve to draw"))
+    return [heatmap, _weights(means, out_dir=out_dir, scale=scale, confidence=confidence), lines]
+
+
+def _scale_text(scale: tuple[float, float]) -> str:
+    return (f"Colour scale: validation MAP@R {scale[0]:.3f} (dark) to {scale[1]:.3f} (yellow), the "
+            "range of every trained configuration, shared by all heatmaps of this report.")
+
+
+def _heatmap(ax, frame: pd.DataFrame, *, rows: str, cols: str, scale: tuple[float, float]) -> None:
+    grid = frame.pivot_table(index=rows, columns=cols, values="mean", aggfunc="max")
+    grid.index = [f"{v:g}" for v in grid.index]
+    grid.columns = [f"{v:g}" for v in grid.columns]
+    annotate = grid.size <= 36
+    sns.heatmap(grid, ax=ax, annot=annotate, fmt=".3f", cmap=CMAP, vmin=scale[0], vmax=scale[1],
+                cbar=True, cbar_kws={"label": "val MAP@R"}, annot_kws={"fontsize": 9},
+                square=True)
+    ax.set_xlabel(LABELS.get(cols, cols))
+    ax.set_ylabel(LABELS.get(rows, rows))
+
+
+def _heatmap_size(frames: list[tuple[pd.DataFrame, str, str]]) -> tuple[float, float]:
+    """(frame, rows, cols) panels -> a panel size in inches fitting the largest grid's cells."""
+    n_rows = max(f[r].nunique() for f, r, _ in frames)
+    n_cols = max(f[c].nunique() for f, _, c in frames)
+    return 0.75 * n_cols + 2.2, 0.6 * n_rows + 1.5
+
+
+def _margin_lr(table: pd.DataFrame, *, out_dir: Path, scale: tuple[float, float]) -> Figure:
+    frame = table.rename(columns={"val_map_at_r_mean": "mean"})
+    no_margin = sorted(frame.loc[frame["margin"].isna(), "variant"].unique())
+    frame = frame.dropna(subset=["margin"])
+    variants = sorted(frame["variant"].unique())
+    panels = [(frame[frame["variant"] == v], "margin", "lr") for v in variants]
+    size = _heatmap_size(panels)
+    fig, axes = panel_grid(len(variants), ncols=columns_for(len(variants), width=PAGE_WIDTH,
+                                                            panel=size[0]), size=size)
+    for ax, variant, (part, rows, cols) in zip(axes, variants, panels):
+        _heatmap(ax, part, rows=rows, cols=cols, scale=scale)
+        ax.set_title(variant, fontsize=9)
+    skipped = (f" Not shown (no margin): {', '.join(no_margin)}." if no_margin else "")
+    return save(fig, name="sensitivity_margin_lr", title=_TITLES[0], out_dir=out_dir,
+                caption=f"Validation MAP@R (mean over finished {UNITS}) over margin x learning rate "
+                        "per variant; where other axes vary, the best configuration over them. "
+                        + _scale_text(scale) + skipped)
+
+
+def _weight_axes(part: pd.DataFrame) -> list[str]:
+    """One combined variant's config means -> the axes of its loss-weight panel: the varying
+    weights, then margin or lr when only one weight varies (at most two)."""
+    varying = [c for c in part.columns if c.startswith("w_") and part[c].nunique() > 1]
+    if not varying:
+        return []
+    others = [c for c in ("margin", "lr") if c in part and part[c].nunique() > 1]
+    return (varying + others)[:2]
+
+
+def _weights(means: pd.DataFrame, *, out_dir: Path, scale: tuple[float, float],
+             confidence: float) -> Figure:
     panels = []
     for variant in sorted(v for v in means["variant"].unique() if is_combined(v)):
         part = means[means["variant"] == variant]
-        varying = [c for c in weight_cols if part[c].nunique() > 1]
-        if varying:
-            axes = varying[:2] if len(varying) > 1 else [varying[0], "lr"]
+        axes = _weight_axes(part)
+        if axes:
             panels.append((variant, best_over_other_axes(part, axes), axes))
     if not panels:
         return missing(name="sensitivity_weights", title=_TITLES[1],
                        reason="no combined objective has loss weights (w_*) varied in the grid")
-    vmin = min(float(p["mean"].min()) for _, p, _ in panels)
-    vmax = max(float(p["mean"].max()) for _, p, _ in panels)
-    fig, axes = panel_grid(len(panels), ncols=4, size=PANEL)
-    for ax, (variant, part, (rows, cols)) in zip(axes, panels):
-        _heatmap(ax, part, rows=rows, cols=cols, vmin=vmin, vmax=vmax)
+    grids = [(p, a[0], a[1]) for _, p, a in panels if len(a) == 2]
+    size = _heatmap_size(grids) if grids else (4.2, 3.2)
+    fig, axes = panel_grid(len(panels), ncols=columns_for(len(panels), width=PAGE_WIDTH,
+                                                          panel=size[0]), size=size)
+    spans = []
+    for ax, (variant, part, keys) in zip(axes, panels):
+        spans.append(f"{variant}: {part['mean'].max() - part['mean'].min():.3f}")
+        if len(keys) == 2:
+            _heatmap(ax, part, rows=keys[0], cols=keys[1], scale=scale)
+        else:
+            part = part.sort_values(keys[0])
+            half = np.nan_to_num(t_half_width(part["std"], part["n"], confidence=confidence))
+            ax.errorbar(part[keys[0]], part["mean"], yerr=half, marker="o", capsize=3, color="C0")
+            ax.set_ylim(*_padded(scale))
+            ax.set_xlabel(keys[0])
+            ax.set_ylabel("validation MAP@R")
         ax.set_title(variant, fontsize=9)
     return save(fig, name="sensitivity_weights", title=_TITLES[1], out_dir=out_dir,
                 caption="Validation MAP@R over the loss weights of combined objectives (fixed "
-                        "weighting); best configuration over the other axes.")
+                        "weighting); best configuration over the other axes. " + _scale_text(scale)
+                        + " Range within each panel: " + "; ".join(spans) + ".")
 
 
-def _margin_lines(runs: pd.DataFrame, *, out_dir: Path, palette: dict, confidence: float,
-                  references: dict) -> Figure:
-    means = config_means(runs)
-    best = best_over_other_axes(means, ["margin"]).sort_values(["variant", "margin"])
+def _padded(scale: tuple[float, float]) -> tuple[float, float]:
+    pad = max(0.01, 0.05 * (scale[1] - scale[0]))
+    return scale[0] - pad, scale[1] + pad
+
+
+def _axis_lines(means: pd.DataFrame, axis: str, *, name: str, title: str, out_dir: Path,
+                styles: dict, confidence: float, references: dict, note: str) -> Figure:
+    """MAP@R against one axis per variant (best over the other axes at each value, t-interval
+    over units); a variant that does not use the axis, or has one value of it, is a dotted
+    horizontal line in its colour; x dodged a little per variant so intervals do not overlap."""
+    best = best_over_other_axes(means, [axis])
     best = best.assign(half=t_half_width(best["std"], best["n"], confidence=confidence))
-    fig, ax = plt.subplots(figsize=(6.5, 4.0))
-    for variant, part in best.groupby("variant"):
-        ax.errorbar(part["margin"], part["mean"], yerr=np.nan_to_num(part["half"]), marker="o",
-                    capsize=3, label=variant, color=palette[variant], linewidth=1.2)
-    reference_lines(ax, references)
-    ax.set_xlabel("margin")
+    fig, axes = panel_grid(1, ncols=1, size=(PAGE_WIDTH, 4.4))
+    ax = axes[0]
+    variants = sorted(best["variant"].unique())
+    values = _values(best, axis)
+    log = axis == "lr" and values and values[-1] / values[0] >= 10
+    span = (np.log10(values[-1]) - np.log10(values[0])) if log else (values[-1] - values[0])
+    flat = []
+    for i, variant in enumerate(variants):
+        part = best[best["variant"] == variant].sort_values(axis)
+        style = style_of(styles, variant)
+        if part[axis].notna().sum() < 2:
+            flat.append(variant)
+            ax.axhline(part["mean"].max(), color=style.get("color"), linestyle=":", linewidth=1.2,
+                       label=f"{variant} (no {LABELS.get(axis, axis)})"
+                       if part[axis].isna().all() else f"{variant} (one {LABELS.get(axis, axis)})")
+            continue
+        shift = (i - (len(variants) - 1) / 2) * 0.012 * (span or 1.0)
+        x = part[axis].to_numpy(float)
+        x = x * 10 ** shift if log else x + shift
+        ax.errorbar(x, part["mean"], yerr=np.nan_to_num(part["half"]), capsize=3, label=variant,
+                    linewidth=1.2, markersize=5, color=style.get("color"),
+                    marker=style.get("marker") or "o")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.minorticks_off()
+    reference_lines(ax, references, styles)
+    ax.set_xlabel(LABELS.get(axis, axis) + " (points dodged sideways per variant)")
     ax.set_ylabel("validation MAP@R")
-    ax.legend(fontsize=7, ncols=2)
-    return save(fig, name="map_vs_margin", title=_TITLES[2], out_dir=out_dir,
-                caption=f"Validation MAP@R against the margin per variant (best learning rate and other "
-                        f"axes at each margin), with {confidence:.0%} t-intervals over (fold, seed) "
-                        "units; dashed lines: the baselines' mean validation MAP@R (no margin).")
+    clip_to_unit(ax)
+    shared_legend(fig, axes)
+    return save(fig, name=name, title=title, out_dir=out_dir,
+                caption=f"Validation MAP@R against the {LABELS.get(axis, axis)} per variant (best "
+                        f"configuration over the other axes at each value), with {confidence:.0%} "
+                        f"t-intervals over {UNITS}; points are moved sideways a little per variant so "
+                        "their intervals stay apart. Dotted lines: variants without this key "
+                        + (f"({', '.join(flat)})" if flat else "(none)")
+                        + "; grey dashed lines: the baselines' mean validation MAP@R."
+                        + (f" Also: {note}." if note else ""))
 
 
 _TITLES = ("Sensitivity: margin x learning rate", "Sensitivity: loss weights",

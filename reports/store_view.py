@@ -7,6 +7,7 @@ four tables and the embeddings that `ablations.store.ResultsStore` exposes
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+IDEAL_FILE = "ideal.json"   # optional, beside runs.parquet: {"test_map_at_r": 0.71}
 Embeddings = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
 
 
@@ -26,6 +28,7 @@ class StoreView:
     epochs: pd.DataFrame
     grid_text: str
     embeddings: Embeddings   # run_id -> (X (N, E) float32, y (N,) int64); raises when missing
+    ideal: float | None = None   # the ideal metric's test MAP@R (IDEAL_FILE), where the store has it
 
 
 def read_store(store_dir: str | Path) -> StoreView:
@@ -41,7 +44,20 @@ def read_store(store_dir: str | Path) -> StoreView:
                          "inside); make one with `tripletlab run GRID.toml --out DIR`")
     return StoreView(runs=_frame(store.runs()), steps=_frame(store.steps()),
                      epochs=_frame(store.epochs()), grid_text=store.grid_text() or "",
-                     embeddings=store.embeddings)
+                     embeddings=store.embeddings, ideal=_ideal(path / IDEAL_FILE))
+
+
+def _ideal(path: Path) -> float | None:
+    """ideal.json -> its test_map_at_r, None when the file is absent; a clear error when it is
+    there but unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["test_map_at_r"]
+        return float(value)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: expected {{\"test_map_at_r\": <number>}} "
+                         f"({type(error).__name__}: {error})") from error
 
 
 def _frame(table: pd.DataFrame | None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ablations.config import (BASELINES, CLASSICAL_BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL,
-                              SEED_FREE_BASELINES)
+                              SEED_FREE_BASELINES, _keys_to_reset)   # the canonicalisation rule
 
 # runs.parquet columns that are results, not config keys (ARCHITECTURE.md).
 RESULT_COLUMNS = ("run_id", "status", "error", "diverged_step", "diverged_component",
@@ -120,6 +120,22 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     out["config_key"] = [json.dumps({k: _plain(row[k]) for k in keys}, sort_keys=True, default=str)
                          for _, row in runs.iterrows()]
     return out
+
+
+def unused_keys(row) -> frozenset[str]:
+    """One runs row (a mapping of config keys; missing ones read as their default) -> the keys
+    that cannot change what it trains, by the rule run ids are made with (ablations/config.py:
+    the margin of batch_hard_soft, the training keys of a baseline, ...); empty when the rule
+    cannot be evaluated (a user's loss that no longer imports)."""
+    cfg = {}
+    for key, default in DEFAULTS.items():
+        value = row[key] if key in row else default
+        cfg[key] = default if value is None or (isinstance(value, float) and np.isnan(value)) \
+            else _plain(value)
+    try:
+        return frozenset(_keys_to_reset(cfg))
+    except Exception:  # noqa: BLE001 - a report must not fail on an unimportable plugin
+        return frozenset()
 
 
 def describe_config(row: pd.Series, columns: list[str]) -> str:

@@ -93,7 +93,7 @@ def test_report_writes_html_summary_figures_and_tables(report, store_dir):
     assert (out / "summary.md").read_text().startswith("# tripletlab comparison report")
     assert {p.name for p in (out / "tables").glob("*.csv")} == {
         "leaderboard.csv", "configurations.csv", "sensitivity_margin_lr.csv", "runs_status.csv",
-        "umap_runs.csv", "missing.csv", "verdict.csv", "flags.csv"}
+        "umap_runs.csv", "missing.csv", "verdict.csv", "flags.csv", "figures.csv"}
 
 
 def test_every_figure_is_a_nonempty_image_or_says_why_not(report, runs):

@@ -208,7 +208,7 @@ def test_curves_without_monitor_columns_or_combined_runs_say_why(tmp_path):
     steps = fake_view(seeds=(0, 1), steps_per_run=4).steps
     steps = steps[steps["run_id"].isin(["run000", "run001"])].drop(columns=list(MONITORS))
     figures = curve_figures(steps.assign(variant="batch_hard"), out_dir=tmp_path,
-                            palette={"batch_hard": "C0"}, confidence=0.95, max_points=10)
+                            styles={"batch_hard": "C0"}, confidence=0.95, max_points=10)
     reasons = {f.name: f.reason for f in figures if f.png is None}
     assert [f.name for f in figures if f.png is not None] == ["loss_curves"]
     assert "active_fraction" in reasons["monitors"]
@@ -219,7 +219,7 @@ def test_curves_without_monitor_columns_or_combined_runs_say_why(tmp_path):
 def test_sensitivity_figures_draw_weight_heatmaps_for_combined(tmp_path):
     runs = annotate(fake_view(seeds=(0, 1)).runs)
     figures = {f.name: f for f in sensitivity_figures(runs, out_dir=tmp_path, confidence=0.95,
-                                                       palette=_palette(runs),
+                                                       styles=_palette(runs),
                                                        references={"raw (baseline)": 0.5})}
     assert set(figures) == {"sensitivity_margin_lr", "sensitivity_weights", "map_vs_margin"}
     for name, fig in figures.items():

@@ -82,7 +82,7 @@ def test_a_variant_worse_than_raw_features_raises_the_warning_everywhere(tmp_pat
     assert "little power" in page and "paired tests have little power" in summary   # n = 2
     # one evaluation per run: a marker, not an empty axis; one margin x lr: said, not drawn
     assert (tmp_path / "store" / "report" / "figures" / "validation_curves.png").is_file()
-    assert "the grid has a single margin 0.2 and learning rate 0.001" in page
+    assert "the grid has a single margin (0.2) and a single learning rate (0.001)" in page
 
 
 def test_a_variant_that_learns_drops_the_warning(tmp_path, capsys):
