@@ -389,7 +389,21 @@ def config_hash(config: RunConfig | dict[str, Any]) -> str:
     """First 12 hex digits of sha256 over the canonical JSON of the resolved config."""
     if not isinstance(config, RunConfig):
         config = resolve_config(config)
-    hashed = {key: value for key, value in config_to_dict(config).items()
+    return _hash_fields(config_to_dict(config))
+
+
+def stored_config_hash(stored: dict[str, Any]) -> str:
+    """The run id of a config as a store holds it (config.json), without re-validating it.
+
+    Keys that are not RunConfig fields (e.g. "run_id") are left out; a missing key
+    counts as its default. Equals `config_hash` for the config that was written.
+    """
+    return _hash_fields({**DEFAULTS, **{k: v for k, v in stored.items() if k in FIELDS}})
+
+
+def _hash_fields(values: dict[str, Any]) -> str:
+    """Every RunConfig field -> first 12 hex digits of the sha256 of its canonical JSON."""
+    hashed = {key: value for key, value in values.items()
               if key in HASHED_ALWAYS or value != DEFAULTS[key]}
     text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

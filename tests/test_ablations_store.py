@@ -364,3 +364,86 @@ def test_a_damaged_grid_toml_is_an_error_naming_it(tmp_path, calls):
     with pytest.raises(ValueError, match="grid.toml' is not UTF-8"):
         run_grid(grid, tmp_path / "out", workers=1)
     assert len(calls) == 7
+
+
+def test_copies_links_and_foreign_folders_in_runs_change_nothing(tmp_path, calls):
+    import shutil
+
+    from ablations.store import StoreWarning
+
+    grid = write(tmp_path / "g.toml", GRID)
+    out = tmp_path / "out"
+    store = run_grid(grid, out, workers=1)
+    expected = store.runs().sort_values("run_id", ignore_index=True)
+    trained = set(store.steps()["run_id"])  # the baselines have no steps
+    runs_dir = out / "runs"
+    first, second = sorted(trained)[:2]
+    shutil.copytree(runs_dir / first, runs_dir / f"{first}.bak")  # a user's backup copy
+    (runs_dir / "0123456789ab").symlink_to(runs_dir / first, target_is_directory=True)
+    (runs_dir / "notes").mkdir()
+    (runs_dir / "notes" / "result.json").write_text('{"status": "finished"}')
+    forged = runs_dir / "ba9876543210"  # a hand-made folder: its name is not its config's hash
+    shutil.copytree(runs_dir / first, forged)
+    config = json.loads((forged / "config.json").read_text())
+    (forged / "config.json").write_text(json.dumps({**config, "run_id": forged.name}))
+    # a folder named by a grid cell's id but holding another run's config: not done
+    shutil.rmtree(runs_dir / second)
+    shutil.copytree(runs_dir / first, runs_dir / second)
+    with pytest.warns(StoreWarning) as record:
+        store = ResultsStore(out)
+        runs = store.runs().sort_values("run_id", ignore_index=True)
+        steps = store.steps()
+    messages = " ".join(str(w.message) for w in record)
+    for name in (f"{first}.bak", "0123456789ab", "notes", forged.name, second):
+        assert str(runs_dir / name) in messages
+    pd.testing.assert_frame_equal(runs, expected[expected["run_id"] != second]
+                                  .reset_index(drop=True))
+    assert not steps.duplicated(["run_id", "step"]).any()
+    assert set(steps["run_id"]) == trained - {second}
+    with pytest.warns(StoreWarning):
+        store = run_grid(grid, out, workers=1)
+    assert calls[7:] == [second]  # only the cell whose folder was not its own runs again
+    runs = store.runs().sort_values("run_id", ignore_index=True)
+    assert list(runs["run_id"]) == list(expected["run_id"]) and runs["run_id"].is_unique
+    assert (runs_dir / f"{first}.bak" / "result.json").is_file()  # nothing of the user's removed
+    assert (runs_dir / "notes" / "result.json").is_file() and forged.is_dir()
+
+
+def test_out_keeps_files_that_are_not_the_stores_temporaries(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", GRID)
+    out = tmp_path / "out"
+    user = [out / ".notes.tmp", out / "sub" / ".draft.abcdefgh.tmp", out / ".mine.abcdefgh.tmp"]
+    for path in user:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep me")
+    previous = os.umask(0o022)
+    try:
+        store = run_grid(grid, out, workers=1)
+    finally:
+        os.umask(previous)
+    run_id = store.stored_ids()[0]
+    for path in (out / "runs.parquet", out / "grid.toml", store.run_dir(run_id) / "result.json",
+                 store.run_dir(run_id) / "embeddings.npz"):
+        assert path.stat().st_mode & 0o777 == 0o644, path  # readable by the group, as umask says
+    leftovers = [out / ".runs.parquet.k3j_9x2a.tmp", store.run_dir(run_id) / ".result.json.q1w2e3r4.tmp"]
+    for path in leftovers:  # what a killed writer of the store leaves
+        path.write_bytes(b"partial")
+    run_grid(grid, out, workers=1)
+    assert all(path.read_text() == "keep me" for path in user)
+    assert not any(path.exists() for path in leftovers)
+    assert len(calls) == 7
+
+
+@pytest.mark.parametrize("kind", ["runs is a file", "runs.parquet is a directory"])
+def test_a_store_entry_of_the_wrong_kind_is_an_error_naming_it(tmp_path, calls, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "runs is a file":
+        bad = write(out / "runs", "x")
+    else:
+        bad = out / "runs.parquet"
+        bad.mkdir()
+    with pytest.raises(ValueError) as err:
+        run_grid(write(tmp_path / "g.toml", GRID), out, workers=1)
+    assert str(bad) in str(err.value) and "choose another --out" in str(err.value)
+    assert calls == []
