@@ -14,10 +14,15 @@ its result. `LocalExecutor` is a process pool on this machine;
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import multiprocessing
 import os
+import select
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Protocol
@@ -33,6 +38,8 @@ PRELOAD = ("torch", "torch._dynamo", "ablations.train", "ablations.evaluate", "l
 
 Progress = Callable[[str, int, int], None]  # (run_id, epoch, epochs) -> None
 POLL_S = 0.2  # how often progress messages are forwarded while runs are in flight
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>: the signal a process gets when its parent dies
+PARENT_POLL_S = 1.0  # where pidfd_open is missing: how often a worker checks the caller is alive
 _PROGRESS_QUEUE = None  # a worker's queue back to the calling process (set by _init_worker)
 
 
@@ -51,8 +58,52 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(torch_threads: int, progress_queue=None) -> None:
-    """Pool worker set-up: torch threads, the progress queue, and SIGINT left to the parent.
+def _die_with(caller_pid: int) -> None:
+    """End this process (SIGKILL) when process `caller_pid` ends, even by SIGKILL.
+
+    A pool worker is a child of the fork server, not of the caller, and holds the
+    pipes that keep the fork server and the resource tracker alive: once the
+    workers are gone, both exit. Two guards: on Linux PR_SET_PDEATHSIG (the
+    worker dies with its parent, the fork server), and a daemon thread that waits
+    on the caller (a pidfd where the OS has one, else a poll every PARENT_POLL_S).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc to call: the thread below still watches
+            pass
+    threading.Thread(target=_watch_caller, args=(caller_pid,), name="watch-caller",
+                     daemon=True).start()
+
+
+def _watch_caller(caller_pid: int) -> None:
+    """Block until process `caller_pid` has ended, then SIGKILL this process."""
+    try:
+        fd = os.pidfd_open(caller_pid)
+    except ProcessLookupError:  # ended already
+        fd = -1
+    except (AttributeError, OSError):  # no pidfd (not Linux >= 5.3): poll
+        fd = None
+        while _alive(caller_pid):
+            time.sleep(PARENT_POLL_S)
+    if fd is not None and fd >= 0:
+        select.select([fd], [], [])  # readable once the process has exited
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user (a reused pid)
+        return False
+    return True
+
+
+def _init_worker(torch_threads: int, progress_queue=None, caller_pid: int | None = None) -> None:
+    """Pool worker set-up: torch threads, the progress queue, SIGINT left to the parent,
+    and death with the caller (`_die_with`: no worker outlives a SIGKILLed command).
 
     A terminal's Ctrl-C reaches the whole process group; the parent stops the
     workers, so they ignore it (no KeyboardInterrupt traceback from each).
@@ -60,6 +111,8 @@ def _init_worker(torch_threads: int, progress_queue=None) -> None:
     global _PROGRESS_QUEUE
     import torch
 
+    if caller_pid is not None:
+        _die_with(caller_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(torch_threads)
     _PROGRESS_QUEUE = progress_queue
@@ -137,7 +190,7 @@ class LocalExecutor:
         progress_queue = ctx.SimpleQueue() if progress is not None else None
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
                                    initializer=_init_worker,
-                                   initargs=(self.torch_threads, progress_queue))
+                                   initargs=(self.torch_threads, progress_queue, os.getpid()))
         call = functools.partial(_call_in_worker, fn=fn)
         pending = iter(items)
         running = set()
