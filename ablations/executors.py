@@ -23,11 +23,14 @@ import signal
 import sys
 import threading
 import time
+import warnings
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
-__all__ = ["Executor", "LocalExecutor", "default_workers"]
+__all__ = ["Executor", "LocalExecutor", "WorkerLost", "default_workers"]
 
 # modules imported once by the fork server, before any worker is forked from it
 PRELOAD = ("torch", "torch._dynamo", "ablations.train", "ablations.evaluate", "losses.weighting",
@@ -151,17 +154,25 @@ class LocalExecutor:
     OpenMP thread state is inherited, and no worker pays the imports again. At most `workers` items are in
     flight, so an interrupt (Ctrl-C) loses at most the runs in progress; the
     pool is shut down and its processes ended when the iteration stops.
+
+    A worker that dies (SIGKILL, SIGTERM, out of memory) breaks the pool: its runs
+    in flight are re-run on a new pool, each at most `retries` more times, and a
+    `WorkerLost` warning says so in one line; a run lost more often is given up
+    (ChildProcessError naming it, raised after every other run has been yielded).
     """
 
-    def __init__(self, workers: int | None = None, *, torch_threads: int = 1):
+    def __init__(self, workers: int | None = None, *, torch_threads: int = 1, retries: int = 2):
         if workers is None:
             workers = default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers: expected an int >= 1 or None, got {workers!r}")
         if isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
             raise ValueError(f"torch_threads: expected an int >= 1, got {torch_threads!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries: expected an int >= 0, got {retries!r}")
         self.workers = workers
         self.torch_threads = torch_threads
+        self.retries = retries
 
     def __repr__(self) -> str:
         return f"LocalExecutor(workers={self.workers}, torch_threads={self.torch_threads})"
@@ -187,37 +198,105 @@ class LocalExecutor:
     def _pool(self, fn, items, progress):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs
+        todo = deque(items)  # not submitted yet, or lost with a dead worker
+        tries: Counter[int] = Counter()  # index in items -> pools it was lost with
+        index = {id(item): i for i, item in enumerate(items)}
+        given_up: list[tuple[dict, str]] = []
+        while todo:
+            lost, why = yield from self._one_pool(ctx, fn, todo, progress)
+            for item in lost:
+                tries[index[id(item)]] += 1
+            again = [it for it in lost if tries[index[id(it)]] <= self.retries]
+            dropped = [it for it in lost if tries[index[id(it)]] > self.retries]
+            given_up += [(it, why) for it in dropped]
+            todo.extendleft(reversed(again))
+            if lost:
+                warnings.warn(
+                    f"a pool worker died ({why}); {len(again)} run(s) in flight re-run on a new "
+                    f"pool{_named(again)}" + (f"; {len(dropped)} given up after "
+                                              f"{self.retries + 1} tries{_named(dropped)}"
+                                              if dropped else ""), WorkerLost, stacklevel=2)
+        if given_up:
+            raise ChildProcessError(
+                f"{len(given_up)} run(s) lost their worker process {self.retries + 1} times "
+                f"({given_up[-1][1]}){_named([it for it, _ in given_up])}; every other run "
+                f"finished; run the same command again to retry them")
+
+    def _one_pool(self, ctx, fn, todo, progress):
+        """Run `todo` (a deque, consumed) on one new pool, yielding results; return (lost, why).
+
+        lost: the items in flight when a worker died (BrokenProcessPool), `why` its
+        exit status; the pool is then ended, and the caller decides what runs again.
+        Each pool has its own progress queue (a killed worker may hold a queue's lock).
+        """
         progress_queue = ctx.SimpleQueue() if progress is not None else None
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=ctx,
                                    initializer=_init_worker,
                                    initargs=(self.torch_threads, progress_queue, os.getpid()))
         call = functools.partial(_call_in_worker, fn=fn)
-        pending = iter(items)
-        running = set()
+        running: dict = {}  # future -> item
+        lost: list[dict] = []
+        processes = list(getattr(pool, "_processes", {}).values())
         try:
-            for item in pending:
-                running.add(pool.submit(call, item))
-                if len(running) >= 2 * self.workers:  # keep the pool queue fed
-                    break
+            while todo and len(running) < 2 * self.workers:  # keep the pool queue fed
+                item = todo.popleft()
+                running[pool.submit(call, item)] = item
+            processes = list(getattr(pool, "_processes", {}).values())
             while running:
-                done, running = wait(running, timeout=None if progress is None else POLL_S,
-                                     return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=None if progress is None else POLL_S,
+                               return_when=FIRST_COMPLETED)
                 if progress is not None:
                     _drain(progress_queue, progress)
                 for future in done:
-                    result = future.result()
-                    nxt = next(pending, None)
-                    if nxt is not None:
-                        running.add(pool.submit(call, nxt))
+                    item = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        lost.append(item)
+                        continue
+                    if todo and not lost:
+                        nxt = todo.popleft()
+                        running[pool.submit(call, nxt)] = nxt
                     yield result
+                if lost:  # every future of a broken pool fails: keep what finished before
+                    for future in list(running):
+                        item = running.pop(future)
+                        if future.done() and not future.cancelled() and future.exception() is None:
+                            yield future.result()
+                        else:
+                            lost.append(item)
+            for proc in processes if lost else ():  # their exit status, once ended
+                proc.join(timeout=5.0)
+            why = ", ".join(dict.fromkeys(_exit_status(p.exitcode) for p in processes
+                                          if p.exitcode not in (None, 0))) or "no exit status"
+            return lost, why
         finally:
             for future in running:
                 future.cancel()
-            processes = list(getattr(pool, "_processes", {}).values())
+            processes = list(getattr(pool, "_processes", {}).values()) or processes
             pool.shutdown(wait=False, cancel_futures=True)
             _stop(processes)
             if progress_queue is not None:
                 progress_queue.close()
+
+
+class WorkerLost(UserWarning):
+    """A pool worker died (killed, out of memory): its runs in flight run again on a new pool."""
+
+
+def _named(items: list[dict]) -> str:
+    ids = [str(it.get("run_id", "?"))[:12] for it in items]
+    return f": {', '.join(ids)}" if ids else ""
+
+
+def _exit_status(code: int) -> str:
+    """multiprocessing exit code -> "killed by SIGKILL" or "exit code 3"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _stop(processes, *, grace_s: float = 5.0) -> None:

@@ -447,3 +447,31 @@ def test_a_store_entry_of_the_wrong_kind_is_an_error_naming_it(tmp_path, calls, 
         run_grid(write(tmp_path / "g.toml", GRID), out, workers=1)
     assert str(bad) in str(err.value) and "choose another --out" in str(err.value)
     assert calls == []
+
+
+def _dies(item: dict) -> dict:
+    """A pool task that kills its own worker with item["signal"] (once, or every time)."""
+    marker = Path(item["marker"])
+    if item["signal"] and (item["always"] or not marker.exists()):
+        marker.touch()
+        os.kill(os.getpid(), item["signal"])
+        time.sleep(60)  # the signal ends the worker
+    return {"run_id": item["run_id"]}
+
+
+def test_a_killed_pool_worker_costs_a_retried_run_and_the_grid_finishes(tmp_path):
+    from ablations.executors import LocalExecutor, WorkerLost
+
+    items = [{"run_id": f"run{i}", "marker": str(tmp_path / f"m{i}"), "always": False,
+              "signal": int(signal.SIGKILL) if i == 1 else 0} for i in range(5)]
+    with pytest.warns(WorkerLost, match=r"worker died \(.*killed by SIGKILL.*re-run on a new pool"):
+        results = list(LocalExecutor(2).map_unordered(_dies, items))
+    assert sorted(r["run_id"] for r in results) == [f"run{i}" for i in range(5)]  # each once
+    # a worker that dies every time is given up after its retries; every other run is yielded
+    items[3].update(signal=int(signal.SIGTERM), always=True)
+    results = []
+    with pytest.warns(WorkerLost, match="given up after 2 tries: run3"):
+        with pytest.raises(ChildProcessError, match=r"run3; every other run finished"):
+            for result in LocalExecutor(2, retries=1).map_unordered(_dies, items):
+                results.append(result["run_id"])
+    assert sorted(results) == ["run0", "run1", "run2", "run4"]
