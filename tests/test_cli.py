@@ -245,3 +245,17 @@ def test_sigkill_of_the_command_leaves_no_process_behind(tmp_path):
         assert alive == [], [p.cmdline()[:4] for p in alive]
     finally:
         _kill_sessions(procs)
+
+
+def test_ctrl_c_while_the_command_imports_torch_exits_130_without_a_traceback(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tripletlab", "run", str(SMOKE), "--out",
+                             str(tmp_path / "out"), "--dry-run"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # past the interpreter's start-up, within the imports (torch: seconds)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "interrupted by SIGINT" in err

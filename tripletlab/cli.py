@@ -148,7 +148,11 @@ def _interruptible() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:  # building the parser imports torch (seconds): Ctrl-C there is an interrupt too
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("tripletlab: interrupted by SIGINT (while starting)", file=sys.stderr)
+        return 128 + int(signal.SIGINT)
     try:
         with _interruptible():
             return COMMANDS[args.command][1](args)
