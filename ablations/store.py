@@ -27,9 +27,10 @@ import json
 import os
 import re
 import shutil
-import threading
 import tempfile
+import threading
 import warnings
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -427,8 +428,13 @@ class ResultsStore:
         path = self.run_dir(run_id) / "embeddings.npz"
         if not path.is_file():
             raise ValueError(f"run_id {run_id!r}: no embeddings stored in {str(self.root)!r}")
-        with np.load(path) as data:
-            return data["X"], data["y"]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data["X"], data["y"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"run_id {run_id!r}: {str(path)!r} is not a readable .npz of X and "
+                             f"y ({type(err).__name__}: {err}); delete the run folder and run "
+                             f"the grid again") from err
 
     def remove(self) -> None:
         """Delete the whole store directory."""

@@ -432,6 +432,11 @@ def test_out_keeps_files_that_are_not_the_stores_temporaries(tmp_path, calls):
     assert all(path.read_text() == "keep me" for path in user)
     assert not any(path.exists() for path in leftovers)
     assert len(calls) == 7
+    damaged = store.run_dir(run_id) / "embeddings.npz"
+    damaged.write_bytes(np.random.default_rng(0).bytes(512))
+    with pytest.raises(ValueError, match="not a readable .npz") as err:
+        store.embeddings(run_id)
+    assert str(damaged) in str(err.value)
 
 
 @pytest.mark.parametrize("kind", ["runs is a file", "runs.parquet is a directory"])
