@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +135,17 @@ def load_grid(path: str | Path, *, max_runs: int = MAX_RUNS) -> Grid:
         raise ValueError(f"grid file {str(path)!r} is a directory; expected a TOML file "
                          f"(e.g. ablations/grids/smoke.toml)")
     if not path.is_file():
+        if path.is_symlink():  # a link that loops, or points to nothing
+            try:
+                target = f"points to {str(path.resolve(strict=True))!r}, which is no file"
+            except RuntimeError:
+                target = "is a symbolic link that loops"
+            except OSError:
+                target = f"is a symbolic link to the missing {os.readlink(path)!r}"
+            raise ValueError(f"grid file {str(path)!r} {target}; expected a TOML file")
         raise FileNotFoundError(f"grid file not found: {path}")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a leading BOM (Windows editors) dropped
     except UnicodeDecodeError as err:
         raise ValueError(f"grid file {str(path)!r} is not UTF-8 text (byte {err.start}: "
                          f"{err.reason}); save it as UTF-8 TOML") from err

@@ -71,7 +71,8 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
              extend: bool = False, max_runs: int = MAX_RUNS) -> ResultsStore | None:
     """Run every cell of `grid_path` not yet done in the store `out_dir`; return the store.
 
-    dry_run: print the number of runs and the axes, create nothing, return None.
+    dry_run: validate as a run does (datasets loaded), print the number of runs and the
+    axes, create nothing, return None.
     extend: accept a store created by another grid file (adds this grid's cells);
     the grid file the store was made from may be edited without it.
     max_runs: refuse grids of more cells (product of the axis lengths, counted
@@ -82,10 +83,10 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
         raise ValueError(f"max_runs: expected an int >= 1, got {max_runs!r}")
     grid = load_grid(grid_path, max_runs=max_runs)
     configs = with_baselines(expand(grid))
+    check_runnable(configs)  # a dry run validates what the real run does
     if dry_run:
         print(describe(grid, configs))
         return None
-    check_runnable(configs)
     store = ResultsStore(out_dir)
     store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     done = store.done_ids()

@@ -204,10 +204,22 @@ def test_dry_run_creates_nothing(tmp_path, capsys, calls):
     assert not (tmp_path / "out").exists() and calls == []
 
 
-def test_sampler_larger_than_the_training_classes_is_refused_up_front(tmp_path, calls):
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_sampler_larger_than_the_training_classes_is_refused_up_front(tmp_path, calls, dry_run):
     grid = write(tmp_path / "g.toml", GRID.replace("sampler_k = 8", "sampler_k = 8\nsampler_p = 6"))
     with pytest.raises(ValueError, match="sampler_p = 6"):
-        run_grid(grid, tmp_path / "out", workers=1)
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=dry_run)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_a_dry_run_refuses_an_npz_with_nan_as_the_run_does(tmp_path, calls):
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    x[5, 1] = np.nan
+    np.savez(tmp_path / "d.npz", X=x, y=np.repeat(np.arange(6), 10))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\ndataset = "{tmp_path / "d.npz"}"\n')
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match="d.npz.*1 non-finite values"):
+            run_grid(grid, tmp_path / "out", workers=1, dry_run=dry_run)
     assert calls == [] and not (tmp_path / "out").exists()
 
 
