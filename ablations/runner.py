@@ -41,6 +41,32 @@ def check_runnable(configs: list[RunConfig]) -> None:
         if config.sampler_p > n_classes:
             raise ValueError(f"sampler_p = {config.sampler_p} but dataset {config.dataset!r} has "
                              f"{n_classes} training classes; use sampler_p <= {n_classes}")
+        for name, labels in (("validation", split.y_val), ("test", split.y_test)):
+            check_evaluable(labels, split=name, dataset={"npz": config.npz_path}.get(
+                config.dataset, config.dataset))
+
+
+MAX_EVAL_CLASSES = 2000  # classes of a validation or test split: NMI's KMeans has one cluster each
+
+
+def check_evaluable(labels, *, split: str, dataset: str) -> None:
+    """ValueError with a cost estimate when a split has more classes than MAX_EVAL_CLASSES.
+
+    Evaluation (ablations/evaluate.py) ranks all N points of the split against each
+    other (an N x N distance matrix) and runs KMeans with one cluster per class: its
+    k-means++ start alone costs about N x C^2 distances, so 100 000 classes of 2 points
+    would run for hours with no sign of progress.
+    """
+    import numpy as np
+
+    n, c = len(labels), len(np.unique(labels))
+    if c > MAX_EVAL_CLASSES:
+        raise ValueError(
+            f"dataset {dataset!r}: its {split} split has {c} classes ({n} points), more than "
+            f"the {MAX_EVAL_CLASSES} an evaluation handles: each evaluation builds a {n} x {n} "
+            f"distance matrix ({n * n * 4 / 2**30:.3g} GiB) and a KMeans of {c} clusters "
+            f"(~{3 * n * c * c:.2g} distance computations for its 3 k-means++ starts); use "
+            f"fewer classes (at most {MAX_EVAL_CLASSES / 0.3:.0f} in all)")
 
 
 def describe(grid: Grid, configs: list[RunConfig]) -> str:

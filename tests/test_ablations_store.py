@@ -223,6 +223,17 @@ def test_a_dry_run_refuses_an_npz_with_nan_as_the_run_does(tmp_path, calls):
     assert calls == [] and not (tmp_path / "out").exists()
 
 
+def test_a_dataset_too_many_classes_to_evaluate_is_refused_with_an_estimate(tmp_path, calls):
+    classes = 7000  # 2100 test classes: more than evaluation's cap of 2000
+    x = np.random.default_rng(0).normal(size=(2 * classes, 3))
+    np.savez(tmp_path / "many.npz", X=x, y=np.repeat(np.arange(classes), 2))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\ndataset = "{tmp_path / "many.npz"}"\n')
+    with pytest.raises(ValueError, match=r"split has \d+ classes .* KMeans of \d+ clusters") as err:
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert "many.npz" in str(err.value) and "GiB" in str(err.value)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     from ablations import store as store_module
 
