@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ablations.baselines import with_baselines
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
 from ablations.data import Split
@@ -33,6 +35,7 @@ def check_runnable(configs: list[RunConfig]) -> None:
     """Load each distinct dataset once and check that every config can sample from it."""
     from ablations.train import cached_split
 
+    check_distinct_folds(configs)
     for config in configs:
         if config.loss in BASELINES:  # nothing sampled
             continue
@@ -46,6 +49,35 @@ def check_runnable(configs: list[RunConfig]) -> None:
                 config.dataset, config.dataset))
 
 
+def check_distinct_folds(configs: list[RunConfig]) -> None:
+    """ValueError when two folds of one class_folds = K split the classes identically.
+
+    Identical folds would be counted as independent units by the statistics (a
+    K larger than the classes allow, e.g. class_folds = 100 on 10 classes).
+    """
+    import dataclasses
+
+    from ablations.config import DATA_KEYS
+    from ablations.train import cached_split
+
+    seen: dict[tuple, dict[tuple, int]] = {}  # data keys but the fold -> validation classes -> fold
+    for config in configs:
+        if config.fold == 0:  # fold 0 is every K's first fold: added with K's other folds
+            continue
+        key = tuple(getattr(config, k) for k in DATA_KEYS if k != "fold")
+        if key not in seen:
+            first = cached_split(dataclasses.replace(config, fold=0, class_folds=1))
+            seen[key] = {tuple(np.unique(first.y_val)): 0}
+        split = cached_split(config)
+        other = seen[key].setdefault(tuple(np.unique(split.y_val)), config.fold)
+        if other != config.fold:
+            n = len(np.unique(np.concatenate([split.y_train, split.y_val, split.y_test])))
+            raise ValueError(
+                f"class_folds = {config.class_folds}: folds {other} and {config.fold} of dataset "
+                f"{config.dataset!r} split its {n} classes identically, so they are not "
+                f"independent runs; use fewer folds")
+
+
 MAX_EVAL_CLASSES = 2000  # classes of a validation or test split: NMI's KMeans has one cluster each
 
 
@@ -57,8 +89,6 @@ def check_evaluable(labels, *, split: str, dataset: str) -> None:
     k-means++ start alone costs about N x C^2 distances, so 100 000 classes of 2 points
     would run for hours with no sign of progress.
     """
-    import numpy as np
-
     n, c = len(labels), len(np.unique(labels))
     if c > MAX_EVAL_CLASSES:
         raise ValueError(

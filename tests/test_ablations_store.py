@@ -234,6 +234,14 @@ def test_a_dataset_too_many_classes_to_evaluate_is_refused_with_an_estimate(tmp_
     assert calls == [] and not (tmp_path / "out").exists()
 
 
+def test_more_class_folds_than_distinct_splits_are_refused(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", '[base]\nepochs = 1\nclass_folds = 12\n')  # digits: 10 classes
+    with pytest.raises(ValueError, match=r"class_folds = 12: folds \d+ and \d+ of dataset "
+                                         r"'digits' split its 10 classes identically"):
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert calls == []
+
+
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     from ablations import store as store_module
 
