@@ -154,6 +154,30 @@ def load_grid(path: str | Path, *, max_runs: int = MAX_RUNS) -> Grid:
     return parse_grid_text(text, source=str(path), max_runs=max_runs)
 
 
+def dropped_keys(grid: Grid) -> dict[str, set[str]]:
+    """Keys the grid file sets that some cells reset to their default (they cannot change
+    those runs, ablations.config) -> the losses of those cells."""
+    keys = list(grid.axes)
+    dropped: dict[str, set[str]] = {}
+    for values in itertools.product(*(grid.axes[k] for k in keys)):
+        cell = {**grid.base, **dict(zip(keys, values))}
+        config = resolve_config(cell)
+        for key, value in cell.items():
+            if key in ("class_folds", "data_fingerprint", "dataset") or value == DEFAULTS[key]:
+                continue
+            if getattr(config, key) != value:
+                dropped.setdefault(key, set()).add(config.loss)
+    return dropped
+
+
+def describe_dropped(dropped: dict[str, set[str]]) -> str:
+    """dropped_keys(grid) -> one line naming each key and the losses it does not apply to."""
+    return ("keys that do not apply to some runs were dropped from them (reset: they cannot change "
+            "those runs): "
+            + "; ".join(f"{key} (with loss = {', '.join(sorted(losses))})"
+                        for key, losses in sorted(dropped.items())))
+
+
 def expand(grid: Grid) -> list[RunConfig]:
     """Every cell of the grid as a resolved RunConfig, equivalent cells once, in grid order;
     a cell with class_folds = K gives K configs, fold 0..K-1 (fastest)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from ablations.baselines import with_baselines
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
 from ablations.data import Split
-from ablations.grid import MAX_RUNS, Grid, expand, load_grid
+from ablations.grid import MAX_RUNS, Grid, describe_dropped, dropped_keys, expand, load_grid
 from ablations.store import ResultsStore
 
 CONSOLIDATE_EVERY_S = 30.0  # also consolidated once at the end (and on interrupt)
@@ -139,6 +140,9 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
         raise ValueError(f"max_runs: expected an int >= 1, got {max_runs!r}")
     grid = load_grid(grid_path, max_runs=max_runs)
     configs = with_baselines(expand(grid))
+    dropped = dropped_keys(grid)
+    if dropped:
+        warnings.warn(describe_dropped(dropped), UserWarning, stacklevel=2)
     check_runnable(configs)  # a dry run validates what the real run does
     if dry_run:
         print(describe(grid, configs))

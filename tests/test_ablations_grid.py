@@ -260,3 +260,20 @@ def test_a_grid_file_with_a_bom_loads_and_a_link_loop_is_named(tmp_path):
     dangling.symlink_to(tmp_path / "gone.toml")
     with pytest.raises(ValueError, match="symbolic link to the missing .*gone.toml"):
         load_grid(dangling)
+
+
+def test_keys_that_do_not_apply_are_reported_with_the_losses_they_were_dropped_from(tmp_path):
+    from ablations.grid import describe_dropped, dropped_keys
+    from ablations.runner import run_grid
+
+    text = ('[base]\nepochs = 1\nmining = "offline_hard"\nce = "focal"\nweighting = "gradnorm"\n'
+            '[grid]\nloss = ["batch_hard", "naive", "combined"]\n')
+    dropped = dropped_keys(parse_grid_text(text))
+    assert dropped == {"mining": {"batch_hard"}, "ce": {"batch_hard", "naive"},
+                       "weighting": {"batch_hard", "naive"}}
+    assert "mining (with loss = batch_hard)" in describe_dropped(dropped)
+    assert dropped_keys(parse_grid_text('[base]\nepochs = 1\n[grid]\nseed = [0, 1]\n')) == {}
+    grid = tmp_path / "g.toml"
+    grid.write_text(text)
+    with pytest.warns(UserWarning, match=r"dropped from them .*ce \(with loss = batch_hard, naive\)"):
+        run_grid(grid, tmp_path / "out", dry_run=True)
