@@ -8,6 +8,7 @@ a warning; `reports.verdict.read_warning(out_dir)` reads it back.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from reports import html
 from reports.curves import curve_figures, validation_figure
 from reports.formatting import display_leaderboard
 from reports.leaderboard import select
-from reports.protocol import gaps, protocol_items
+from reports.protocol import absent_runs, gaps, mixed_data_warning, protocol_items
 from reports.sensitivity import margin_lr_table, sensitivity_figures
 from reports.store_view import StoreView, read_store
 from reports.summary import render_summary
@@ -81,7 +82,14 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
                            n_epochs=umap_epochs, max_points=umap_max_points)]
     describe = dict(zip(selection.configs["config_key"], selection.configs["config"]))
     missing = gaps(runs, configs=selection.configs, describe=describe, notes=notes) + [
-        f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None]
+        f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None] + (
+        absent_runs(view.grid_text, view.runs))
+    mixed = mixed_data_warning(runs)
+    if mixed:  # loudly: before any other warning, in the verdict table the CLI prints from
+        joined = mixed[0].upper() + mixed[1:] + (f" {answer.warning}" if answer.warning else "")
+        answer = dataclasses.replace(answer, warning=joined,
+                                     table=answer.table.assign(warning=joined))
+        missing.insert(0, joined)
     protocol = protocol_items(runs, picked)
     _write_tables(out / "tables", runs=runs, trained_runs=trained_runs, selection=selection,
                   picked=picked, missing=missing)
