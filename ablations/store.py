@@ -398,8 +398,12 @@ class ResultsStore:
             except ValueError as err:
                 self._warn(f"{err}; rebuilt from the run folders")
             else:
-                if set(cached["run_id"]) <= set(ids) and (name != "runs" or len(cached) == len(ids)):
-                    return cached
+                row_key = {"runs": ["run_id"], "steps": ["run_id", "step"],
+                           "epochs": ["run_id", "epoch"]}[name]
+                unique = all(k in cached for k in row_key) and not cached.duplicated(row_key).any()
+                if set(cached["run_id"]) <= set(ids) and unique and (
+                        name != "runs" or len(cached) == len(ids)):
+                    return cached  # (an older store may hold a run twice: then it is rebuilt)
         if name == "runs":
             return self._runs_frame(ids)
         frames = []

@@ -438,6 +438,10 @@ def test_copies_links_and_foreign_folders_in_runs_change_nothing(tmp_path, calls
     assert list(runs["run_id"]) == list(expected["run_id"]) and runs["run_id"].is_unique
     assert (runs_dir / f"{first}.bak" / "result.json").is_file()  # nothing of the user's removed
     assert (runs_dir / "notes" / "result.json").is_file() and forged.is_dir()
+    twice = pd.concat([store.steps()] * 2, ignore_index=True)  # as a store read twice once wrote
+    twice.to_parquet(out / "steps.parquet", index=False)
+    with pytest.warns(StoreWarning):
+        assert not ResultsStore(out).steps().duplicated(["run_id", "step"]).any()
 
 
 def test_out_keeps_files_that_are_not_the_stores_temporaries(tmp_path, calls):
