@@ -215,6 +215,12 @@ WEIGHTING_PARAMS = {
 }
 # fixed weighting: config key -> the component it weights
 FIXED_WEIGHT_KEYS = {"w_triplet": "triplet", "w_pos": "ce_pos", "w_neg": "ce_neg", "w_ce": "ce_id"}
+# Documented caps on sizes (a typo like embedding_dim = 1000000 would run for minutes at GBs):
+# a layer size above MAX_LAYER_SIZE, or a batch sampler_p x sampler_k above MAX_BATCH, is refused
+# with an estimate of its memory. Every grid of this suite is far below (width 128, batch 128).
+MAX_LAYER_SIZE = 8192  # width, embedding_dim: a width x embedding_dim layer is <= 67M weights
+MAX_BATCH = 4096  # sampler_p x sampler_k: the (B, B) distance matrices are <= 64 MiB each
+_BYTES_PER_WEIGHT = 16  # float32 weight + gradient + Adam's two moments
 _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
                   "mining_hard_end")
 
@@ -360,6 +366,26 @@ def check_value(key: str, value: Any) -> Any:
     return value
 
 
+def _check_sizes(cfg: dict[str, Any]) -> None:
+    """ValueError naming the key when a layer or the batch is larger than the documented caps."""
+    for key in ("width", "embedding_dim"):
+        if cfg[key] > MAX_LAYER_SIZE:
+            other = "embedding_dim" if key == "width" else "width"
+            weights = cfg["width"] * cfg["embedding_dim"]
+            raise ValueError(
+                f"key {key!r} = {cfg[key]} is larger than the cap of {MAX_LAYER_SIZE}: the "
+                f"width x embedding_dim layer alone holds {weights:.3g} weights, about "
+                f"{weights * _BYTES_PER_WEIGHT / 2**30:.3g} GiB with its gradient and Adam's "
+                f"state (with {other} = {cfg[other]}); use {key} <= {MAX_LAYER_SIZE}")
+    batch = cfg["sampler_p"] * cfg["sampler_k"]
+    if batch > MAX_BATCH:
+        raise ValueError(
+            f"keys 'sampler_p' x 'sampler_k' = {cfg['sampler_p']} x {cfg['sampler_k']} = {batch} "
+            f"samples per batch, more than the cap of {MAX_BATCH}: each (B, B) distance matrix "
+            f"takes {batch * batch * 4 / 2**30:.3g} GiB (batch_all's (B, B, B) triplets "
+            f"{batch ** 3 * 4 / 2**40:.3g} TiB); use sampler_p x sampler_k <= {MAX_BATCH}")
+
+
 def _check_schedules(cfg: dict[str, Any]) -> None:
     """A schedule longer than training is an error naming both keys."""
     lengths = []
@@ -398,6 +424,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     for key in _keys_to_reset(cfg):
         cfg[key] = DEFAULTS[key]
     _check_schedules(cfg)
+    _check_sizes(cfg)
     if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
         from ablations.data import files_fingerprint
 
@@ -436,7 +463,23 @@ def config_hash(config: RunConfig | dict[str, Any]) -> str:
     """First 12 hex digits of sha256 over the canonical JSON of the resolved config."""
     if not isinstance(config, RunConfig):
         config = resolve_config(config)
-    values = config_to_dict(config)
+    return _hash_fields(config_to_dict(config))
+
+
+def stored_config_hash(stored: dict[str, Any]) -> str:
+    """The run id of a config as a store holds it (config.json), without re-validating it.
+
+    Keys that are not RunConfig fields (e.g. "run_id") are left out; a missing key
+    counts as its default, except `split_protocol`: a config stored before it existed
+    had rotated folds (LEGACY_SPLIT_PROTOCOL). Equals `config_hash` for the config that
+    was written.
+    """
+    legacy = {"split_protocol": LEGACY_SPLIT_PROTOCOL} if "split_protocol" not in stored else {}
+    return _hash_fields({**DEFAULTS, **legacy, **{k: v for k, v in stored.items() if k in FIELDS}})
+
+
+def _hash_fields(values: dict[str, Any]) -> str:
+    """Every RunConfig field -> first 12 hex digits of the sha256 of its canonical JSON."""
     hashed = {key: value for key, value in values.items() if _hashed(key, values)}
     text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

@@ -36,8 +36,11 @@ on every worker.
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 import uuid
+from concurrent.futures import CancelledError
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -48,6 +51,47 @@ from ablations.executors import POLL_S
 __all__ = ["DaskExecutor", "task_key"]
 
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+MAX_HANDSHAKE_BYTES = 64 * 2**20  # a scheduler's first message (its handshake) is a few hundred bytes
+
+
+def probe_scheduler(address: str, timeout_s: float) -> None:
+    """ConnectionError naming `address` unless a tcp:// address answers like a Dask scheduler.
+
+    A Dask server writes its handshake as soon as a connection opens: an 8-byte
+    native-order length ("Q", as distributed.comm.tcp packs it), then the message.
+    Something else (an HTTP server waits for a request; a random service sends
+    other bytes) would leave
+    `distributed.Client` waiting past its timeout, or allocating what it takes
+    for a length: this checks the first 8 bytes within `timeout_s`. Other
+    schemes are left to the client.
+    """
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit():
+        raise ConnectionError(f"Dask scheduler address {address!r} has no port "
+                              f"(expected tcp://HOST:PORT)")
+    deadline = time.monotonic() + timeout_s
+    head, closed = b"", False
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+            while len(head) < 8 and not closed and time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(8 - len(head))
+                head, closed = head + chunk, not chunk
+    except socket.timeout:
+        pass
+    except OSError as exc:
+        raise ConnectionError(f"could not connect to the Dask scheduler at {address} "
+                              f"within {timeout_s:g} s: {exc.strerror or exc}") from exc
+    if len(head) == 8 and 0 < struct.unpack("Q", head)[0] <= MAX_HANDSHAKE_BYTES:
+        return
+    what = (f"sent {head!r}, not a Dask message" if head else
+            "closed the connection without a word" if closed else
+            f"sent nothing within {timeout_s:g} s")
+    raise ConnectionError(f"{address} is not a Dask scheduler: it {what} "
+                          f"(a scheduler greets every connection); check --scheduler")
 
 
 def task_key(fn: Callable[[dict], dict], item: dict) -> str:
@@ -160,6 +204,7 @@ class DaskExecutor:
             return
         from distributed import Client, as_completed
 
+        probe_scheduler(self.address, self.connect_timeout_s)
         try:
             client = Client(self.address, timeout=self.connect_timeout_s, set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -197,7 +242,13 @@ class DaskExecutor:
                         if not batch:
                             time.sleep(POLL_S)
                     for future in batch:
-                        result = future.result()
+                        try:
+                            result = future.result()
+                        except CancelledError as exc:  # the scheduler cancelled it: it is gone
+                            raise ConnectionError(
+                                f"lost the Dask scheduler at {self.address} mid-grid "
+                                f"({type(exc).__name__}); every run that finished is stored; "
+                                f"run the same command again to run the rest") from None
                         futures.pop(future.key, None)
                         future.release()
                         yield result

@@ -212,6 +212,12 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"npz_path: file not found: {str(path)!r}")
     where = f"npz_path {str(path)!r}"
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head.startswith((b"PK", b"\x93NUMPY")):  # neither a zip (.npz) nor a .npy
+        raise ValueError(f"{where}: not an .npz archive (a zip of arrays): it begins with "
+                         f"{head!r}{' (a text file?)' if _looks_like_text(head) else ''}; save X "
+                         f"and y with numpy.savez")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -234,6 +240,13 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        return head.decode("utf-8").isprintable() or "\n" in head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+
+
 def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
     """x (N, D >= 1) real finite, y (N,) int, >= 2 classes of >= 2 samples; ValueError naming `source`."""
     real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
@@ -247,6 +260,9 @@ def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
                          f"got shape {y.shape} dtype {y.dtype}")
     if len(x) != len(y):
         raise ValueError(f"{source}: X has {len(x)} rows but y has {len(y)} labels")
+    if len(x) == 0:
+        raise ValueError(f"{source}: X and y have zero rows; need samples of at least "
+                         f"{MIN_CLASSES} classes")
     if not np.isfinite(x).all():
         raise ValueError(f"{source}: X has {int((~np.isfinite(x)).sum())} non-finite values")
     if len(np.unique(y)) < 2:

@@ -32,6 +32,7 @@ import dataclasses
 import difflib
 import functools
 import itertools
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,15 +173,47 @@ def load_grid(path: str | Path, *, max_runs: int = MAX_RUNS) -> Grid:
         raise ValueError(f"grid file {str(path)!r} is a directory; expected a TOML file "
                          f"(e.g. ablations/grids/smoke.toml)")
     if not path.is_file():
+        if path.is_symlink():  # a link that loops, or points to nothing
+            try:
+                target = f"points to {str(path.resolve(strict=True))!r}, which is no file"
+            except RuntimeError:
+                target = "is a symbolic link that loops"
+            except OSError:
+                target = f"is a symbolic link to the missing {os.readlink(path)!r}"
+            raise ValueError(f"grid file {str(path)!r} {target}; expected a TOML file")
         raise FileNotFoundError(f"grid file not found: {path}")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a leading BOM (Windows editors) dropped
     except UnicodeDecodeError as err:
         raise ValueError(f"grid file {str(path)!r} is not UTF-8 text (byte {err.start}: "
                          f"{err.reason}); save it as UTF-8 TOML") from err
     except OSError as err:
         raise ValueError(f"grid file {str(path)!r} cannot be read ({err.strerror or err})") from err
     return parse_grid_text(text, source=str(path), max_runs=max_runs)
+
+
+def dropped_keys(grid: Grid) -> dict[str, set[str]]:
+    """Keys the grid file sets that some cells reset to their default (they cannot change
+    those runs, ablations.config) -> the losses of those cells."""
+    keys = list(grid.axes)
+    dropped: dict[str, set[str]] = {}
+    for values in itertools.product(*(grid.axes[k] for k in keys)):
+        cell = {**grid.base, **dict(zip(keys, values))}
+        config = resolve_config(cell)
+        for key, value in cell.items():
+            if key in ("class_folds", "data_fingerprint", "dataset") or value == DEFAULTS[key]:
+                continue
+            if getattr(config, key) != value:
+                dropped.setdefault(key, set()).add(config.loss)
+    return dropped
+
+
+def describe_dropped(dropped: dict[str, set[str]]) -> str:
+    """dropped_keys(grid) -> one line naming each key and the losses it does not apply to."""
+    return ("keys that do not apply to some runs were dropped from them (reset: they cannot change "
+            "those runs): "
+            + "; ".join(f"{key} (with loss = {', '.join(sorted(losses))})"
+                        for key, losses in sorted(dropped.items())))
 
 
 def expand(grid: Grid) -> list[RunConfig]:

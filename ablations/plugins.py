@@ -24,6 +24,7 @@ import functools
 import importlib
 import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,8 +188,25 @@ def load_plugin_xy(text: str) -> tuple[np.ndarray, np.ndarray]:
         out = loader()
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"key 'dataset': {text!r} raised {type(err).__name__}: {err}") from err
+    except SystemExit as err:  # a loader written as a script: not the command's exit
+        raise ValueError(f"key 'dataset': {text!r} called sys.exit({err.code!r}) instead of "
+                         f"returning (X, y)") from None
     if not isinstance(out, tuple) or len(out) != 2:
         raise ValueError(f"key 'dataset': {text!r} must return a pair (X, y), got {type(out).__name__}")
-    x, y = (np.asarray(a) for a in out)
+    x, y = (_plain_array(a, text=text, name=name) for a, name in zip(out, "Xy"))
     check_xy(x, y, source=f"key 'dataset': {text!r}")
     return x, y
+
+
+def _plain_array(value: Any, *, text: str, name: str) -> np.ndarray:
+    """A loader's X or y -> numpy array; a torch tensor is detached and copied to the CPU."""
+    if hasattr(value, "detach") and hasattr(value, "device"):  # a torch tensor (maybe requires_grad)
+        if value.device.type == "meta":
+            raise ValueError(f"key 'dataset': {text!r} returned {name} on the meta device "
+                             f"(no data); return real arrays or CPU tensors")
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"key 'dataset': {text!r} returned {name} that is not an array "
+                         f"({type(value).__name__}: {err})") from err

@@ -16,12 +16,15 @@ from __future__ import annotations
 import inspect
 import sys
 import time
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 from ablations.baselines import with_baselines
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
 from ablations.data import Split
-from ablations.grid import MAX_RUNS, Grid, expand, load_grid
+from ablations.grid import MAX_RUNS, Grid, describe_dropped, dropped_keys, expand, load_grid
 from ablations.store import ResultsStore
 
 CONSOLIDATE_EVERY_S = 30.0  # also consolidated once at the end (and on interrupt)
@@ -33,6 +36,7 @@ def check_runnable(configs: list[RunConfig]) -> None:
     """Load each distinct dataset once and check that every config can sample from it."""
     from ablations.train import cached_split
 
+    check_distinct_folds(configs)
     for config in configs:
         if config.loss in BASELINES:  # nothing sampled
             continue
@@ -41,6 +45,61 @@ def check_runnable(configs: list[RunConfig]) -> None:
         if config.sampler_p > n_classes:
             raise ValueError(f"sampler_p = {config.sampler_p} but dataset {config.dataset!r} has "
                              f"{n_classes} training classes; use sampler_p <= {n_classes}")
+        for name, labels in (("validation", split.y_val), ("test", split.y_test)):
+            check_evaluable(labels, split=name, dataset={"npz": config.npz_path}.get(
+                config.dataset, config.dataset))
+
+
+def check_distinct_folds(configs: list[RunConfig]) -> None:
+    """ValueError when two folds of one class_folds = K split the classes identically.
+
+    Identical folds would be counted as independent units by the statistics (a
+    K larger than the classes allow, e.g. class_folds = 100 on 10 classes).
+    """
+    import dataclasses
+
+    from ablations.config import DATA_KEYS
+    from ablations.train import cached_split
+
+    seen: dict[tuple, dict[tuple, int]] = {}  # data keys but the fold -> validation classes -> fold
+    for config in configs:
+        if config.split_protocol != "rotated":  # fixed_test folds are disjoint validation
+            continue                             # blocks (ablations/data.py): always distinct
+        if config.fold == 0:  # fold 0 is every K's first fold: added with K's other folds
+            continue
+        key = tuple(getattr(config, k) for k in DATA_KEYS if k != "fold")
+        if key not in seen:
+            first = cached_split(dataclasses.replace(config, fold=0, class_folds=1))
+            seen[key] = {tuple(np.unique(first.y_val)): 0}
+        split = cached_split(config)
+        other = seen[key].setdefault(tuple(np.unique(split.y_val)), config.fold)
+        if other != config.fold:
+            n = len(np.unique(np.concatenate([split.y_train, split.y_val, split.y_test])))
+            raise ValueError(
+                f"class_folds = {config.class_folds}: folds {other} and {config.fold} of dataset "
+                f"{config.dataset!r} split its {n} classes identically, so they are not "
+                f"independent runs; use fewer folds")
+
+
+MAX_EVAL_CLASSES = 2000  # classes of a validation or test split: NMI's KMeans has one cluster each
+
+
+def check_evaluable(labels, *, split: str, dataset: str) -> None:
+    """ValueError with a cost estimate when a split has more classes than MAX_EVAL_CLASSES.
+
+    Evaluation (ablations/evaluate.py) ranks all N points of the split against each
+    other (an N x N distance matrix) and runs KMeans with one cluster per class: its
+    k-means++ start alone costs about N x C^2 distances, so 100 000 classes of 2 points
+    would run for hours with no sign of progress.
+    """
+    n, c = len(labels), len(np.unique(labels))
+    if c > MAX_EVAL_CLASSES:
+        raise ValueError(
+            f"dataset {dataset!r}: its {split} split has {c} classes ({n} points), more than "
+            f"the {MAX_EVAL_CLASSES} an evaluation handles: each evaluation builds a {n} x {n} "
+            f"distance matrix ({n * n * 4 / 2**30:.3g} GiB) and a KMeans of {c} clusters "
+            f"(~{3 * n * c * c:.2g} distance computations for its 3 k-means++ starts); use "
+            f"fewer classes (at most {MAX_EVAL_CLASSES / 0.3:.0f} in all)")
 
 
 def describe(grid: Grid, configs: list[RunConfig]) -> str:
@@ -71,7 +130,8 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
              extend: bool = False, max_runs: int = MAX_RUNS) -> ResultsStore | None:
     """Run every cell of `grid_path` not yet done in the store `out_dir`; return the store.
 
-    dry_run: print the number of runs and the axes, create nothing, return None.
+    dry_run: validate as a run does (datasets loaded), print the number of runs and the
+    axes, create nothing, return None.
     extend: accept a store created by another grid file (adds this grid's cells);
     the grid file the store was made from may be edited without it.
     max_runs: refuse grids of more cells (product of the axis lengths, counted
@@ -87,10 +147,13 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
         return run_search(grid, grid_path, out_dir, workers=workers, scheduler=scheduler,
                           dry_run=dry_run, extend=extend)
     configs = with_baselines(expand(grid), include=grid.baselines)
+    dropped = dropped_keys(grid)
+    if dropped:
+        warnings.warn(describe_dropped(dropped), UserWarning, stacklevel=2)
+    check_runnable(configs)  # a dry run validates what the real run does
     if dry_run:
         print(describe(grid, configs))
         return None
-    check_runnable(configs)
     store = ResultsStore(out_dir)
     store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     done = store.done_ids()

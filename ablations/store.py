@@ -25,9 +25,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 import warnings
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablations.config import FIELDS
+from ablations.config import FIELDS, stored_config_hash
 
 METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
                   for m in ("precision_at_1", "r_precision", "map_at_r", "nmi", "recall_at_1",
@@ -52,6 +55,13 @@ STATUSES = ("finished", "diverged", "failed")
 # per-run files that must be readable for a run to count as stored (result.json aside)
 RUN_FILES = ("config.json", "steps.parquet", "epochs.parquet")
 SOURCE_FILE = "grid_source.json"  # where the grid file of grid.toml lives (resolved path)
+RUN_ID = re.compile(r"[0-9a-f]{12}")  # a run folder's name: its config's hash (config_hash)
+# the files the store writes (atomic_write_bytes: temporary ".<name>.<8 random>.tmp" beside them)
+ROOT_FILES = re.compile(r"grid(\.\d+)?\.toml|grid_source\.json|(runs|steps|epochs)\.parquet"
+                        r"|write-probe")
+RUN_DIR_FILES = re.compile(r"config\.json|result\.json|(steps|epochs)\.parquet|embeddings\.npz")
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's random part
+_UMASK_LOCK = threading.Lock()
 
 
 class StoreWarning(UserWarning):
@@ -98,11 +108,24 @@ def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
     return path
 
 
+def _file_mode() -> int:
+    """The mode a plain new file gets under this process's umask (0o644 under 0o022)."""
+    with _UMASK_LOCK:  # os.umask can only be read by setting it
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and os.replace."""
+    """Write `data` to `path` via a temporary file in the same directory and os.replace.
+
+    The file gets the mode of any new file under the umask (mkstemp's 0600 would
+    hide a shared store from its group).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -170,6 +193,7 @@ class ResultsStore:
         directory (a file, under a file, not writable).
         """
         ensure_writable_dir(self.root, what="--out")
+        self._check_layout()
         old = self.grid_text()
         source = str(Path(grid_path).resolve()) if grid_path is not None else None
         same_file = source is not None and source == self.grid_source()
@@ -195,10 +219,34 @@ class ResultsStore:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
 
+    def _check_layout(self) -> None:
+        """ValueError naming a store entry of the wrong kind (runs/ a file, runs.parquet a folder)."""
+        if self.runs_dir.exists() and not self.runs_dir.is_dir():
+            raise ValueError(f"{str(self.runs_dir)!r} is a file, but a results store keeps its "
+                             f"runs in a directory of that name; move the file away or choose "
+                             f"another --out directory")
+        for name in ("grid.toml", SOURCE_FILE, "runs.parquet", "steps.parquet", "epochs.parquet"):
+            path = self.root / name
+            if path.exists() and not path.is_file():
+                raise ValueError(f"{str(path)!r} is a directory, but the results store writes a "
+                                 f"file of that name; move it away (the store rebuilds its "
+                                 f"tables from runs/) or choose another --out directory")
+
     def _remove_temporaries(self) -> None:
-        """Delete temporary files left by a killed writer (never a finished file)."""
-        for tmp in self.root.glob("**/.*.tmp"):
-            tmp.unlink(missing_ok=True)
+        """Delete the temporary files a killed writer of this store left (atomic_write_bytes).
+
+        Only ".<name>.<random>.tmp" of a file the store writes, in the store's root
+        and its run folders: --out may be any directory, and a user's files stay.
+        """
+        places = [(self.root, ROOT_FILES)]
+        if self.runs_dir.is_dir() and not self.runs_dir.is_symlink():
+            places += [(d, RUN_DIR_FILES) for d in self.runs_dir.iterdir()
+                       if RUN_ID.fullmatch(d.name) and d.is_dir() and not d.is_symlink()]
+        for place, names in places:
+            for tmp in place.glob(".*.tmp"):
+                match = _TEMPORARY.fullmatch(tmp.name)
+                if match and names.fullmatch(match["name"]) and tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ runs
     def run_dir(self, run_id: str) -> Path:
@@ -235,6 +283,11 @@ class ResultsStore:
             config = self._cached_json(d / "config.json")
             if not isinstance(config, dict):
                 raise ValueError(f"{str(d / 'config.json')!r} is not a JSON object")
+            if config.get("run_id") != run_id or stored_config_hash(config) != run_id:
+                raise ValueError(
+                    f"{str(d / 'config.json')!r} is not the config of run {run_id} (its run_id "
+                    f"is {config.get('run_id')!r}, its keys hash to {stored_config_hash(config)}): "
+                    f"a copied, renamed or hand-made folder")
             for name in RUN_FILES[1:]:
                 if not (d / name).is_file():
                     raise ValueError(f"{str(d / name)!r} is missing")
@@ -244,15 +297,36 @@ class ResultsStore:
             self._warn(f"run {run_id}: {err.filename!r} is missing; the run counts as missing "
                        f"and is run again by the next `tripletlab run`")
             return None
-        except ValueError as err:
+        except (ValueError, OSError) as err:  # OSError: e.g. a directory named result.json
+            if isinstance(err, OSError):
+                err = f"{err.filename!r} cannot be read ({err.strerror or err})"
             self._warn(f"run {run_id}: {err}; the run counts as missing and is run again by "
                        f"the next `tripletlab run`")
             return None
         return result
 
     def _result_ids(self) -> list[str]:
-        """run_ids with a result.json file (readable or not), sorted."""
-        return sorted(p.parent.name for p in self.runs_dir.glob("*/result.json")) if self.runs_dir.is_dir() else []
+        """run_ids with a result.json file (readable or not), sorted.
+
+        Only real folders named by a run id count: a copy (runs/<id>.bak), a
+        symbolic link or any other entry of runs/ is ignored with a StoreWarning
+        naming it, so no run is read twice.
+        """
+        if not self.runs_dir.is_dir():
+            return []
+        ids = []
+        for entry in sorted(self.runs_dir.iterdir()):
+            if entry.is_symlink():
+                self._warn(f"{str(entry)!r} is a symbolic link; ignored (a run is read from its "
+                           f"own folder only, never twice)")
+            elif not RUN_ID.fullmatch(entry.name) or not entry.is_dir():
+                if entry.name.startswith(".") and entry.is_file():
+                    continue  # a hidden file (e.g. a desktop's metadata): not a run
+                self._warn(f"{str(entry)!r} is not a run folder (runs/ holds only folders named "
+                           f"by a 12-hex-digit run id); ignored")
+            elif (entry / "result.json").exists() or (entry / "result.json").is_symlink():
+                ids.append(entry.name)
+        return ids
 
     def stored_ids(self) -> list[str]:
         """run_ids with a readable result.json (any status), sorted."""
@@ -326,8 +400,12 @@ class ResultsStore:
             except ValueError as err:
                 self._warn(f"{err}; rebuilt from the run folders")
             else:
-                if set(cached["run_id"]) <= set(ids) and (name != "runs" or len(cached) == len(ids)):
-                    return cached
+                row_key = {"runs": ["run_id"], "steps": ["run_id", "step"],
+                           "epochs": ["run_id", "epoch"]}[name]
+                unique = all(k in cached for k in row_key) and not cached.duplicated(row_key).any()
+                if set(cached["run_id"]) <= set(ids) and unique and (
+                        name != "runs" or len(cached) == len(ids)):
+                    return cached  # (an older store may hold a run twice: then it is rebuilt)
         if name == "runs":
             return self._runs_frame(ids)
         frames = []
@@ -356,8 +434,13 @@ class ResultsStore:
         path = self.run_dir(run_id) / "embeddings.npz"
         if not path.is_file():
             raise ValueError(f"run_id {run_id!r}: no embeddings stored in {str(self.root)!r}")
-        with np.load(path) as data:
-            return data["X"], data["y"]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data["X"], data["y"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"run_id {run_id!r}: {str(path)!r} is not a readable .npz of X and "
+                             f"y ({type(err).__name__}: {err}); delete the run folder and run "
+                             f"the grid again") from err
 
     def remove(self) -> None:
         """Delete the whole store directory."""

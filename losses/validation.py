@@ -65,6 +65,9 @@ def check_embeddings(x: object, *, name: str = "embeddings", min_rows: int = 1) 
         raise ValueError(f"expected {name} with at least {min_rows} row(s) and 1 column, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"expected {name} to have a floating dtype, got {x.dtype}")
+    if x.device.type == "meta":
+        raise ValueError(f"expected {name} with values, got a tensor on the meta device "
+                         f"(shape {tuple(x.shape)} only); create it on the CPU or a GPU")
     if not bool(torch.isfinite((x.detach() * 0).sum())):  # x * 0 is NaN exactly at NaN and inf: one cheap pass
         bad = int((~torch.isfinite(x.detach())).sum())
         raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf) out of {x.numel()}")
@@ -81,6 +84,8 @@ def check_labels(labels: object, *, batch_size: int, device: torch.device) -> to
         raise ValueError(f"expected labels to have an integer dtype, got {labels.dtype}")
     if labels.shape[0] != batch_size:
         raise ValueError(f"expected labels of length {batch_size} (the batch size), got {labels.shape[0]}")
+    if labels.device.type == "meta":
+        raise ValueError("expected labels with values, got a tensor on the meta device")
     if labels.device != device:
         raise ValueError(f"expected labels on {device} (the embeddings' device), got {labels.device}")
     return labels

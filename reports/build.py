@@ -10,6 +10,7 @@ is given (a callable taking the line, or None for silence).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from reports.figures import variant_styles
 from reports.flags import run_flags, selection_flags
 from reports.formatting import display_leaderboard, interval
 from reports.leaderboard import select
-from reports.protocol import gaps, protocol_items
+from reports.protocol import absent_runs, gaps, mixed_data_warning, protocol_items
 from reports.search import read_search, search_report, trial_config_keys
 from reports.sensitivity import margin_lr_table, sensitivity_figures
 from reports.store_view import StoreView, read_store
@@ -123,7 +124,14 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
               & ~selection.configs["complete"])
     missing = gaps(runs, configs=selection.configs[~trials], describe=describe,
                    notes=notes) + flag_lines + (found.gaps if found else []) + [
-        f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None]
+        f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None] + (
+        absent_runs(view.grid_text, view.runs))
+    mixed = mixed_data_warning(runs)
+    if mixed:  # loudly: before any other warning, in the verdict table the CLI prints from
+        joined = mixed[0].upper() + mixed[1:] + (f" {answer.warning}" if answer.warning else "")
+        answer = dataclasses.replace(answer, warning=joined,
+                                     table=answer.table.assign(warning=joined))
+        missing.insert(0, joined)
     protocol = protocol_items(runs, picked)
     _write_tables(out / "tables", runs=runs, trained_runs=trained_runs, selection=selection,
                   picked=picked, missing=missing, max_points=umap_max_points,

@@ -119,3 +119,54 @@ def _data_files(runs: pd.DataFrame) -> str:
             if isinstance(path, str) and path and isinstance(digest, str) and digest:
                 files.add(f"{path} (sha256 {digest[:16]}...)")
     return ", ".join(sorted(files)) or "none (built-in datasets)"
+
+
+SOURCE_KEYS = ("dataset", "npz_path", "idx_images", "idx_labels", "data_fingerprint")
+
+
+def data_sources(runs: pd.DataFrame) -> list[str]:
+    """The distinct data the store's runs were trained or evaluated on, e.g. "npz d.npz (sha256 ab12...)"."""
+    if runs.empty:
+        return []
+    keys = [k for k in SOURCE_KEYS if k in runs]
+    out = set()
+    for values in runs[keys].drop_duplicates().itertuples(index=False):
+        row = dict(zip(keys, values))
+        path = row.get("npz_path") or row.get("idx_images") or ""
+        digest = row.get("data_fingerprint") or ""
+        out.add(" ".join(str(p) for p in (row["dataset"], path) if p)
+                + (f" (sha256 {digest[:16]}...)" if isinstance(digest, str) and digest else ""))
+    return sorted(out)
+
+
+def mixed_data_warning(runs: pd.DataFrame) -> str | None:
+    """A warning when the runs pooled in one leaderboard come from several datasets or data
+    versions (e.g. after --extend with another dataset, or an edited data file), else None."""
+    sources = data_sources(runs)
+    if len(sources) < 2:
+        return None
+    return (f"this store mixes runs on {len(sources)} different data sources ("
+            + "; ".join(sources) + "): the leaderboard and the verdict pool them as one; "
+            "compare them in separate stores (one --out per dataset or data version).")
+
+
+def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
+    """The store's grid.toml and its runs -> a sentence on the grid's runs that are not stored."""
+    if not grid_text:
+        return []
+    from ablations.baselines import with_baselines
+    from ablations.config import config_hash
+    from ablations.grid import expand, parse_grid_text
+
+    try:
+        expected = [config_hash(c) for c in with_baselines(expand(parse_grid_text(
+            grid_text, source="grid.toml")))]
+    except (ValueError, OSError) as err:
+        return [f"The store's grid.toml cannot be expanded here ({err}): absent runs not listed"]
+    stored = set(runs["run_id"]) if not runs.empty else set()
+    absent = [rid for rid in expected if rid not in stored]
+    if not absent:
+        return []
+    shown = ", ".join(absent[:20]) + (f" and {len(absent) - 20} more" if len(absent) > 20 else "")
+    return [f"{len(absent)} of the {len(expected)} runs of the store's grid.toml are not in the "
+            f"store (never run, or deleted): {shown}; run the same grid again to run them"]

@@ -178,8 +178,9 @@ def verdict(board: pd.DataFrame, runs: pd.DataFrame | None = None, *, ideal: flo
                            -second["paired_high"], -second["paired_low"]))
     warning = None
     if bases.empty:
-        lines.append("This store has no baseline run (it was made before baselines existed): run "
-                     "the same grid again to add them; only they will run.")
+        lines.append("This store has no finished baseline run (raw, untrained: failed, deleted, "
+                     "or the store predates them): run the same grid again to add them; only "
+                     "they will run.")
     else:
         base = bases.iloc[0]
         n, diff = int(best["vs_baseline_n"]), float(best["vs_baseline_diff"])

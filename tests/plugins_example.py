@@ -4,6 +4,7 @@ and deliberately broken ones for the error messages."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import nn
 
 from losses import batch_all_triplet_loss, batch_hard_triplet_loss
@@ -71,3 +72,20 @@ NOT_CALLABLE = 3
 def encoder_with_batch_norm(in_features, embedding_dim):
     """A user's encoder with running statistics: building it must leave them at initialisation."""
     return nn.Sequential(nn.Linear(in_features, 8), nn.BatchNorm1d(8), nn.Linear(8, embedding_dim))
+
+
+def data_requiring_grad():
+    """load_data as torch tensors, X requiring grad (as a loader built on a model may return)."""
+    x, y = load_data()
+    return torch.tensor(x, requires_grad=True), torch.from_numpy(y)
+
+
+def data_that_exits():
+    import sys
+
+    sys.exit(3)
+
+
+def data_on_the_meta_device():
+    x, y = load_data()
+    return torch.empty(x.shape, device="meta"), y

@@ -76,6 +76,7 @@ def test_npz_roundtrip(tmp_path):
     ({"X": np.zeros((12, 3), complex), "y": np.arange(12) % 6}, "real (integer or float)"),
     ({"X": np.zeros((13, 3)), "y": np.r_[np.arange(12) % 6, 6]}, "1 class(es) of y have fewer than 2 samples (6)"),
     ({"X": np.zeros((8, 3)), "y": np.arange(8)}, "8 class(es) of y have fewer than 2"),
+    ({"X": np.zeros((0, 3)), "y": np.zeros(0, int)}, "zero rows"),
 ])
 def test_npz_errors(tmp_path, arrays, message):
     path = write_npz(tmp_path / "bad.npz", **arrays)
@@ -92,7 +93,8 @@ def test_npz_that_is_no_plain_npz_names_the_file(tmp_path):
     single = tmp_path / "single.npz"
     np.save(single, np.zeros((4, 2)))  # np.save appends .npy
     single = single.with_suffix(".npz.npy").rename(single)
-    for path, message in ((not_zip, "npz"), (objects, "object"), (single, "not an .npz")):
+    for path, message in ((not_zip, "begins with b'X,y\\n1,2\\n' (a text file?)"),
+                          (objects, "object"), (single, "not an .npz")):
         with pytest.raises(ValueError, match="npz_path") as err:
             load_split(npz_config(path))
         assert str(path) in str(err.value) and message in str(err.value)

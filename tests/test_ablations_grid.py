@@ -55,6 +55,9 @@ def grid_text(base: str = "", grid: str = "") -> str:
      "warmup_epochs", "longer than training (epochs = 3)"),
     (grid_text(base='epochs = 5\nmargin_schedule = "linear"', grid="margin_ramp_epochs = [5, 6]"),
      "margin_ramp_epochs", "longer than training (epochs = 5)"),
+    (grid_text(base="embedding_dim = 1000000"), "embedding_dim", "1.28e+08 weights, about 1.91 GiB"),
+    (grid_text(grid="width = [128, 100000]"), "width", "cap of 8192"),
+    (grid_text(base="sampler_p = 1000\nsampler_k = 1000"), "sampler_p", "1000000 samples per batch"),
     ("", "empty", "at least one key"),
     ("# nothing yet\n[base]\n[grid]\n", "empty", "at least one key"),
     ("[bass]\nlr = 0.1\n", "bass", "valid sections"),
@@ -239,3 +242,38 @@ def test_ntxent_and_focal_keys_are_validated_and_merge_where_unused():
                                 ("focal_alpha", 1.5, "(0, 1)"), ("focal_gamma", -1.0, ">= 0")]:
         with pytest.raises(ValueError, match=key):
             parse_grid_text(grid_text(base=f"{key} = {json.dumps(value)}"))
+
+
+def test_a_grid_file_with_a_bom_loads_and_a_link_loop_is_named(tmp_path):
+    from ablations.grid import load_grid
+
+    text = "[base]\nepochs = 2\n"
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Windows editors save UTF-8
+    grid = load_grid(bom)
+    assert grid.base == {"epochs": 2} and grid.text == text
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    with pytest.raises(ValueError, match="loop.toml' is a symbolic link that loops"):
+        load_grid(loop)
+    dangling = tmp_path / "dangling.toml"
+    dangling.symlink_to(tmp_path / "gone.toml")
+    with pytest.raises(ValueError, match="symbolic link to the missing .*gone.toml"):
+        load_grid(dangling)
+
+
+def test_keys_that_do_not_apply_are_reported_with_the_losses_they_were_dropped_from(tmp_path):
+    from ablations.grid import describe_dropped, dropped_keys
+    from ablations.runner import run_grid
+
+    text = ('[base]\nepochs = 1\nmining = "offline_hard"\nce = "focal"\nweighting = "gradnorm"\n'
+            '[grid]\nloss = ["batch_hard", "naive", "combined"]\n')
+    dropped = dropped_keys(parse_grid_text(text))
+    assert dropped == {"mining": {"batch_hard"}, "ce": {"batch_hard", "naive"},
+                       "weighting": {"batch_hard", "naive"}}
+    assert "mining (with loss = batch_hard)" in describe_dropped(dropped)
+    assert dropped_keys(parse_grid_text('[base]\nepochs = 1\n[grid]\nseed = [0, 1]\n')) == {}
+    grid = tmp_path / "g.toml"
+    grid.write_text(text)
+    with pytest.warns(UserWarning, match=r"dropped from them .*ce \(with loss = batch_hard, naive\)"):
+        run_grid(grid, tmp_path / "out", dry_run=True)

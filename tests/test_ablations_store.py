@@ -211,11 +211,42 @@ def test_dry_run_creates_nothing(tmp_path, capsys, calls):
     assert not (tmp_path / "out").exists() and calls == []
 
 
-def test_sampler_larger_than_the_training_classes_is_refused_up_front(tmp_path, calls):
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_sampler_larger_than_the_training_classes_is_refused_up_front(tmp_path, calls, dry_run):
     grid = write(tmp_path / "g.toml", GRID.replace("sampler_k = 8", "sampler_k = 8\nsampler_p = 6"))
     with pytest.raises(ValueError, match="sampler_p = 6"):
-        run_grid(grid, tmp_path / "out", workers=1)
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=dry_run)
     assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_a_dry_run_refuses_an_npz_with_nan_as_the_run_does(tmp_path, calls):
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    x[5, 1] = np.nan
+    np.savez(tmp_path / "d.npz", X=x, y=np.repeat(np.arange(6), 10))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\ndataset = "{tmp_path / "d.npz"}"\n')
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match="d.npz.*1 non-finite values"):
+            run_grid(grid, tmp_path / "out", workers=1, dry_run=dry_run)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_a_dataset_too_many_classes_to_evaluate_is_refused_with_an_estimate(tmp_path, calls):
+    classes = 7000  # 2100 test classes: more than evaluation's cap of 2000
+    x = np.random.default_rng(0).normal(size=(2 * classes, 3))
+    np.savez(tmp_path / "many.npz", X=x, y=np.repeat(np.arange(classes), 2))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\ndataset = "{tmp_path / "many.npz"}"\n')
+    with pytest.raises(ValueError, match=r"split has \d+ classes .* KMeans of \d+ clusters") as err:
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert "many.npz" in str(err.value) and "GiB" in str(err.value)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_more_class_folds_than_distinct_splits_are_refused(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", '[base]\nepochs = 1\nclass_folds = 12\n')  # digits: 10 classes
+    with pytest.raises(ValueError, match=r"class_folds = 12: folds \d+ and \d+ of dataset "
+                                         r"'digits' split its 10 classes identically"):
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert calls == []
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
@@ -371,3 +402,123 @@ def test_a_damaged_grid_toml_is_an_error_naming_it(tmp_path, calls):
     with pytest.raises(ValueError, match="grid.toml' is not UTF-8"):
         run_grid(grid, tmp_path / "out", workers=1)
     assert len(calls) == 7
+
+
+def test_copies_links_and_foreign_folders_in_runs_change_nothing(tmp_path, calls):
+    import shutil
+
+    from ablations.store import StoreWarning
+
+    grid = write(tmp_path / "g.toml", GRID)
+    out = tmp_path / "out"
+    store = run_grid(grid, out, workers=1)
+    expected = store.runs().sort_values("run_id", ignore_index=True)
+    trained = set(store.steps()["run_id"])  # the baselines have no steps
+    runs_dir = out / "runs"
+    first, second = sorted(trained)[:2]
+    shutil.copytree(runs_dir / first, runs_dir / f"{first}.bak")  # a user's backup copy
+    (runs_dir / "0123456789ab").symlink_to(runs_dir / first, target_is_directory=True)
+    (runs_dir / "notes").mkdir()
+    (runs_dir / "notes" / "result.json").write_text('{"status": "finished"}')
+    forged = runs_dir / "ba9876543210"  # a hand-made folder: its name is not its config's hash
+    shutil.copytree(runs_dir / first, forged)
+    config = json.loads((forged / "config.json").read_text())
+    (forged / "config.json").write_text(json.dumps({**config, "run_id": forged.name}))
+    # a folder named by a grid cell's id but holding another run's config: not done
+    shutil.rmtree(runs_dir / second)
+    shutil.copytree(runs_dir / first, runs_dir / second)
+    with pytest.warns(StoreWarning) as record:
+        store = ResultsStore(out)
+        runs = store.runs().sort_values("run_id", ignore_index=True)
+        steps = store.steps()
+    messages = " ".join(str(w.message) for w in record)
+    for name in (f"{first}.bak", "0123456789ab", "notes", forged.name, second):
+        assert str(runs_dir / name) in messages
+    pd.testing.assert_frame_equal(runs, expected[expected["run_id"] != second]
+                                  .reset_index(drop=True))
+    assert not steps.duplicated(["run_id", "step"]).any()
+    assert set(steps["run_id"]) == trained - {second}
+    with pytest.warns(StoreWarning):
+        store = run_grid(grid, out, workers=1)
+    assert calls[7:] == [second]  # only the cell whose folder was not its own runs again
+    runs = store.runs().sort_values("run_id", ignore_index=True)
+    assert list(runs["run_id"]) == list(expected["run_id"]) and runs["run_id"].is_unique
+    assert (runs_dir / f"{first}.bak" / "result.json").is_file()  # nothing of the user's removed
+    assert (runs_dir / "notes" / "result.json").is_file() and forged.is_dir()
+    twice = pd.concat([store.steps()] * 2, ignore_index=True)  # as a store read twice once wrote
+    twice.to_parquet(out / "steps.parquet", index=False)
+    with pytest.warns(StoreWarning):
+        assert not ResultsStore(out).steps().duplicated(["run_id", "step"]).any()
+
+
+def test_out_keeps_files_that_are_not_the_stores_temporaries(tmp_path, calls):
+    grid = write(tmp_path / "g.toml", GRID)
+    out = tmp_path / "out"
+    user = [out / ".notes.tmp", out / "sub" / ".draft.abcdefgh.tmp", out / ".mine.abcdefgh.tmp"]
+    for path in user:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep me")
+    previous = os.umask(0o022)
+    try:
+        store = run_grid(grid, out, workers=1)
+    finally:
+        os.umask(previous)
+    run_id = store.stored_ids()[0]
+    for path in (out / "runs.parquet", out / "grid.toml", store.run_dir(run_id) / "result.json",
+                 store.run_dir(run_id) / "embeddings.npz"):
+        assert path.stat().st_mode & 0o777 == 0o644, path  # readable by the group, as umask says
+    leftovers = [out / ".runs.parquet.k3j_9x2a.tmp", store.run_dir(run_id) / ".result.json.q1w2e3r4.tmp"]
+    for path in leftovers:  # what a killed writer of the store leaves
+        path.write_bytes(b"partial")
+    run_grid(grid, out, workers=1)
+    assert all(path.read_text() == "keep me" for path in user)
+    assert not any(path.exists() for path in leftovers)
+    assert len(calls) == 7
+    damaged = store.run_dir(run_id) / "embeddings.npz"
+    damaged.write_bytes(np.random.default_rng(0).bytes(512))
+    with pytest.raises(ValueError, match="not a readable .npz") as err:
+        store.embeddings(run_id)
+    assert str(damaged) in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["runs is a file", "runs.parquet is a directory"])
+def test_a_store_entry_of_the_wrong_kind_is_an_error_naming_it(tmp_path, calls, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "runs is a file":
+        bad = write(out / "runs", "x")
+    else:
+        bad = out / "runs.parquet"
+        bad.mkdir()
+    with pytest.raises(ValueError) as err:
+        run_grid(write(tmp_path / "g.toml", GRID), out, workers=1)
+    assert str(bad) in str(err.value) and "choose another --out" in str(err.value)
+    assert calls == []
+
+
+def _dies(item: dict) -> dict:
+    """A pool task that kills its own worker with item["signal"] (once, or every time)."""
+    marker = Path(item["marker"])
+    if item["signal"] and (item["always"] or not marker.exists()):
+        marker.touch()
+        os.kill(os.getpid(), item["signal"])
+        time.sleep(60)  # the signal ends the worker
+    return {"run_id": item["run_id"]}
+
+
+def test_a_killed_pool_worker_costs_a_retried_run_and_the_grid_finishes(tmp_path):
+    from ablations.executors import LocalExecutor, WorkerLost
+
+    items = [{"run_id": f"run{i}", "marker": str(tmp_path / f"m{i}"), "always": False,
+              "signal": int(signal.SIGKILL) if i == 1 else 0} for i in range(5)]
+    with pytest.warns(WorkerLost, match=r"worker died \(.*killed by SIGKILL.*re-run on a new pool"):
+        results = list(LocalExecutor(2).map_unordered(_dies, items))
+    assert sorted(r["run_id"] for r in results) == [f"run{i}" for i in range(5)]  # each once
+    # a worker that dies every time is given up after its retries; every other run is yielded
+    items[3].update(signal=int(signal.SIGTERM), always=True)
+    results = []
+    with pytest.warns(WorkerLost, match="given up after 2 tries: run3"):
+        with pytest.raises(ChildProcessError, match=r"run3; every other run finished"):
+            for result in LocalExecutor(2, retries=1).map_unordered(_dies, items):
+                results.append(result["run_id"])
+    assert sorted(results) == ["run0", "run1", "run2", "run4"]

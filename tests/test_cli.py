@@ -161,48 +161,102 @@ def test_a_damaged_runs_parquet_is_a_warning_naming_it_and_the_command_goes_on(t
     assert "7 were already done" in err and len(pd.read_parquet(out / "runs.parquet")) == 7  # 2 + raw, untrained, 3 classical
 
 
-def test_an_interrupt_stops_every_worker_and_says_how_to_resume(tmp_path):
-    """SIGINT to the process group (Ctrl-C) and SIGTERM to the command (`kill`), both at
-    once (two commands started together to halve the test's time), with runs in flight."""
-    import os
-    import signal
+LONG_GRID = "[base]\nepochs = 500\neval_every = 500\nsampler_k = 8\n[grid]\nseed = [0, 1, 2]\n"
+
+
+def _start_long_runs(tmp_path, names):
+    """One `tripletlab run --workers 2` of LONG_GRID per name, each in its own session, and
+    its log, once a run is in flight -> procs, logs, children (psutil, before any signal)."""
     import time
 
     import psutil
 
     grid = tmp_path / "long.toml"
-    grid.write_text("[base]\nepochs = 500\neval_every = 500\nsampler_k = 8\n"
-                    "[grid]\nseed = [0, 1, 2]\n")
-    cases = {"SIGINT": 130, "SIGTERM": 143}
+    grid.write_text(LONG_GRID)
     procs, logs, children = {}, {}, {}
+    for name in names:
+        logs[name] = tmp_path / f"{name}.txt"
+        with open(logs[name], "w") as err:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "tripletlab", "run", str(grid), "--out",
+                 str(tmp_path / name), "--workers", "2"], cwd=ROOT, stdout=err, stderr=err,
+                start_new_session=True)
+    deadline = time.monotonic() + 180
+    for name, proc in procs.items():
+        while "running:" not in logs[name].read_text():  # a run is in flight
+            assert proc.poll() is None and time.monotonic() < deadline, logs[name].read_text()
+            time.sleep(0.1)
+        children[name] = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children[name]) >= 4  # resource tracker, fork server, 2 workers
+    return procs, logs, children
+
+
+def _kill_sessions(procs) -> None:
+    import os
+    import signal
+
+    for proc in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_an_interrupt_stops_every_worker_and_says_how_to_resume(tmp_path):
+    """SIGINT to the process group (Ctrl-C) and SIGTERM to the command (`kill`), both at
+    once (two commands started together to halve the test's time), with runs in flight."""
+    import os
+    import signal
+
+    import psutil
+
+    cases = {"SIGINT": 130, "SIGTERM": 143}
+    procs = {}
     try:
-        for name in cases:
-            logs[name] = tmp_path / f"{name}.txt"
-            with open(logs[name], "w") as err:
-                procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "tripletlab", "run", str(grid), "--out",
-                     str(tmp_path / name), "--workers", "2"], cwd=ROOT, stdout=err, stderr=err,
-                    start_new_session=True)
-        deadline = time.monotonic() + 180
-        for name, proc in procs.items():
-            while "running:" not in logs[name].read_text():  # a run is in flight
-                assert proc.poll() is None and time.monotonic() < deadline, logs[name].read_text()
-                time.sleep(0.1)
-            children[name] = psutil.Process(proc.pid).children(recursive=True)
-            assert len(children[name]) >= 3  # resource tracker, fork server, workers
+        procs, logs, children = _start_long_runs(tmp_path, cases)
         os.killpg(procs["SIGINT"].pid, signal.SIGINT)  # Ctrl-C: the whole process group
         procs["SIGTERM"].send_signal(signal.SIGTERM)  # `kill PID`: the command only
         for name, code in cases.items():
             assert procs[name].wait(timeout=60) == code, logs[name].read_text()
-            _, alive = psutil.wait_procs(children[name], timeout=10)
+            # the fork server exits once its workers are gone, after the interpreter's
+            # teardown of torch: seconds on a loaded machine
+            _, alive = psutil.wait_procs(children[name], timeout=30)
             assert alive == [], [p.cmdline()[:3] for p in alive]
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        _kill_sessions(procs)
     for name in cases:
         text = logs[name].read_text()
         assert "Traceback" not in text and "KeyboardInterrupt" not in text
         assert f"interrupted by {name}" in text
         assert re.search(r"interrupted: \d+ runs are stored in", text)
         assert "Run the same command again to resume" in text
+
+
+def test_sigkill_of_the_command_leaves_no_process_behind(tmp_path):
+    """`kill -9` of `tripletlab run`: its workers end with it, and then the fork server and the
+    resource tracker (which wait for the workers' pipes) end too."""
+    import signal
+
+    import psutil
+
+    procs = {}
+    try:
+        procs, logs, children = _start_long_runs(tmp_path, ["SIGKILL"])
+        procs["SIGKILL"].send_signal(signal.SIGKILL)  # the command only, not its session
+        assert procs["SIGKILL"].wait(timeout=60) == -signal.SIGKILL
+        _, alive = psutil.wait_procs(children["SIGKILL"], timeout=30)
+        assert alive == [], [p.cmdline()[:4] for p in alive]
+    finally:
+        _kill_sessions(procs)
+
+
+def test_ctrl_c_while_the_command_imports_torch_exits_130_without_a_traceback(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tripletlab", "run", str(SMOKE), "--out",
+                             str(tmp_path / "out"), "--dry-run"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # past the interpreter's start-up, within the imports (torch: seconds)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "interrupted by SIGINT" in err

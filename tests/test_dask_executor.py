@@ -143,6 +143,61 @@ def test_unreachable_scheduler_is_a_connection_error_naming_it():
         list(executor.map_unordered(echo_threads, [{"run_id": "r1", "value": 1}]))
 
 
+class _FakeScheduler:
+    """A TCP server on 127.0.0.1 that is no Dask scheduler: "http" waits for a request that
+    never comes (as an HTTP server does), "garbage" greets every connection with random bytes."""
+
+    def __init__(self, kind: str):
+        import http.server
+
+        if kind == "http":
+            self.server = http.server.ThreadingHTTPServer(
+                ("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+        else:
+            import socketserver
+
+            class Garbage(socketserver.BaseRequestHandler):
+                def handle(self):
+                    self.request.sendall(np.random.default_rng(0).bytes(4096))
+                    time.sleep(1)
+
+            self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Garbage)
+        self.server.daemon_threads = True
+        self.address = f"tcp://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["http", "garbage"])
+def test_a_server_that_is_no_scheduler_is_a_clear_error_within_the_timeout(kind):
+    fake = _FakeScheduler(kind)
+    try:
+        executor = DaskExecutor(fake.address, connect_timeout_s=1)
+        with pytest.raises(ConnectionError, match=f"{fake.address} is not a Dask scheduler"):
+            list(executor.map_unordered(echo_threads, [{"run_id": "r1"}]))
+    finally:
+        fake.close()
+
+
+def test_the_command_names_a_garbage_scheduler_in_one_line_and_exits_2(tmp_path, capsys):
+    from tripletlab.cli import main
+
+    fake = _FakeScheduler("garbage")
+    grid = tmp_path / "g.toml"
+    grid.write_text("[base]\nepochs = 1\nsampler_k = 8\n")
+    try:
+        assert main(["run", str(grid), "--out", str(tmp_path / "out"), "--scheduler",
+                     fake.address]) == 2
+    finally:
+        fake.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"tripletlab run: error: {fake.address} is not a Dask scheduler")
+    assert "Traceback" not in "\n".join(err)
+
+
 # ---------------------------------------------------------------- against a real cluster
 
 

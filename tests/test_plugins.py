@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -27,12 +28,26 @@ EX = "tests.plugins_example"
     ("encoder", f"{EX}:encoder_not_a_module", "must return a torch.nn.Module"),
     ("dataset", f"{EX}:data_with_float_labels", "y must be a 1-D integer array"),
     ("dataset", ":load_data", "must look like 'package.module:name'"),
+    ("dataset", f"{EX}:data_that_exits", "called sys.exit(3) instead of returning (X, y)"),
+    ("dataset", f"{EX}:data_on_the_meta_device", "returned X on the meta device"),
 ])
 def test_a_bad_piece_is_an_error_naming_the_key_and_the_import_string(key, value, message):
     text = f'[base]\nepochs = 1\n[grid]\n{key} = ["{value}"]\n'
     with pytest.raises(ValueError) as err:
         parse_grid_text(text, source="g.toml")
     assert f"{key!r}" in str(err.value) and value in str(err.value) and message in str(err.value)
+
+
+def test_a_loader_returning_tensors_that_require_grad_gives_their_values():
+    from ablations.plugins import load_plugin_xy
+    from tests.plugins_example import load_data
+
+    x, y = load_plugin_xy(f"{EX}:data_requiring_grad")
+    expected_x, expected_y = load_data()
+    assert isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
+    np.testing.assert_array_equal(x, expected_x)
+    np.testing.assert_array_equal(y, expected_y)
+    parse_grid_text(f'[base]\nepochs = 1\ndataset = "{EX}:data_requiring_grad"\n', source="g.toml")
 
 
 def test_run_id_covers_the_import_string_and_unused_keys_merge():

@@ -229,6 +229,23 @@ def test_a_partial_grid_still_reports_what_is_missing(store_dir, runs, tmp_path)
     assert not board.empty and (board["test_map_at_r_n"] >= 1).all()
     missing = pd.read_csv(tmp_path / "tables" / "missing.csv")["missing"]
     assert missing.str.contains(failed).any() and missing.str.contains(diverged).any()
+    absent = missing[missing.str.contains("are not in the store")]
+    assert len(absent) == 1 and ids[2] in absent.iloc[0] and absent.iloc[0].startswith("1 of the")
+
+
+def test_a_store_without_baselines_or_mixing_datasets_says_so(store_dir, tmp_path):
+    from reports.verdict import read_warning
+
+    view = read_store(store_dir)
+    table = view.runs[~view.runs["loss"].isin(["raw", "untrained"])].copy()  # baselines deleted
+    page = write_report(dataclasses.replace(view, runs=table), tmp_path / "a", **UMAP).read_text()
+    assert "This store has no finished baseline run" in page
+    assert "made before baselines existed" not in page
+    table.loc[table["seed"] == 1, "dataset"] = "blobs"  # as if --extend added another dataset
+    page = write_report(dataclasses.replace(view, runs=table), tmp_path, **UMAP).read_text()
+    warning = read_warning(tmp_path)
+    assert warning.startswith("This store mixes runs on 2 different data sources (blobs; digits)")
+    assert "pool them as one" in page
 
 
 def test_build_report_names_a_missing_store_dir(tmp_path):

@@ -39,6 +39,8 @@ BAD = [
     ("labels-float", lambda: (X, Y.float()), {}, "integer dtype, got torch.float32"),
     ("labels-length", lambda: (X, Y[:3]), {}, "labels of length 4 .*got 3"),
     ("labels-list", lambda: (X, [0, 0, 1, 1]), {}, "labels to be a torch.Tensor, got list"),
+    ("meta", lambda: (X.to("meta"), Y), {}, r"embeddings with values, got a tensor on the meta device \(shape \(4, 3\)"),
+    ("labels-meta", lambda: (X, Y.to("meta")), {}, "labels with values, got a tensor on the meta device"),
     ("margin-nan", lambda: (X, Y), {"margin": math.nan}, "margin to be finite, got nan"),
     ("margin-str", lambda: (X, Y), {"margin": "0.2"}, "margin to be a finite real number, got '0.2'"),
     ("margin-negative", lambda: (X, Y), {"margin": -1}, "margin to be >= 0 .*got -1.0"),

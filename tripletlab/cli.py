@@ -212,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         if shadow:
             print(f"tripletlab {command}: error: {shadow}", file=sys.stderr)
             return 2
-        args = build_parser(command or "").parse_args(argv)  # no command: --help, --version or an error
+        try:  # building a command's parser imports torch (seconds): Ctrl-C there is an interrupt too
+            args = build_parser(command or "").parse_args(argv)  # no command: --help, --version or an error
+        except KeyboardInterrupt:
+            print("tripletlab: interrupted by SIGINT (while starting)", file=sys.stderr)
+            return 128 + int(signal.SIGINT)
         return _dispatch(args)
 
 
