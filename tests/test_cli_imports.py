@@ -44,7 +44,7 @@ def test_run_imports_a_plugin_from_the_current_directory_in_its_local_workers(tm
     assert main(["run", "grid.toml", "--out", "store", "--workers", "2"]) == 0, capsys.readouterr().err
     runs = pd.read_parquet(tmp_path / "store" / "runs.parquet")
     assert set(runs["status"]) == {"finished"}, runs["error"].tolist()
-    assert (runs["dataset"] == "cwd_plugin_data:load").all() and len(runs) == 2 + 3  # + raw, untrained x 2
+    assert (runs["dataset"] == "cwd_plugin_data:load").all() and len(runs) == 2 + 6  # + raw, lda, nca, pca_whiten, untrained x 2
     assert sys.path == before  # the current directory is on sys.path for the command only
 
 
