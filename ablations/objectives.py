@@ -38,7 +38,6 @@ from ablations.plugins import is_import_string, loss_components, loss_plugin
 RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
                "contrastive": "contrastive_loss", "ntxent": "ntxent_loss"}
 STAT_NAMES = ("active_fraction", "pos_ratio", "violation_rate")
-_NAN_STATS = dict.fromkeys(STAT_NAMES, float("nan"))
 
 
 @dataclass
