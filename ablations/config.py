@@ -138,6 +138,9 @@ class RunConfig:
     ce: str = "ce"                      # combined/triplet_ce: "ce" | "focal" for the cross-entropy terms
     focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
     focal_alpha: float = -1.0           # ce = "focal", combined: class-1 weight alpha in (0, 1); -1 = none
+    memory_size: int = 0                # cross-batch memory (XBM) entries; 0 = off (losses/memory.py)
+    memory_weight: float = 1.0          # memory: w in loss(batch, batch) + w * loss(batch, memory)
+    memory_start_epoch: int = 0         # memory: first epoch that enqueues and adds the memory term
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -173,7 +176,7 @@ _POSITIVE_INTS = ("class_folds", "blobs_classes", "blobs_dim", "blobs_points_per
 _NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_warp", "margin",
                  "margin_start", "w_triplet", "w_pos", "w_neg", "w_ce", "hidden_layers",
                  "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold",
-                 "focal_gamma")
+                 "focal_gamma", "memory_size", "memory_weight", "memory_start_epoch")
 _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature", "temperature")
 SEED_KEYS = ("seed", "data_seed")
 MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
@@ -251,6 +254,8 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset.append("mining")
     if loss not in EXPLICIT_TRIPLET_LOSSES or cfg["mining"] == "none":
         reset += [k for k in FIELDS if k.startswith("mining_")]
+    if cfg["memory_size"] == 0:  # no memory: its weight and start cannot change the run
+        reset += ["memory_weight", "memory_start_epoch"]
     if cfg["fold"] == 0:  # fold 0 is the unrotated split whatever K: one run for every K
         reset.append("class_folds")
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
@@ -333,6 +338,28 @@ def _check_schedules(cfg: dict[str, Any]) -> None:
                              f"(epochs = {cfg['epochs']}); use {key} <= epochs")
 
 
+# losses a cross-batch memory applies to: the triplet losses (their triplet component gets
+# + memory_weight * the same variant against the memory; naive and combined: batch-all)
+MEMORY_LOSSES = BATCH_VARIANTS + ("triplet_ce",) + EXPLICIT_TRIPLET_LOSSES
+
+
+def _check_memory(cfg: dict[str, Any]) -> None:
+    """memory_size > 0 needs a triplet loss, a memory that holds a step's rows and a start within training."""
+    if cfg["memory_size"] == 0 or cfg["loss"] in BASELINES:
+        return
+    if cfg["loss"] not in MEMORY_LOSSES:
+        raise ValueError(f"key 'memory_size' = {cfg['memory_size']} needs a triplet loss "
+                         f"({', '.join(MEMORY_LOSSES)}), got loss = {cfg['loss']!r}; use memory_size = 0")
+    rows = cfg["sampler_p"] * cfg["sampler_k"] * (3 if cfg["loss"] in EXPLICIT_TRIPLET_LOSSES else 1)
+    if cfg["memory_size"] < rows:
+        raise ValueError(f"key 'memory_size' = {cfg['memory_size']} is smaller than a step's {rows} embeddings "
+                         f"(sampler_p * sampler_k{' * 3 (triplets)' if rows > cfg['sampler_p'] * cfg['sampler_k'] else ''}); "
+                         f"use memory_size >= {rows}")
+    if cfg["memory_start_epoch"] >= cfg["epochs"]:
+        raise ValueError(f"key 'memory_start_epoch' = {cfg['memory_start_epoch']} is not within training "
+                         f"(epochs = {cfg['epochs']}); use memory_start_epoch < epochs")
+
+
 def resolve_config(values: dict[str, Any]) -> RunConfig:
     """Validate `values` (a subset of the keys), fill defaults, canonicalise unused keys."""
     if not isinstance(values, dict):
@@ -358,6 +385,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     for key in _keys_to_reset(cfg):
         cfg[key] = DEFAULTS[key]
     _check_schedules(cfg)
+    _check_memory(cfg)
     if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
         from ablations.data import files_fingerprint
 
