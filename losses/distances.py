@@ -370,6 +370,7 @@ def reference_members(
     order = torch.argsort(reference_labels, stable=True)  # (M,) members of a class are consecutive
     classes, counts = torch.unique_consecutive(reference_labels[order], return_counts=True)  # (C,) x 2
     starts = torch.cumsum(counts, 0) - counts  # (C,) the class's first position in `order`
+    labels = labels.to(classes.dtype)  # int32 anchors against an int64 memory
     at = torch.searchsorted(classes, labels).clamp_max(classes.shape[0] - 1)  # (B,)
     found = classes[at] == labels  # (B,) the anchor's class is among the references
     same = torch.where(found, counts[at], 0)  # (B,)

@@ -201,3 +201,12 @@ def test_an_anchor_whose_only_positive_is_itself_has_no_triplet():
     expected = ref.batch_hard(x.tolist(), y.tolist(), r.tolist(), yr.tolist(), own.tolist(), 0.2, "euclidean",
                               "sum", False)
     assert float(loss) == pytest.approx(expected, rel=1e-12)
+
+
+def test_int32_labels_against_an_int64_memory():
+    torch.manual_seed(4)
+    x, r = torch.randn(6, 3, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64)
+    y, yr = torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(12) % 3
+    call = dict(anchor_index_in_refs=None, margin=MARGIN, metric="euclidean", semantics="tf", reduction="mean")
+    assert float(semi_hard_triplet_loss_refs(x, y.int(), r, yr, **call)) == \
+        float(semi_hard_triplet_loss_refs(x, y, r, yr, **call))
