@@ -159,6 +159,9 @@ class RunConfig:
     pose_within: float = 0.5            # pose: within-class std of the content
     pose_gain: float = 0.2              # pose: std of the log of the per-sample gain ("lighting")
     pose_warp: float = 0.5              # pose: strength of the non-linear mixing (0 = a rotation)
+    memory_size: int = 0                # cross-batch memory (XBM) entries; 0 = off (losses/memory.py)
+    memory_weight: float = 1.0          # memory: w in loss(batch, batch) + w * loss(batch, memory)
+    memory_start_epoch: int = 0         # memory: first epoch that enqueues and adds the memory term
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -200,7 +203,7 @@ _NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_
                  "pose_dim", "pose_scale", "pose_within", "pose_gain", "pose_warp",
                  "margin_start", "w_triplet", "w_pos", "w_neg", "w_ce", "hidden_layers",
                  "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold",
-                 "focal_gamma")
+                 "focal_gamma", "memory_size", "memory_weight", "memory_start_epoch")
 _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature", "temperature")
 SEED_KEYS = ("seed", "data_seed")
 MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
@@ -286,6 +289,8 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset.append("mining")
     if loss not in EXPLICIT_TRIPLET_LOSSES or cfg["mining"] == "none":
         reset += [k for k in FIELDS if k.startswith("mining_")]
+    if cfg["memory_size"] == 0:  # no memory: its weight and start cannot change the run
+        reset += ["memory_weight", "memory_start_epoch"]
     if cfg["fold"] == 0 and cfg["split_protocol"] == "rotated":
         reset.append("class_folds")  # rotated fold 0 is the plain cut whatever K: one run for every K
     if cfg["class_folds"] == 1 or "class_folds" in reset:
@@ -399,6 +404,28 @@ def _check_schedules(cfg: dict[str, Any]) -> None:
                              f"(epochs = {cfg['epochs']}); use {key} <= epochs")
 
 
+# losses a cross-batch memory applies to: the triplet losses (their triplet component gets
+# + memory_weight * the same variant against the memory; naive and combined: batch-all)
+MEMORY_LOSSES = BATCH_VARIANTS + ("triplet_ce",) + EXPLICIT_TRIPLET_LOSSES
+
+
+def _check_memory(cfg: dict[str, Any]) -> None:
+    """memory_size > 0 needs a triplet loss, a memory that holds a step's rows and a start within training."""
+    if cfg["memory_size"] == 0 or cfg["loss"] in BASELINES:
+        return
+    if cfg["loss"] not in MEMORY_LOSSES:
+        raise ValueError(f"key 'memory_size' = {cfg['memory_size']} needs a triplet loss "
+                         f"({', '.join(MEMORY_LOSSES)}), got loss = {cfg['loss']!r}; use memory_size = 0")
+    rows = cfg["sampler_p"] * cfg["sampler_k"] * (3 if cfg["loss"] in EXPLICIT_TRIPLET_LOSSES else 1)
+    if cfg["memory_size"] < rows:
+        raise ValueError(f"key 'memory_size' = {cfg['memory_size']} is smaller than a step's {rows} embeddings "
+                         f"(sampler_p * sampler_k{' * 3 (triplets)' if rows > cfg['sampler_p'] * cfg['sampler_k'] else ''}); "
+                         f"use memory_size >= {rows}")
+    if cfg["memory_start_epoch"] >= cfg["epochs"]:
+        raise ValueError(f"key 'memory_start_epoch' = {cfg['memory_start_epoch']} is not within training "
+                         f"(epochs = {cfg['epochs']}); use memory_start_epoch < epochs")
+
+
 def resolve_config(values: dict[str, Any]) -> RunConfig:
     """Validate `values` (a subset of the keys), fill defaults, canonicalise unused keys."""
     if not isinstance(values, dict):
@@ -425,6 +452,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
         cfg[key] = DEFAULTS[key]
     _check_schedules(cfg)
     _check_sizes(cfg)
+    _check_memory(cfg)
     if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
         from ablations.data import files_fingerprint
 

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 import losses
-from losses.registry import BATCH_VARIANT_CALLS
+from losses.memory import CrossBatchMemory, loss_against_memory, xbm_total
+from losses.registry import BATCH_VARIANT_CALLS, REFERENCE_VARIANTS
 from ablations.config import FIXED_WEIGHT_KEYS, RIVALS, WEIGHTING_PARAMS, RunConfig
 from ablations.plugins import is_import_string, loss_components, loss_plugin
 
@@ -231,6 +232,42 @@ def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
         return CombinedObjective(metric=metric, embedding_dim=config.embedding_dim,
                                  ce_input=config.ce_input, focal=focal)
     raise ValueError(f"loss: unknown {loss!r}")
+
+
+class MemoryTerm(nn.Module):
+    """A run's cross-batch memory (memory_size > 0) and its term: each step from memory_start_epoch
+    on, the step's embeddings are enqueued (PML's order), then the "triplet" component becomes
+    triplet + memory_weight * (the same variant between the step's embeddings and the memory),
+    XBM's loss(batch, batch) + w * loss(batch, memory). The variant: the run's batch variant,
+    triplet_ce's id_variant, batch_all for the explicit-triplet losses (naive, combined: the
+    step's distinct rows of its triplets, with their labels). The memory is made at the first
+    step, with the embeddings' dimension."""
+
+    def __init__(self, config: RunConfig):
+        super().__init__()
+        variant = config.id_variant if config.loss == "triplet_ce" else (
+            config.loss if config.loss in BATCH_VARIANT_CALLS else "batch_all")
+        registry_name, self.fixed = BATCH_VARIANT_CALLS[variant]
+        self.fn = REFERENCE_VARIANTS[registry_name]
+        self.soft = self.fixed.get("soft", False)
+        self.size, self.weight, self.start_epoch = config.memory_size, config.memory_weight, config.memory_start_epoch
+        self.metric = config.metric
+        self.memory: CrossBatchMemory | None = None
+
+    def add_to(self, triplet: torch.Tensor, embeddings, labels, margin: float, *, epoch: int) -> torch.Tensor:
+        """triplet () the batch term, embeddings (B, E), labels (B,) -> the step's triplet component."""
+        if epoch < self.start_epoch:
+            return triplet
+        if self.memory is None:
+            self.memory = CrossBatchMemory(self.size, embeddings.shape[1]).to(embeddings.device)
+        memory_loss = loss_against_memory(self.fn, self.memory, embeddings, labels, metric=self.metric,
+                                          margin=None if self.soft else margin, **self.fixed)
+        return xbm_total(triplet, memory_loss, weight=self.weight)
+
+
+def build_memory_term(config: RunConfig) -> MemoryTerm | None:
+    """RunConfig -> its MemoryTerm, or None when memory_size = 0 (or for a baseline)."""
+    return MemoryTerm(config) if config.memory_size > 0 else None
 
 
 def weighting_params(config: RunConfig, components: tuple[str, ...]) -> dict:

@@ -46,7 +46,7 @@ from ablations.data import Split, load_split
 from ablations.evaluate import METRIC_NAMES, model_embeddings, record_test, record_validation
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
 from ablations.model import build_encoder
-from ablations.objectives import STAT_NAMES, build_objective, weighting_params
+from ablations.objectives import STAT_NAMES, build_memory_term, build_objective, weighting_params
 from ablations.sampler import PKSampler
 from ablations.schedules import hard_share_at, lr_at, margin_at
 
@@ -119,6 +119,7 @@ def _train(cfg: RunConfig, result: dict[str, Any], *,
 
     model = build_encoder(cfg, split.num_features)
     objective = build_objective(cfg, num_classes=len(classes))
+    memory = build_memory_term(cfg)  # None unless memory_size > 0
     components = objective.components
     weighting = None
     if len(components) > 1:
@@ -156,7 +157,7 @@ def _train(cfg: RunConfig, result: dict[str, Any], *,
         sums = dict.fromkeys(components, 0.0)
         t0, c0 = time.perf_counter(), time.process_time()
         for batch in batches:
-            row = _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train,
+            row = _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, memory=memory,
                         step=step, epoch=epoch, total_steps=total_steps,
                         steps_per_epoch=steps_per_epoch, rows=result["steps"])
             for c in components:
@@ -175,7 +176,15 @@ def _train(cfg: RunConfig, result: dict[str, Any], *,
     record_test(result, model_embeddings(model, torch.from_numpy(split.x_test)), split.y_test, cfg=cfg)
 
 
-def _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, *, step, epoch,
+def _first_of_each(idx: torch.Tensor) -> torch.Tensor:
+    """idx (N,) sample indices -> (U,) positions of each distinct sample's first occurrence, in order."""
+    _, inverse = torch.unique(idx, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(idx), dtype=torch.long).scatter_reduce_(
+        0, inverse, torch.arange(len(idx)), "amin")
+    return first.sort().values
+
+
+def _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, *, memory=None, step, epoch,
           total_steps, steps_per_epoch, rows) -> dict[str, float]:
     """One optimisation step; appends and returns its log row; raises Diverged on NaN/inf."""
     lr = lr_at(step, base_lr=cfg.lr, total_steps=total_steps, schedule=cfg.lr_schedule,
@@ -196,6 +205,10 @@ def _step(cfg, model, objective, weighting, optimizer, batch, x_train, y_train, 
         out = objective.forward_triplets(emb[:, 0], emb[:, 1], emb[:, 2], margin)
     else:
         out = objective(emb, y_train[idx], margin)
+    if memory is not None:  # cross-batch memory: + w * loss(step's distinct rows, memory)
+        distinct = _first_of_each(idx)
+        out.components["triplet"] = memory.add_to(out.components["triplet"], emb.reshape(len(idx), -1)[distinct],
+                                                  y_train[idx[distinct]], margin, epoch=epoch)
     values = {c: float(v.detach()) for c, v in out.components.items()}
     row.update({f"loss_{c}": v for c, v in values.items()})
     bad = next((c for c, v in values.items() if not math.isfinite(v)), None)

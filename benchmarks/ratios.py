@@ -219,6 +219,12 @@ def run_line(record: dict) -> str:
             f"sentence-transformers {run.get('sentence_transformers')}; device {run.get('device', 'cpu')}.")
 
 
+def xbm_lines(record: dict) -> str:
+    """-> the batch-vs-memory tables (benchmarks/xbm.py), "" without such cells."""
+    from benchmarks.xbm import report_lines
+    return report_lines(record)
+
+
 def report(record: dict) -> str:
     """-> the whole Markdown report of one run."""
     parts = [run_line(record)]
@@ -233,6 +239,7 @@ def report(record: dict) -> str:
                   "### Ours / floor, exact variants", ratio_summary(rows)]
     for title, body in (("Skipped cells", skipped_lines(record)), ("Peak memory", memory_lines(record)),
                         ("Weighting cost per training step", weighting_table(record)),
+                        ("Batch vs memory (B=256, D=128; issue 20)", xbm_lines(record)),
                         ("Goals", goal_lines(record, rows))):
         if body:
             parts += [f"### {title}", body]

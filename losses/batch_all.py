@@ -11,13 +11,14 @@ from .distances import (
     checked_distances,
     chunk_buffers,
     chunk_rows,
-    class_members,
     count_sorted_below,
+    cross_distances,
     negative_rows,
+    reference_members,
     sorted_positive_distances,
     working_precision,
 )
-from .masks import negative_mask, positive_mask, triplet_mask, valid_triplet_count
+from .references import check_references, in_batch_self_index, reference_masks
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_triplet_margin
@@ -58,59 +59,115 @@ def batch_all_triplet_loss(
     check_choice(method, name="method", valid=METHODS)
     check_flag(return_stats, name="return_stats")
     dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
-    num_items = valid_triplet_count(labels)  # ()
+    return batch_all_from_distances(dist, labels, labels, in_batch_self_index(labels), anchor=embeddings,
+                                    margin=margin, reduction=reduction, method=method, return_stats=return_stats)
+
+
+def batch_all_triplet_loss_refs(
+    anchors: torch.Tensor,
+    labels: torch.Tensor,
+    references: torch.Tensor,
+    reference_labels: torch.Tensor,
+    *,
+    anchor_index_in_refs: torch.Tensor | None,
+    margin: float,
+    metric: str,
+    reduction: str = "mean_positive",
+    method: str = "sorted",
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, TripletStats]:
+    """anchors (B, D) float, labels (B,) int, references (M, D) float, reference_labels (M,) int,
+    anchor_index_in_refs (B,) int (the reference that IS the anchor, or -1; None: none is) -> scalar
+    (or (T,) per triplet for reduction="none").
+
+    `batch_all_triplet_loss` with anchors from the batch and positives and negatives from
+    the references (a cross-batch memory): triplets (a, p, n), p, n references,
+    y_p == y_a != y_n, p not the anchor's own entry (PML CrossBatchMemory's self-comparison
+    rule). The same reductions, methods and stats; O(B M log P) time, O(B M) memory, P the
+    most positives of an anchor among the references. Gradients to the anchors, and to the
+    references when they require one. The in-batch loss is this with references = batch.
+    """
+    margin = check_triplet_margin(margin)
+    check_choice(reduction, name="reduction", valid=REDUCTIONS)
+    check_choice(method, name="method", valid=METHODS)
+    check_flag(return_stats, name="return_stats")
+    self_index = check_references(anchors, labels, references, reference_labels, anchor_index_in_refs)
+    anchors = working_precision(anchors)
+    dist = cross_distances(anchors, references, metric=metric)  # (B, M)
+    return batch_all_from_distances(dist, labels, reference_labels, self_index, anchor=anchors, margin=margin,
+                                    reduction=reduction, method=method, return_stats=return_stats)
+
+
+def batch_all_from_distances(
+    dist: torch.Tensor,
+    labels: torch.Tensor,
+    reference_labels: torch.Tensor,
+    self_index: torch.Tensor,
+    *,
+    anchor: torch.Tensor,
+    margin: float,
+    reduction: str,
+    method: str,
+    return_stats: bool,
+):
+    """dist (B, M), labels (B,), reference_labels (M,), self_index (B,) -> the batch-all loss (and stats).
+
+    The one implementation of both entry points (checked inputs); `anchor` carries the
+    attached zero of empty reductions.
+    """
+    members, real, same = reference_members(labels, reference_labels, self_index)  # (B, W) x 2, (B,)
+    num_items = (real.sum(dim=1) * (reference_labels.shape[0] - same)).sum()  # () valid triplets
     sorted_pos = None
     if method == "mask" or reduction == "none":
-        pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B) x 2
+        pos, neg = reference_masks(labels, reference_labels, self_index)  # (B, M) x 2
         if method == "mask":
-            per_triplet = _per_triplet_mask(dist, labels, margin)  # (T,)
+            per_triplet = _per_triplet_mask(dist, pos, neg, margin)  # (T,)
         else:
             per_triplet = pair_hinges(dist, pos, neg, margin=margin)  # (T,)
-        loss = reduce_losses(per_triplet, reduction=reduction, anchor=embeddings)
+        loss = reduce_losses(per_triplet, reduction=reduction, anchor=anchor)
         num_active = (per_triplet > 0).sum()
     else:
-        members = class_members(labels)  # (B, W) each anchor's class columns
-        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels, members=members)  # (B, P), -inf padded
+        sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels, members=members, real=real)
         if sorted_pos.shape[1] <= DIRECT_COUNT_MAX:
             loss, num_active, _ = counted_hinge_sum(
                 dist, members, sorted_pos, pos_index, margin=margin, reduction=reduction, num_items=num_items
             )
         else:
-            d_an = torch.where(negative_mask(labels), dist.detach(), torch.inf)  # (B, B); +inf: not a negative
-            start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, B): first t_p > d_an
+            _, neg = reference_masks(labels, reference_labels, self_index)
+            d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, M); +inf: not a negative
+            start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, M): first t_p > d_an
             total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
             loss = reduce_total(
-                total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=embeddings
+                total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=anchor
             )
     if not return_stats:
         return loss
     if sorted_pos is None:
-        sorted_pos, _ = sorted_positive_distances(dist.detach(), labels)
-    stats = triplet_stats(
-        dist, negative_mask(labels), sorted_pos, margin=margin, num_active=num_active, num_items=num_items
-    )
+        sorted_pos, _ = sorted_positive_distances(dist.detach(), labels, members=members, real=real)
+    negatives = reference_masks(labels, reference_labels, self_index)[1]
+    stats = triplet_stats(dist, negatives, sorted_pos, margin=margin, num_active=num_active, num_items=num_items)
     return loss, stats
 
 
-def _per_triplet_mask(dist: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """dist (B, B), labels (B,) -> (T,) hinge per valid triplet, (a, p, n) order; O(B^3) memory."""
-    hinge = torch.relu(dist[:, :, None] - dist[:, None, :] + margin)  # (B, B, B)
-    return hinge[triplet_mask(labels)]
+def _per_triplet_mask(dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
+    """dist (B, M), pos/neg (B, M) bool -> (T,) hinge per valid triplet, (a, p, n) order; O(B M^2) memory."""
+    hinge = torch.relu(dist[:, :, None] - dist[:, None, :] + margin)  # (B, M, M)
+    return hinge[pos[:, :, None] & neg[:, None, :]]
 
 
 def pair_hinges(
     dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, *, margin: float, semi_hard: bool = False
 ) -> torch.Tensor:
-    """dist (B, B), pos (B, B) bool, neg (B, B) bool -> (T,) relu(d_ap + margin - d_an), (a, p, n) order.
+    """dist (B, M), pos (B, M) bool, neg (B, M) bool -> (T,) relu(d_ap + margin - d_an), (a, p, n) order.
 
-    One row per positive pair (a, p) against the B candidates n: memory O(P * B).
+    One row per positive pair (a, p) against the M candidates n: memory O(P * M).
     semi_hard=True keeps only the negatives with d_ap < d_an <= d_ap + margin.
     """
     anchor, positive = pos.nonzero(as_tuple=True)  # (P,), (P,)
     d_ap = dist[anchor, positive][:, None]  # (P, 1)
-    d_an = dist[anchor]  # (P, B)
+    d_an = dist[anchor]  # (P, M)
     t = d_ap + margin  # (P, 1)
-    keep = neg[anchor]  # (P, B)
+    keep = neg[anchor]  # (P, M)
     if semi_hard:
         keep = keep & (d_an > d_ap) & (d_an <= t)
     return torch.relu(t - d_an)[keep]
@@ -125,7 +182,7 @@ def window_hinge_sum(
     start: torch.Tensor,
     end: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dist (B, B), sorted_pos/pos_index (B, P), start/end (B, B) int -> (sum (), count ()).
+    """dist (B, M), sorted_pos/pos_index (B, P), start/end (B, M) int -> (sum (), count ()).
 
     Sum over (a, n) and sorted positive positions start <= j < end (end defaults to P)
     of t_j - d_an, t_j = sorted_pos[a, j] + margin: the hinges of those triplets, all
@@ -151,7 +208,7 @@ def _centred_thresholds(sorted_pos: torch.Tensor, margin: float) -> tuple[torch.
 
 
 class _WindowHingeSum(torch.autograd.Function):
-    """Forward: the hinge sum by prefix sums. Backward: counts, not a graph of (B, B) temporaries.
+    """Forward: the hinge sum by prefix sums. Backward: counts, not a graph of (B, M) temporaries.
 
     d total / d d_an = -(number of terms of (a, n)); d total / d d_ap = number of
     negatives whose window holds p's position (a histogram of window starts and ends).
@@ -166,19 +223,19 @@ class _WindowHingeSum(torch.autograd.Function):
         prefix = F.pad(t_centred.cumsum(dim=1), (1, 0))  # (B, P + 1)
         hits = torch.zeros((B, P + 1), dtype=d.dtype, device=d.device)
         if end is None:  # window [start, P): a suffix sum
-            count = P - start.to(d.dtype)  # (B, B)
-            window = prefix[:, P:] - prefix.gather(1, start)  # (B, B)
+            count = P - start.to(d.dtype)  # (B, M)
+            window = prefix[:, P:] - prefix.gather(1, start)  # (B, M)
             hits.scatter_add_(1, start, torch.ones_like(d))
         else:
-            terms = (end - start).clamp_min(0)  # (B, B)
+            terms = (end - start).clamp_min(0)  # (B, M)
             start = torch.minimum(start, end)
             stop = start + terms
-            window = prefix.gather(1, stop) - prefix.gather(1, start)  # (B, B)
+            window = prefix.gather(1, stop) - prefix.gather(1, start)  # (B, M)
             count = terms.to(d.dtype)
             hits.scatter_add_(1, start, torch.ones_like(d)).scatter_add_(1, stop, -torch.ones_like(d))
         total = torch.addcmul(window, count, d - centre, value=-1).sum()
         per_position = torch.where(valid, hits.cumsum(dim=1)[:, :P], zero)  # (B, P) negatives per positive
-        grad = torch.zeros_like(d).scatter_(1, pos_index, per_position).sub_(count)  # (B, B)
+        grad = torch.zeros_like(d).scatter_add_(1, pos_index, per_position).sub_(count)  # (B, M); padding adds 0
         active = count.sum().to(torch.long)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(active)
@@ -202,13 +259,13 @@ def counted_hinge_sum(
     reduction: str = "sum",
     num_items: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dist (B, B), members (B, W) (`class_members`), sorted_pos/pos_index (B, P) -> (loss (), # active (), # mined ()).
+    """dist (B, M), members (B, W) (`class_members`), sorted_pos/pos_index (B, P) -> (loss (), # active (), # mined ()).
 
     loss is the hinge sum for reduction="sum"; "mean_positive" divides it by max(# active, 1),
     "mean" by max(num_items, 1), or by max(# mined, 1) when num_items is None (semi-hard
     with count_mined): the reductions of `reduce_total`, done inside so that the saved
     gradient is scaled once in place and a plain `loss.backward()` (output gradient exactly
-    1, on the CPU) passes it on without a second (B, B) tensor: measured peak memory at
+    1, on the CPU) passes it on without a second (B, M) tensor: measured peak memory at
     B = 16384 2.5 GB instead of 3.5 GB, and about 1-2% of a call's time at B = 1024.
 
     The same sum as `window_hinge_sum` by direct comparisons, for small P: triplet (a, p_j, n)
@@ -219,9 +276,9 @@ def counted_hinge_sum(
     (c_aj = # active negatives of (a, p_j), w_an = # active positives of (a, n)), so its
     gradient is one count matrix and the distances' backward matrix products. Per chunk
     of anchors (taken in order of their number of positives, each chunk's padding skipped:
-    `anchor_chunks`): P comparisons of (R, B) written as 0 / 1 in dist's dtype (exact
+    `anchor_chunks`): P comparisons of (R, M) written as 0 / 1 in dist's dtype (exact
     counts; on CPU several times faster than bool outputs), the non-negatives set to +inf
-    from each anchor's class columns (`negative_rows`: no (B, B) mask).
+    from each anchor's class columns (`negative_rows`: no (B, M) mask).
     """
     check_choice(reduction, name="reduction", valid=REDUCTIONS[:3])
     if reduction == "mean" and num_items is None and not (semi_hard and count_mined):
@@ -232,30 +289,31 @@ def counted_hinge_sum(
 
 
 class _CountedHingeSum(torch.autograd.Function):
-    """Forward: per chunk of R anchors, P (R, B) comparisons counted as 0 / 1 floats. Backward: the saved counts."""
+    """Forward: per chunk of R anchors, P (R, M) comparisons counted as 0 / 1 floats. Backward: the saved counts."""
 
     @staticmethod
     def forward(ctx, dist, members, sorted_pos, pos_index, margin, semi_hard, count_mined, reduction, num_items):
         B, P = sorted_pos.shape
         d = dist.detach()
+        M = d.shape[1]  # reference columns (M = B in a batch)
         _, t_centred, centre = _centred_thresholds(sorted_pos, margin)
         t = sorted_pos + margin  # (B, P); -inf padding is never active
         total = torch.zeros((), dtype=torch.float64, device=d.device)
         mined = torch.zeros((), dtype=torch.long, device=d.device)
-        order, chunks = anchor_chunks(sorted_pos, chunk_rows(B, d.device))  # anchors by number of positives
-        members_o, t_o, s_o = members[order], t[order].T.contiguous(), sorted_pos[order].T.contiguous()  # (P, B) x 2
+        order, chunks = anchor_chunks(sorted_pos, chunk_rows(M, d.device))  # anchors by number of positives
+        members_o, t_o, s_o = members[order], t[order].T.contiguous(), sorted_pos[order].T.contiguous()  # (P, M) x 2
         t_centred_o, centre_o = t_centred[order], centre[order]
         # comparisons written as 0 / 1 in d's dtype: several times faster than bool outputs on CPU, exact counts
         step = chunks[0][1]
-        buffers, _ = chunk_buffers(step, B, dtype=d.dtype, device=d.device, floats=5 if count_mined else 4)
-        grad = torch.empty_like(d)  # (B, B) d total / d dist
+        buffers, _ = chunk_buffers(step, M, dtype=d.dtype, device=d.device, floats=5 if count_mined else 4)
+        grad = torch.empty_like(d)  # (B, M) d total / d dist
         positions_o = []  # per chunk (R, P): active negatives per positive
         for start, stop, skip in chunks:  # positions before `skip`: padding, never active
             R = stop - start
             on, closer, q_buf, count, *kept = (buffer[:R] for buffer in buffers)  # kept: only to count the mined
-            q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf)  # (R, B); +inf: never active
+            q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf)  # (R, M); +inf: never active
             positions_t = torch.zeros((P, R), dtype=d.dtype, device=d.device)  # (P, R): row sums are fast
-            count.zero_()  # (R, B) active positives per (a, n)
+            count.zero_()  # (R, M) active positives per (a, n)
             t_cols, s_cols = t_o[skip:, start:stop, None].unbind(0), s_o[skip:, start:stop, None].unbind(0)  # (R, 1)
             for t_col, s_col, position in zip(t_cols, s_cols, positions_t[skip:].unbind(0)):  # position (R,)
                 torch.gt(t_col, q, out=on)  # t_j > d_an
@@ -269,7 +327,7 @@ class _CountedHingeSum(torch.autograd.Function):
                 torch.sum(on, dim=1, out=position)
             chunk_positions = positions_t.T  # (R, P)
             total += (chunk_positions * t_centred_o[start:stop]).sum().double()
-            centred = torch.index_select(d, 0, order[start:stop], out=on).sub_(centre_o[start:stop])  # (R, B)
+            centred = torch.index_select(d, 0, order[start:stop], out=on).sub_(centre_o[start:stop])  # (R, M)
             total -= torch.dot(count.view(-1), centred.view(-1)).double()
             gradient_rows = count.neg_().scatter_add_(1, pos_index[order[start:stop]], chunk_positions)  # padding: 0
             grad.index_copy_(0, order[start:stop], gradient_rows)
@@ -293,10 +351,10 @@ class _CountedHingeSum(torch.autograd.Function):
 
 
 def _times(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """grad (B, B) a saved gradient, scale () the output's gradient -> grad * scale.
+    """grad (B, M) a saved gradient, scale () the output's gradient -> grad * scale.
 
     The saved tensor itself when scale is exactly 1 on the CPU outside double backward (a
-    plain `loss.backward()`): no second (B, B) tensor. It is never modified afterwards, so
+    plain `loss.backward()`): no second (B, M) tensor. It is never modified afterwards, so
     a later backward through the same graph gets the same values. Elsewhere, or on other
     devices (no host synchronisation there), the product.
     """

@@ -81,6 +81,102 @@ def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     return _EuclideanDistances.apply(x, metric == "euclidean")
 
 
+def cross_distances(anchors: torch.Tensor, references: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """anchors (B, D) float, references (M, D) float -> (B, M) distances d(anchor_i, reference_j).
+
+    The same metrics and guarantees as `pairwise_distances`, between two sets: an anchor
+    exactly equal to a reference is exactly 0 from it, exactly equal references give
+    bitwise identical columns and exactly equal anchors identical rows (a duplicate in the
+    memory is never closer or farther than its original), the square root's gradient is 0
+    at 0. Euclidean: |a|^2 + |r|^2 - 2 a r (one matrix product, after subtracting the
+    references' rounded mean), backward two matrix products (a custom autograd Function),
+    a gradient to the references only when they require one. float16 / bfloat16 -> float32.
+    """
+    check_embeddings(anchors, name="anchors")
+    check_embeddings(references, name="references")
+    if anchors.shape[1] != references.shape[1]:
+        raise ValueError(f"expected anchors and references of one dimension D, got anchors "
+                         f"{tuple(anchors.shape)} and references {tuple(references.shape)}")
+    if anchors.device != references.device:
+        raise ValueError(f"expected references on {anchors.device} (the anchors' device), got {references.device}")
+    check_choice(metric, name="metric", valid=METRICS)
+    return _cross_distances(anchors, references, metric=metric)
+
+
+def _cross_distances(a: torch.Tensor, r: torch.Tensor, *, metric: str) -> torch.Tensor:
+    """a (B, D), r (M, D) -> (B, M), unchecked; float32 for half inputs."""
+    a, r = working_precision(a), working_precision(r)
+    if a.dtype != r.dtype:
+        r = r.to(a.dtype)  # a memory kept in another precision: compared in the anchors'
+    if metric == "cosine":
+        an, rn = F.normalize(a, dim=1), F.normalize(r, dim=1)
+        d = (1.0 - an @ rn.T).clamp(0.0, 2.0)  # (B, M)
+        with torch.no_grad():
+            exact = _with_equal_rows_equal_cross(d.detach().clone(), a.detach(), r.detach())
+        return d + (exact - d).detach()  # values of `exact`, gradient of d
+    return _EuclideanCrossDistances.apply(a, r, metric == "euclidean")
+
+
+def _with_equal_rows_equal_cross(d: torch.Tensor, a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """d (B, M), a (B, D), r (M, D) -> d with equal references' columns and equal anchors' rows identical,
+    0 where an anchor equals a reference (in place when nothing repeats)."""
+    B, M = d.shape
+    group = _first_equal_row(torch.cat([r, a]))  # (M + B,): references first, so a reference's group is a column
+    first_r, group_a = group[:M], group[M:]  # (M,), (B,)
+    first_a = torch.full((M + B,), B, dtype=torch.long, device=d.device).scatter_reduce_(
+        0, group_a, torch.arange(B, device=d.device), "amin")[group_a]  # (B,) first anchor of each group
+    if bool((first_r != torch.arange(M, device=d.device)).any()):
+        d = d[:, first_r]
+    if bool((first_a != torch.arange(B, device=d.device)).any()):
+        d = d[first_a]
+    equal = (group_a < M).nonzero().squeeze(1)  # (E,) anchors equal to a reference
+    if equal.numel():
+        d[equal] = d[equal].masked_fill_(first_r[None, :] == group_a[equal, None], 0.0)
+    return d
+
+
+class _EuclideanCrossDistances(torch.autograd.Function):
+    """a (B, D), r (M, D) -> (B, M) euclidean (root=True) or squared euclidean distances.
+
+    Forward: one matrix product of rows augmented with (|x|^2, 1), on both sets centred by
+    the references' rounded mean; clamped at 0, rooted, equal rows made equal. Backward,
+    with W = dL/d(d^2) (0 where the distance is 0): dL/da = 2 (rowsum W a - W r),
+    dL/dr = 2 (colsum W r - W^T a), the latter only when r requires a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, a, r, root):
+        centre = torch.round(r.detach().mean(dim=0))  # (D,) distances unchanged
+        ac, rc = a.detach() - centre, r.detach() - centre  # (B, D), (M, D)
+        sa, sr = (ac * ac).sum(dim=1, keepdim=True), (rc * rc).sum(dim=1, keepdim=True)  # (B, 1), (M, 1)
+        left = torch.cat([ac, sa, torch.ones_like(sa)], dim=1)  # (B, D + 2)
+        right = torch.cat([-2.0 * rc, torch.ones_like(sr), sr], dim=1)  # (M, D + 2)
+        d = torch.mm(left, right.T).clamp_min_(0.0)  # (B, M)
+        if root:
+            d.sqrt_()
+        d = _with_equal_rows_equal_cross(d, ac, rc)
+        ctx.save_for_backward(ac, rc, d)
+        ctx.root = root
+        return d
+
+    @staticmethod
+    def backward(ctx, grad):
+        ac, rc, d = ctx.saved_tensors
+        if ctx.root:  # W = grad / (2 d), 0 where d == 0; the factor 2 cancels
+            if torch.is_grad_enabled():  # double backward: differentiable in grad, finite
+                w = grad * d.reciprocal().masked_fill_(d == 0, 0.0)
+            else:
+                w = torch.div(grad, d).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # (B, M)
+            factor = 1.0
+        else:
+            w, factor = grad, 2.0
+        grad_a = factor * (w.sum(dim=1, keepdim=True) * ac - w @ rc)  # (B, D)
+        grad_r = None
+        if ctx.needs_input_grad[1]:
+            grad_r = factor * (w.sum(dim=0)[:, None] * rc - w.T @ ac)  # (M, D)
+        return grad_a, grad_r, None
+
+
 def detached_pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     """x (B, D) float -> (B, B) distances, detached: the same values as pairwise_distances, no graph.
 
@@ -221,27 +317,31 @@ def _safe_sqrt(sq: torch.Tensor) -> torch.Tensor:
 
 
 def sorted_positive_distances(
-    dist: torch.Tensor, labels: torch.Tensor, *, members: torch.Tensor | None = None
+    dist: torch.Tensor, labels: torch.Tensor, *, members: torch.Tensor | None = None,
+    real: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dist (B, B), labels (B,) int -> (values (B, P) float, index (B, P) int64), P = max(1, most positives).
+    """dist (B, M), labels (B,) int -> (values (B, P) float, index (B, P) int64), P = max(1, most positives).
 
     Row a holds the anchor's positive distances d(a, p), p != a, y_p == y_a, ascending,
     after -inf padding in front when a has fewer than P positives; index holds the
-    matching p (the anchor itself for padding). Differentiable through `values`. The columns of
+    matching p (a padding column of `members` for padding: a column that is never a negative
+    of a). Differentiable through `values`. The columns of
     each class come from sorting the labels once (O(B log B)), so only B (P + 1) entries
     of dist are read and sorted: no (B, B) mask or top-k. In P x K batches P = K - 1, so
     searches in these rows cost log K, far less than sorting the negatives. `members`:
-    class_members(labels) when the caller has it already.
+    class_members(labels) when the caller has it already (in-batch: M = B, column a is the
+    anchor itself); against references, `members` and `real` from `reference_members`.
     """
     B = labels.shape[0]
-    members = class_members(labels) if members is None else members  # (B, P + 1), padded with the sample itself
-    if members.shape[1] == 1:  # no positive pair at all
-        return torch.full((B, 1), -torch.inf, dtype=dist.dtype, device=dist.device), torch.zeros(
-            (B, 1), dtype=torch.long, device=dist.device)
-    real = members != torch.arange(B, device=dist.device)[:, None]  # (B, P + 1) positives: not self, not padding
-    values = torch.where(real, dist.gather(1, members), -torch.inf)  # (B, P + 1), >= 1 -inf per row (self)
+    members = class_members(labels) if members is None else members  # (B, W), padded with the sample itself
+    if real is None:  # in-batch: positives are the class columns but the anchor's own
+        real = members != torch.arange(B, device=dist.device)[:, None]  # (B, W) not self, not padding
+    if not bool(real.any()):  # no positive pair at all
+        return torch.full((B, 1), -torch.inf, dtype=dist.dtype, device=dist.device), members[:, :1].clone()
+    values = torch.where(real, dist.gather(1, members), -torch.inf)  # (B, W), -inf off the positives
     values, at = torch.sort(values, dim=1)  # ascending: -inf padding in front
-    return values[:, 1:], members.gather(1, at[:, 1:])
+    P = int(real.sum(dim=1).max())
+    return values[:, -P:], members.gather(1, at[:, -P:])
 
 
 def class_members(labels: torch.Tensor) -> torch.Tensor:
@@ -249,14 +349,39 @@ def class_members(labels: torch.Tensor) -> torch.Tensor:
 
     W is the largest class size. From one sort of the labels (O(B log B)): no (B, B) mask.
     """
-    B = labels.shape[0]
-    order = torch.argsort(labels, stable=True)  # (B,) members of a class are consecutive
-    _, inverse, counts = torch.unique_consecutive(labels[order], return_inverse=True, return_counts=True)
-    group = torch.empty_like(inverse).scatter_(0, order, inverse)  # (B,) class number of each sample
-    first = (torch.cumsum(counts, 0) - counts)[group]  # (B,) the class's first position in `order`
-    k = torch.arange(int(counts.max()), device=labels.device)  # (W,)
-    members = order[(first[:, None] + k).clamp_max(B - 1)]  # (B, W); past the class: other columns
-    return torch.where(k < counts[group][:, None], members, torch.arange(B, device=labels.device)[:, None])
+    return reference_members(labels, labels, torch.arange(labels.shape[0], device=labels.device))[0]
+
+
+def reference_members(
+    labels: torch.Tensor, reference_labels: torch.Tensor, self_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """labels (B,) int, reference_labels (M,) int, self_index (B,) int64 (the anchor's own column, or -1)
+    -> members (B, W) int64, real (B, W) bool, same (B,) int64.
+
+    Row a of `members` lists the reference columns of a's class (its own column included),
+    in column order, then padding: a's own column when it has one, else its class's first
+    column, else column 0 (an anchor without any reference of its class has no positive, so
+    its row of candidates is never read). Every entry is a column that is no negative of a.
+    `real` marks the positives (class columns other than the anchor's own), `same` counts
+    a's class columns (own included): M - same negatives. W = max(1, largest class size
+    among the anchors' classes). From one sort of the reference labels (O(M log M + B log M)).
+    """
+    M = reference_labels.shape[0]
+    order = torch.argsort(reference_labels, stable=True)  # (M,) members of a class are consecutive
+    classes, counts = torch.unique_consecutive(reference_labels[order], return_counts=True)  # (C,) x 2
+    starts = torch.cumsum(counts, 0) - counts  # (C,) the class's first position in `order`
+    labels = labels.to(classes.dtype)  # int32 anchors against an int64 memory
+    at = torch.searchsorted(classes, labels).clamp_max(classes.shape[0] - 1)  # (B,)
+    found = classes[at] == labels  # (B,) the anchor's class is among the references
+    same = torch.where(found, counts[at], 0)  # (B,)
+    first = starts[at]  # (B,)
+    width = max(1, int(same.max()))
+    k = torch.arange(width, device=labels.device)  # (W,)
+    members = order[(first[:, None] + k).clamp_max(M - 1)]  # (B, W); past the class: other columns
+    pad = torch.where(self_index >= 0, self_index, torch.where(found, order[first], 0))  # (B,)
+    inside = k < same[:, None]  # (B, W)
+    members = torch.where(inside, members, pad[:, None])
+    return members, inside & (members != self_index[:, None]), same
 
 
 def negative_rows(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .batch_all import batch_all_triplet_loss
-from .batch_hard import batch_hard_triplet_loss
+from .batch_all import batch_all_triplet_loss, batch_all_triplet_loss_refs
+from .batch_hard import batch_hard_triplet_loss, batch_hard_triplet_loss_refs
 from .naive import naive_triplet_loss
-from .semi_hard import semi_hard_triplet_loss
+from .semi_hard import semi_hard_triplet_loss, semi_hard_triplet_loss_refs
 from .validation import check_choice
 
 VARIANTS: dict[str, Callable] = {
@@ -15,6 +15,14 @@ VARIANTS: dict[str, Callable] = {
     "batch_all": batch_all_triplet_loss,
     "batch_hard": batch_hard_triplet_loss,
     "semi_hard": semi_hard_triplet_loss,
+}
+
+# VARIANTS name -> the same loss between anchors and a reference set (a cross-batch memory):
+# fn(anchors, labels, references, reference_labels, *, anchor_index_in_refs, <the same keywords>)
+REFERENCE_VARIANTS: dict[str, Callable] = {
+    "batch_all": batch_all_triplet_loss_refs,
+    "batch_hard": batch_hard_triplet_loss_refs,
+    "semi_hard": semi_hard_triplet_loss_refs,
 }
 
 

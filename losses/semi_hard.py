@@ -12,13 +12,14 @@ from .distances import (
     checked_distances,
     chunk_buffers,
     chunk_rows,
-    class_members,
     count_sorted_below,
+    cross_distances,
     negative_rows,
+    reference_members,
     sorted_positive_distances,
     working_precision,
 )
-from .masks import negative_mask, positive_mask
+from .references import check_references, in_batch_self_index, reference_masks
 from .reductions import REDUCTIONS, reduce_losses, reduce_total
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_triplet_margin
@@ -61,25 +62,82 @@ def semi_hard_triplet_loss(
     check_flag(return_stats, name="return_stats")
     # selection on the detached matrix; the losses carry their gradient to the matrix (matrix products backward)
     dist = checked_distances(embeddings, labels, metric=metric)  # (B, B)
-    members = class_members(labels)  # (B, W) each anchor's class columns
-    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels, members=members)  # (B, P), -inf padded
+    return semi_hard_from_distances(dist, labels, labels, in_batch_self_index(labels), anchor=embeddings,
+                                    margin=margin, semantics=semantics, reduction=reduction,
+                                    return_stats=return_stats)
+
+
+def semi_hard_triplet_loss_refs(
+    anchors: torch.Tensor,
+    labels: torch.Tensor,
+    references: torch.Tensor,
+    reference_labels: torch.Tensor,
+    *,
+    anchor_index_in_refs: torch.Tensor | None,
+    margin: float,
+    metric: str,
+    semantics: str,
+    reduction: str,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, TripletStats]:
+    """anchors (B, D) float, labels (B,) int, references (M, D) float, reference_labels (M,) int,
+    anchor_index_in_refs (B,) int (the reference that IS the anchor, or -1; None: none is) -> scalar
+    (or per-item losses for reduction="none").
+
+    `semi_hard_triplet_loss` with anchors from the batch and positives and negatives from
+    the references: "tf" items are the pairs (a, p), p a reference of a's class other than
+    a's own entry, whose anchor has a negative reference; "pml" items are the reference
+    triplets with d_ap < d_an <= d_ap + margin (PML's TripletMarginMiner("semihard") inside
+    CrossBatchMemory). O(B M log P) time, O(B M) memory; gradients to the anchors, and to
+    the references when they require one. The in-batch loss is this with references = batch.
+    """
+    margin = check_triplet_margin(margin)
+    check_choice(semantics, name="semantics", valid=SEMANTICS)
+    check_choice(reduction, name="reduction", valid=REDUCTIONS)
+    check_flag(return_stats, name="return_stats")
+    self_index = check_references(anchors, labels, references, reference_labels, anchor_index_in_refs)
+    anchors = working_precision(anchors)
+    dist = cross_distances(anchors, references, metric=metric)  # (B, M)
+    return semi_hard_from_distances(dist, labels, reference_labels, self_index, anchor=anchors, margin=margin,
+                                    semantics=semantics, reduction=reduction, return_stats=return_stats)
+
+
+def semi_hard_from_distances(
+    dist: torch.Tensor,
+    labels: torch.Tensor,
+    reference_labels: torch.Tensor,
+    self_index: torch.Tensor,
+    *,
+    anchor: torch.Tensor,
+    margin: float,
+    semantics: str,
+    reduction: str,
+    return_stats: bool,
+):
+    """dist (B, M), labels (B,), reference_labels (M,), self_index (B,) -> the semi-hard loss (and stats).
+
+    The one implementation of both entry points (checked inputs).
+    """
+    members, real, _ = reference_members(labels, reference_labels, self_index)  # (B, W) x 2
+    sorted_pos, pos_index = sorted_positive_distances(dist.detach(), labels, members=members, real=real)  # (B, P)
+    masks = (labels, reference_labels, self_index)
     if semantics == "tf":
-        loss, num_active, num_items = _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings)
+        loss, num_active, num_items = _tf(dist, members, sorted_pos, pos_index, margin, reduction, anchor)
     else:
         count_mined = reduction == "mean" or return_stats  # the number of semi-hard triplets is used only there
         loss, num_active, num_items = _pml(
-            dist, labels, members, sorted_pos, pos_index, margin, reduction, embeddings, count_mined=count_mined
+            dist, masks, members, sorted_pos, pos_index, margin, reduction, anchor, count_mined=count_mined
         )
     if not return_stats:
         return loss
     stats = triplet_stats(
-        dist, negative_mask(labels), sorted_pos, margin=margin, num_active=num_active, num_items=num_items
+        dist, reference_masks(*masks)[1], sorted_pos, margin=margin, num_active=num_active, num_items=num_items
     )
     return loss, stats
 
 
 def _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings):
-    """(B, B) distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
+    """(B, M) distances, (B, P) sorted positives -> (loss, # active pairs, # valid pairs); TF semantics.
 
     Per chunk of anchors: negative n of anchor a falls in bucket b = #(d_ap < d_an) (P direct
     comparisons, written as 0 / 1 floats: fast on CPU); the positive at sorted position j
@@ -91,16 +149,17 @@ def _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings):
     """
     B, P = sorted_pos.shape
     d = dist.detach()
-    order, chunks = anchor_chunks(sorted_pos, chunk_rows(B, d.device))  # anchors by number of positives
+    M = d.shape[1]  # reference columns (M = B in a batch)
+    order, chunks = anchor_chunks(sorted_pos, chunk_rows(M, d.device))  # anchors by number of positives
     members_o, s_cols_o = members[order], sorted_pos[order].T.contiguous()  # (B, W), (P, B) in that order
-    # buffers reused by every chunk (fresh (R, B) tensors per chunk cost page faults on CPU)
+    # buffers reused by every chunk (fresh (R, M) tensors per chunk cost page faults on CPU)
     (q_buf, bucket_buf, hit_buf), (index_buf, key_buf) = chunk_buffers(
-        chunks[0][1], B, dtype=d.dtype, device=d.device, floats=3, longs=2)
+        chunks[0][1], M, dtype=d.dtype, device=d.device, floats=3, longs=2)
     found, nearest = [], []  # per chunk (R, P) x 2, in `order`
     for start, stop, skip in chunks:
         R = stop - start
-        q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf[:R])  # (R, B); +inf: never chosen
-        # (R, B) # d_ap < d_an; the first `skip` sorted positions are -inf padding: below every q
+        q = negative_rows(d, order[start:stop], members_o[start:stop], out=q_buf[:R])  # (R, M); +inf: never chosen
+        # (R, M) # d_ap < d_an; the first `skip` sorted positions are -inf padding: below every q
         bucket = add_counts_below_(bucket_buf[:R].fill_(skip), s_cols_o[skip:, start:stop, None].unbind(0), q,
                                    hit=hit_buf[:R])
         exists, first = nearest_in_later_buckets(q, index_buf[:R].copy_(bucket), P, keys=key_buf[:R])  # (R, P) x 2
@@ -122,9 +181,9 @@ def _tf(dist, members, sorted_pos, pos_index, margin, reduction, embeddings):
     positive = pos_index[anchor, position]  # (N,)
     negative = chosen[anchor, position]  # (N,)
     if reduction == "none":  # row-major (a, p), as reduction="none" promises; sums need no order
-        order = torch.argsort(anchor * B + positive)
+        order = torch.argsort(anchor * M + positive)
         anchor, positive, negative = anchor[order], positive[order], negative[order]  # (N,) x 3
-    flat = torch.cat([anchor * B + positive, anchor * B + negative])  # (2 N,) one gather: one (B, B) gradient buffer
+    flat = torch.cat([anchor * M + positive, anchor * M + negative])  # (2 N,) one gather: one (B, M) gradient buffer
     d_ap, d_an = dist.reshape(-1)[flat].view(2, anchor.shape[0])  # (N,) x 2 with autograd
     per_pair = torch.relu(d_ap - d_an + margin)  # (N,)
     loss = reduce_losses(per_pair, reduction=reduction, anchor=embeddings)
@@ -169,8 +228,8 @@ def nearest_in_later_buckets(
     return torch.isfinite(suffix.flip(1)), first.gather(1, P - at.flip(1))
 
 
-def _pml(dist, labels, members, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
-    """(B, B) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
+def _pml(dist, masks, members, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
+    """(B, M) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
 
     For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
     window of the sorted positives, [#(t_p < d_an), #(d_ap < d_an)), t_p = d_ap + margin.
@@ -181,10 +240,10 @@ def _pml(dist, labels, members, sorted_pos, pos_index, margin, reduction, embedd
             reduction=reduction,
         )  # "mean": over the mined triplets
         return loss, active, mined
-    pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B) x 2
+    pos, neg = reference_masks(*masks)  # (B, M) x 2
     thresholds = (sorted_pos + margin).detach()  # (B, P), ascending like sorted_pos
-    d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, B); +inf: not a negative, empty windows
-    end = count_sorted_below(sorted_pos.detach(), d_an)  # (B, B): # d_ap < d_an (padding included)
+    d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, M); +inf: not a negative, empty windows
+    end = count_sorted_below(sorted_pos.detach(), d_an)  # (B, M): # d_ap < d_an (padding included)
     mined = (end - count_sorted_below(thresholds, d_an)).clamp_min(0).sum()  # t_p >= d_an > d_ap
     if reduction == "none":
         per_triplet = pair_hinges(dist, pos, neg, margin=margin, semi_hard=True)  # (T,)
