@@ -10,31 +10,17 @@ from .registry import VARIANTS, get_variant
 from .semi_hard import SEMANTICS, semi_hard_triplet_loss, semi_hard_triplet_loss_refs
 from .stats import TripletStats
 
-# --- weighting engineer: combined / rival losses (add the imports below this line) ---
 from .combined import CombinedLoss, TripletWithIDLoss
+from .memory import CrossBatchMemory
 from .rivals import circle_loss, contrastive_loss, multi_similarity_loss, ntxent_loss
-# --- end of weighting engineer section ---
 
 __all__ = [
-    "METHODS",
-    "METRICS",
-    "REDUCTIONS",
-    "SEMANTICS",
-    "VARIANTS",
-    "TripletStats",
-    "batch_all_triplet_loss",
-    "batch_hard_triplet_loss",
-    "get_variant",
-    "naive_triplet_loss",
-    "negative_mask",
-    "paired_distances",
-    "pairwise_distances",
-    "positive_mask",
-    "reduce_losses",
-    "semi_hard_triplet_loss",
+    "METHODS", "METRICS", "REDUCTIONS", "SEMANTICS", "VARIANTS",
+    "CombinedLoss", "CrossBatchMemory", "TripletStats", "TripletWithIDLoss",
+    "batch_all_triplet_loss", "batch_all_triplet_loss_refs",
+    "batch_hard_triplet_loss", "batch_hard_triplet_loss_refs",
+    "circle_loss", "contrastive_loss", "cross_distances", "get_variant", "multi_similarity_loss",
+    "naive_triplet_loss", "negative_mask", "ntxent_loss", "paired_distances", "pairwise_distances",
+    "positive_mask", "reduce_losses", "semi_hard_triplet_loss", "semi_hard_triplet_loss_refs",
     "triplet_mask",
 ]
-__all__ += ["CombinedLoss", "TripletWithIDLoss", "circle_loss", "contrastive_loss", "multi_similarity_loss"]  # weighting engineer
-__all__ += ["ntxent_loss"]  # issue 11
-__all__ += ["batch_all_triplet_loss_refs", "batch_hard_triplet_loss_refs", "cross_distances",
-            "semi_hard_triplet_loss_refs"]  # issue 20: against a reference set (cross-batch memory)

@@ -177,17 +177,6 @@ class _EuclideanCrossDistances(torch.autograd.Function):
         return grad_a, grad_r, None
 
 
-def detached_pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """x (B, D) float -> (B, B) distances, detached: the same values as pairwise_distances, no graph.
-
-    For selecting or counting (argmax, argmin, comparisons) without paying for a backward
-    through the (B, B) matrix; the chosen entries are then recomputed with
-    `paired_distances` (difference form) where a gradient is needed.
-    """
-    with torch.no_grad():
-        return _pairwise_distances(x.detach(), metric=metric)
-
-
 class _EuclideanDistances(torch.autograd.Function):
     """x (B, D) -> (B, B) euclidean (root=True) or squared euclidean distances.
 
