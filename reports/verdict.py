@@ -178,7 +178,7 @@ def verdict(board: pd.DataFrame, runs: pd.DataFrame | None = None, *, ideal: flo
                            -second["paired_high"], -second["paired_low"]))
     warning = None
     if bases.empty:
-        lines.append("This store has no finished baseline run (raw, untrained: failed, deleted, "
+        lines.append("This store has no finished baseline run (failed, deleted, "
                      "or the store predates them): run the same grid again to add them; only "
                      "they will run.")
     else:

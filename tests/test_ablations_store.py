@@ -241,10 +241,13 @@ def test_a_dataset_too_many_classes_to_evaluate_is_refused_with_an_estimate(tmp_
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-def test_more_class_folds_than_distinct_splits_are_refused(tmp_path, calls):
-    grid = write(tmp_path / "g.toml", '[base]\nepochs = 1\nclass_folds = 12\n')  # digits: 10 classes
-    with pytest.raises(ValueError, match=r"class_folds = 12: folds \d+ and \d+ of dataset "
-                                         r"'digits' split its 10 classes identically"):
+@pytest.mark.parametrize("protocol, words", [
+    ("fixed_test", "class_folds = 12 is too many for 10 classes"),
+    ("rotated", "class_folds = 12 but the data have 10 classes")])
+def test_more_class_folds_than_distinct_splits_are_refused(tmp_path, calls, protocol, words):
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\nclass_folds = 12\n'
+                                      f'split_protocol = "{protocol}"\n')  # digits: 10 classes
+    with pytest.raises(ValueError, match=words):
         run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
     assert calls == []
 

@@ -40,11 +40,15 @@ GRID = """
 [base]
 dataset = "digits"
 epochs = 1
-class_folds = 2
+class_folds = 2      # fixed test classes 7-9; folds train on 3 or 4 of the other 7 classes
+sampler_p = 3
 
 [grid]
 loss = ["batch_hard", "ntxent"]
 seed = [0, 1]
+
+[baselines]
+include = ["raw", "untrained"]
 """ + SEARCH
 
 
