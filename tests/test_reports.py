@@ -237,7 +237,9 @@ def test_a_store_without_baselines_or_mixing_datasets_says_so(store_dir, tmp_pat
     from reports.verdict import read_warning
 
     view = read_store(store_dir)
-    table = view.runs[~view.runs["loss"].isin(["raw", "untrained"])].copy()  # baselines deleted
+    from ablations.config import BASELINES
+
+    table = view.runs[~view.runs["loss"].isin(BASELINES)].copy()  # every baseline deleted
     page = write_report(dataclasses.replace(view, runs=table), tmp_path / "a", **UMAP).read_text()
     assert "This store has no finished baseline run" in page
     assert "made before baselines existed" not in page
