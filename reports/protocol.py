@@ -159,8 +159,10 @@ def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
     from ablations.grid import expand, parse_grid_text
 
     try:
-        expected = [config_hash(c) for c in with_baselines(expand(parse_grid_text(
-            grid_text, source="grid.toml")))]
+        grid = parse_grid_text(grid_text, source="grid.toml")
+        if grid.search is not None:  # its runs depend on the search: the Search section says
+            return []                # which variants have not reached their budget
+        expected = [config_hash(c) for c in with_baselines(expand(grid), include=grid.baselines)]
     except (ValueError, OSError) as err:
         return [f"The store's grid.toml cannot be expanded here ({err}): absent runs not listed"]
     stored = set(runs["run_id"]) if not runs.empty else set()

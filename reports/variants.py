@@ -140,7 +140,14 @@ def unused_keys(row) -> frozenset[str]:
 
 def describe_config(row: pd.Series, columns: list[str]) -> str:
     """One row, the columns to show -> 'margin=0.2, lr=0.001'."""
-    return ", ".join(f"{c}={_plain(row[c])}" for c in columns if c in row.index) or "(only configuration)"
+    return ", ".join(f"{c}={_shown(_plain(row[c]))}" for c in columns
+                     if c in row.index) or "(only configuration)"
+
+
+def _shown(value):
+    """A config value as the report shows it: floats to 4 significant digits (a searched
+    lr of 0.0016007371962480652 reads 0.001601; the stored value is exact)."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def _plain(value):

@@ -330,3 +330,15 @@ def test_a_store_refuses_a_changed_search_but_accepts_a_larger_budget(tmp_path):
     _check_plan(tmp_path / PLAN_FILE, {**plan, "trials": 10})
     with pytest.raises(ValueError, match="changed: seed"):
         _check_plan(tmp_path / PLAN_FILE, {**plan, "seed": 7})
+
+
+def test_a_search_store_lists_no_absent_grid_cells_and_configs_read_rounded():
+    import pandas as pd
+
+    from reports.protocol import absent_runs
+    from reports.variants import describe_config
+
+    assert absent_runs(GRID, pd.DataFrame(columns=["run_id"])) == []   # the Search section says
+    assert absent_runs(GRID.replace(SEARCH, ""), pd.DataFrame(columns=["run_id"]))  # a grid does
+    row = pd.Series({"lr": 0.0016007371962480652, "epochs": 20, "loss": "batch_hard"})
+    assert describe_config(row, ["lr", "epochs"]) == "lr=0.001601, epochs=20"
