@@ -53,11 +53,9 @@ def orbit_distances(c: np.ndarray, *, unit_gain: bool) -> np.ndarray:
     return np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * np.abs(z @ z.conj().T), 0.0))
 
 
-def ideal_score(config) -> dict[str, Any] | None:
-    """RunConfig -> {"test_map_at_r", "what", "dataset"} of its dataset's ideal metric on the
-    run's test classes, or None when the dataset has no known ceiling."""
-    from ablations.data import fold_classes
-
+def content_of(config) -> tuple[np.ndarray, np.ndarray] | None:
+    """RunConfig -> (content (N, dc), y (N,)) of a generated dataset with hidden content (the
+    ideal metric's features, never used in training), else None."""
     if config.dataset == "pose":
         from ablations.pose import pose_xy_of
 
@@ -68,6 +66,18 @@ def ideal_score(config) -> dict[str, Any] | None:
         _, y, content = nuisance_xy_of(config, return_content=True)
     else:
         return None
+    return content, y
+
+
+def ideal_score(config) -> dict[str, Any] | None:
+    """RunConfig -> {"test_map_at_r", "what", "dataset"} of its dataset's ideal metric on the
+    run's test classes, or None when the dataset has no known ceiling."""
+    from ablations.data import fold_classes
+
+    found = content_of(config)
+    if found is None:
+        return None
+    content, y = found
     _, _, test = fold_classes(np.unique(y), class_folds=config.class_folds, fold=config.fold,
                               split_protocol=config.split_protocol)
     keep = np.isin(y, test)

@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from ablations.ceiling import map_at_r_of_distances, orbit_distances
+from ablations.ceiling import content_of, map_at_r_of_distances, orbit_distances
 
 DIMS = (2, 4, 6, 8, 12, 16, 24, 32)              # candidate n_components (<= features, LDA: < classes)
 LOSSES = ("batch_all", "semi_hard_tf", "batch_hard_soft", "ntxent")
@@ -100,7 +100,7 @@ def reference_scores(dataset: str, folds: int, fold: int) -> dict[str, dict]:
     with torch.no_grad():
         out["untrained"] = {s: map_at_r(encoder(torch.from_numpy(x)), y) for s, x, y in
                             (("val", split.x_val, split.y_val), ("test", split.x_test, split.y_test))}
-    content = _content_of(cfg)
+    content = content_of(cfg)
     if content is not None:
         ideal = split_by_class(*content, class_folds=folds, fold=fold)
         out["ideal"] = {"val": map_at_r(ideal.x_val, ideal.y_val),
@@ -116,21 +116,6 @@ def reference_scores(dataset: str, folds: int, fold: int) -> dict[str, dict]:
                                            ("test", np.unique(ideal.y_test)))}
     out.update(classical_scores(split))
     return out
-
-
-def _content_of(cfg):
-    """-> (content, y) of a generated dataset with hidden content, else None."""
-    if cfg.dataset == "pose":
-        from ablations.pose import pose_xy_of
-
-        _, y, content = pose_xy_of(cfg, return_content=True)
-    elif cfg.dataset == "nuisance":
-        from ablations.nuisance import nuisance_xy_of
-
-        _, y, content = nuisance_xy_of(cfg, return_content=True)
-    else:
-        return None
-    return content, y
 
 
 def trained_run(config: dict) -> dict:

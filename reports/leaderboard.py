@@ -120,11 +120,12 @@ def unit_ci(runs: pd.DataFrame, variant: str, metric: str, *, by_fold: bool,
     return mean_ci(list(values.values()), confidence=confidence)
 
 
-def config_table(runs: pd.DataFrame, *, confidence: float) -> pd.DataFrame:
+def config_table(runs: pd.DataFrame, *, confidence: float, by_fold: bool | None = None) -> pd.DataFrame:
     """annotated runs -> one row per (variant, configuration): units finished, val MAP@R CI."""
     shown = [c for c in varying_columns(runs) if c not in VARIANT_KEYS] if not runs.empty else []
     units = grid_units(runs)
-    by_fold = len(splits_of(runs)) >= 2
+    if by_fold is None:  # the statistical units of these runs (see the module docstring)
+        by_fold = len(splits_of(runs)) >= 2
     rows = []
     for variant, runs_of_variant in runs.groupby("variant", sort=True):
         # describe each configuration by the axes that vary within its variant
@@ -159,8 +160,8 @@ def _config_row(variant: str, key: str, group: pd.DataFrame, shown: list[str], o
 
 def select(runs: pd.DataFrame, *, confidence: float) -> Selection:
     """annotated runs -> Selection (best complete configuration per variant on validation)."""
-    configs = config_table(runs, confidence=confidence)
     by_fold = len(splits_of(runs)) >= 2
+    configs = config_table(runs, confidence=confidence, by_fold=by_fold)
     usable = configs[configs["complete"]]
     # Highest validation mean; ties broken by the configuration's canonical key (stable).
     best = (usable.sort_values(["variant", f"{SELECT_ON}_mean", "config_key"],
