@@ -155,8 +155,7 @@ class TripletIdObjective(nn.Module):
     def forward(self, embeddings, labels, margin: float) -> StepLoss:
         out = self.loss(embeddings, labels, margin=None if self.soft else margin,
                         return_stats=True)
-        return StepLoss({c: out.components[c] for c in self.components}, _stats_dict(out.stats),
-                        {"id_accuracy": float(out.id_accuracy)})
+        return StepLoss(out.components, _stats_dict(out.stats), {"id_accuracy": float(out.id_accuracy)})
 
 
 class NaiveObjective(nn.Module):
@@ -184,18 +183,15 @@ class CombinedObjective(nn.Module):
     def __init__(self, *, metric: str, embedding_dim: int, ce_input: str, focal: dict | None = None):
         super().__init__()
         self.metric = metric
-        # unit weights: the run's weighting method combines the components;
         # the pair classifier is linear on concat(u, v, |u - v|, u * v)
         self.loss = losses.CombinedLoss(embedding_dim=embedding_dim, metric=metric,
-                                        ce_input=ce_input, w_triplet=1.0, w_pos=1.0,
-                                        w_neg=1.0, hidden_dim=None, triplet_reduction="mean",
+                                        ce_input=ce_input, hidden_dim=None, triplet_reduction="mean",
                                         **(focal or {}))
 
     def forward_triplets(self, a, p, n, margin: float) -> StepLoss:
         out = self.loss.forward_triplets(a, p, n, margin=margin)
         stats = explicit_triplet_stats(a, p, n, margin=margin, metric=self.metric)
-        return StepLoss({c: out.components[c] for c in self.components}, stats,
-                        {"pair_accuracy": float(out.pair_accuracy)})
+        return StepLoss(out.components, stats, {"pair_accuracy": float(out.pair_accuracy)})
 
 
 def explicit_triplet_stats(a, p, n, *, margin: float, metric: str) -> dict[str, float]:

@@ -13,7 +13,6 @@ their epoch ("a1b2c3 4/30"): executors forward the `progress` callback of
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 import warnings
@@ -178,14 +177,6 @@ def write_ideal(store: ResultsStore, configs: list[RunConfig]) -> None:
         atomic_write_json(store.root / "ideal.json", ideal)
 
 
-def accepts_progress(fn) -> bool:
-    """Whether fn takes the `progress` keyword of ablations.train.run_one."""
-    try:
-        return "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class _Progress:
     """The tqdm bar: runs done, statuses, and the runs in flight with their epoch."""
 
@@ -240,8 +231,7 @@ def _execute(store: ResultsStore, executor, fn, items: list[dict], *, total: int
     bar = _Progress(total, total - len(items), desc)
     interrupted = False
     try:
-        kwargs = {"progress": bar.epoch} if accepts_progress(fn) else {}
-        results = executor.map_unordered(fn, items, **kwargs) if items else iter(())
+        results = executor.map_unordered(fn, items, progress=bar.epoch) if items else iter(())
         try:
             for result in results:
                 if result["run_id"] in stored:  # a retried task: stored once

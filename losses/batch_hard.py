@@ -13,6 +13,7 @@ from .distances import (
     sorted_positive_distances,
     working_precision,
 )
+from .masks import hardest_pairs
 from .references import check_references, in_batch_self_index, reference_masks
 from .reductions import REDUCTIONS, reduce_losses
 from .stats import TripletStats, triplet_stats
@@ -115,9 +116,7 @@ def batch_hard_from_distances(
     references (M, D) -> the batch-hard loss (and stats); the one implementation of both entry points."""
     with torch.no_grad():  # selection only: no backward through the (B, M) matrix
         pos, neg = reference_masks(labels, reference_labels, self_index)  # (B, M) x 2
-        valid = pos.any(dim=1) & neg.any(dim=1)  # (B,) anchors with a positive and a negative
-        farthest_pos = torch.where(pos, dist, -torch.inf).argmax(dim=1)[valid]  # (A,)
-        nearest_neg = torch.where(neg, dist, torch.inf).argmin(dim=1)[valid]  # (A,)
+        valid, farthest_pos, nearest_neg = hardest_pairs(dist, pos, neg)  # (B,), (A,), (A,)
     chosen = anchors[valid]  # (A, D)
     d_ap = _paired_distances(chosen, references[farthest_pos], metric=metric)  # (A,) recomputed with autograd
     d_an = _paired_distances(chosen, references[nearest_neg], metric=metric)  # (A,)

@@ -1,8 +1,8 @@
 """Triplet loss combined with cross-entropy heads: a pair classifier (CombinedLoss) or a class classifier (TripletWithIDLoss).
 
 Both are ``nn.Module``s because they hold a learnable head (add their parameters to the
-optimizer). Each returns its unweighted components by name, so a ``losses.weighting``
-method can combine them, and its own weighted total with explicit weights.
+optimizer). Each returns its unweighted components by name and weights nothing: a
+``losses.weighting`` method combines them (fixed weights: ``make_weighting("fixed", ...)``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distances import METRICS, batch_distances
+from .masks import hardest_pairs
 from .naive import naive_triplet_loss
 from .reductions import REDUCTIONS, reduce_losses
 from .registry import VARIANTS
@@ -30,11 +31,10 @@ SCALAR_REDUCTIONS = tuple(r for r in REDUCTIONS if r != "none")
 
 @dataclass(frozen=True)
 class CombinedOutput:
-    """total: weighted sum (0-dim); components: "triplet", "ce_pos", "ce_neg" -> unweighted
-    0-dim losses (attached); pair_accuracy: detached 0-dim share of pairs classified right
-    (NaN without pairs); stats: the batch variant's TripletStats, None for explicit triplets."""
+    """components: "triplet", "ce_pos", "ce_neg" -> unweighted 0-dim losses (attached);
+    pair_accuracy: detached 0-dim share of pairs classified right (NaN without pairs);
+    stats: the batch variant's TripletStats, None for explicit triplets."""
 
-    total: torch.Tensor
     components: dict[str, torch.Tensor]
     pair_accuracy: torch.Tensor
     stats: TripletStats | None
@@ -42,11 +42,10 @@ class CombinedOutput:
 
 @dataclass(frozen=True)
 class TripletWithIDOutput:
-    """total: weighted sum (0-dim); components: "triplet", "ce_id" -> unweighted 0-dim losses
-    (attached); id_accuracy: detached 0-dim share of the batch classified right (NaN when
-    empty); stats: the batch variant's TripletStats."""
+    """components: "triplet", "ce_id" -> unweighted 0-dim losses (attached); id_accuracy:
+    detached 0-dim share of the batch classified right (NaN when empty); stats: the batch
+    variant's TripletStats."""
 
-    total: torch.Tensor
     components: dict[str, torch.Tensor]
     id_accuracy: torch.Tensor
     stats: TripletStats | None
@@ -129,9 +128,12 @@ def pair_total(
 ) -> torch.Tensor:
     """triplet () float, logits_pos (N, 2), logits_neg (M, 2), weights {"triplet", "ce_pos", "ce_neg"} -> scalar.
 
-    What CombinedLoss adds up: sum of weights[c] * pair_components(...)[c].
+    The combined objective's definition, sum of weights[c] * pair_components(...)[c]: the
+    reference of losses.testing's combined target (training weights the components through
+    losses.weighting).
     """
-    return _weighted_total(weights, pair_components(triplet, logits_pos, logits_neg, ce_input=ce_input, **focal))
+    components = pair_components(triplet, logits_pos, logits_neg, ce_input=ce_input, **focal)
+    return sum(weights[name] * value for name, value in components.items())
 
 
 def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -170,10 +172,6 @@ def _run_variant(variant, embeddings, labels, *, margin, metric, params, return_
     return out if return_stats else (out, None)
 
 
-def _weighted_total(weights: Mapping[str, float], components: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return sum(weights[name] * value for name, value in components.items())
-
-
 class PairClassifier(nn.Module):
     """u (N, E), v (N, E) float -> (N, 2) logits from concat(u, v, |u - v|, u * v).
 
@@ -198,8 +196,11 @@ class PairClassifier(nn.Module):
 class CombinedLoss(nn.Module):
     """Triplet loss + pair-classifier cross-entropy; components "triplet", "ce_pos", "ce_neg".
 
-    total = w_triplet * triplet + w_pos * CE(classifier(a, p), 1) + w_neg * CE(classifier(a, n), 0),
-    each CE averaged over its pairs; ``pair_accuracy`` is the accuracy over both sets.
+    ce_pos = CE(classifier(a, p), 1), ce_neg = CE(classifier(a, n), 0), each averaged over
+    its pairs; ``pair_accuracy`` is the accuracy over both sets. The components come back
+    unweighted: combine them with a ``losses.weighting`` method, e.g. fixed weights
+    ``make_weighting("fixed", components=("triplet", "ce_pos", "ce_neg"), weights={...})``
+    gives w_triplet * triplet + w_pos * ce_pos + w_neg * ce_neg.
 
     Two forms:
     - ``forward_triplets(anchor, positive, negative, margin=...)``: explicit triplets; the
@@ -208,14 +209,13 @@ class CombinedLoss(nn.Module):
     - ``forward(embeddings, labels, margin=...)``: a P x K batch; the triplet term is the
       batch ``variant`` (its own selection, ``variant_params`` as its keyword arguments), the
       classifier's pairs follow ``pairs``: "hardest" = per anchor with a positive and a
-      negative, its farthest positive and nearest negative (batch-hard's selection, under
-      ``metric``, chosen on detached distances, ties to the lowest index); "all" = every
+      negative, its farthest positive and nearest negative (``losses.masks.hardest_pairs``,
+      batch-hard's selection, under ``metric``, on detached distances); "all" = every
       positive pair (a, p), a != p, and every negative pair (O(B^2 E) memory: small batches).
 
     embedding_dim: E. metric: the triplet term's and the "hardest" selection's distance.
     ce_input: "logits" (default, correct) or "probabilities" (the documented bug, an
-    ablation switch). w_triplet, w_pos, w_neg: >= 0, default 1 each (equal weights; pass a
-    ``losses.weighting`` method the ``components`` instead to weight them adaptively).
+    ablation switch).
     hidden_dim: None (linear head, default) or the hidden width of a one-hidden-layer head.
     ce: "ce" (default) or "focal" for both CE terms, with focal_gamma and focal_alpha (see
     ``cross_entropy``; unused with "ce").
@@ -227,9 +227,6 @@ class CombinedLoss(nn.Module):
         embedding_dim: int,
         metric: str,
         ce_input: str = "logits",
-        w_triplet: float = 1.0,
-        w_pos: float = 1.0,
-        w_neg: float = 1.0,
         hidden_dim: int | None = None,
         triplet_reduction: str = "mean",
         variant: str = "batch_hard",
@@ -244,11 +241,6 @@ class CombinedLoss(nn.Module):
         self.embedding_dim = _check_size(embedding_dim, name="embedding_dim")
         self.metric = check_choice(metric, name="metric", valid=METRICS)
         self.ce_input = check_choice(ce_input, name="ce_input", valid=CE_INPUTS)
-        self.weights = {
-            "triplet": check_weight(w_triplet, name="w_triplet"),
-            "ce_pos": check_weight(w_pos, name="w_pos"),
-            "ce_neg": check_weight(w_neg, name="w_neg"),
-        }
         self.triplet_reduction = check_choice(triplet_reduction, name="triplet_reduction", valid=SCALAR_REDUCTIONS)
         self.variant = check_choice(variant, name="variant", valid=BATCH_VARIANTS)
         self.variant_params = _check_variant_params(variant_params)
@@ -284,9 +276,8 @@ class CombinedLoss(nn.Module):
         dist, pos, neg = batch_distances(embeddings.detach(), labels, metric=self.metric)  # (B, B) x 3
         if self.pairs == "all":
             return (*pos.nonzero(as_tuple=True), *neg.nonzero(as_tuple=True))
-        anchors = (pos.any(dim=1) & neg.any(dim=1)).nonzero(as_tuple=True)[0]  # (A,)
-        farthest_pos = torch.where(pos, dist, -torch.inf)[anchors].argmax(dim=1)  # (A,)
-        nearest_neg = torch.where(neg, dist, torch.inf)[anchors].argmin(dim=1)  # (A,)
+        valid, farthest_pos, nearest_neg = hardest_pairs(dist, pos, neg)  # (B,), (A,), (A,)
+        anchors = valid.nonzero(as_tuple=True)[0]  # (A,)
         return anchors, farthest_pos, anchors, nearest_neg
 
     def _combine(self, triplet, a_pos, p, a_neg, n, *, stats) -> CombinedOutput:
@@ -296,7 +287,7 @@ class CombinedLoss(nn.Module):
         target = torch.cat([logits_pos.new_ones(len(logits_pos), dtype=torch.long),
                             logits_neg.new_zeros(len(logits_neg), dtype=torch.long)])  # on the logits' device
         accuracy = _accuracy(torch.cat([logits_pos, logits_neg]), target)
-        return CombinedOutput(_weighted_total(self.weights, components), components, accuracy, stats)
+        return CombinedOutput(components, accuracy, stats)
 
 
 class TripletWithIDLoss(nn.Module):
@@ -305,7 +296,8 @@ class TripletWithIDLoss(nn.Module):
     A linear classifier (E -> num_classes) on the embedding, CE on the class labels, beside
     the batch ``variant`` (``variant_params`` as its keyword arguments, e.g.
     {"semantics": "tf", "reduction": "mean"} for semi_hard, {"soft": True} for batch_hard
-    with margin=None). Components "triplet", "ce_id"; total = w_triplet * triplet + w_ce * ce_id;
+    with margin=None). Components "triplet", "ce_id", unweighted (combine them with a
+    ``losses.weighting`` method; fixed weights give w_triplet * triplet + w_ce * ce_id);
     ``id_accuracy`` is the classifier's accuracy on the batch. Labels must lie in [0, num_classes).
     ce_input as in CombinedLoss ("probabilities" is the documented bug, an ablation switch).
     ce: "ce" (default) or "focal" with focal_gamma (focal_alpha must be None: its binary class
@@ -320,8 +312,6 @@ class TripletWithIDLoss(nn.Module):
         num_classes: int,
         embedding_dim: int,
         ce_input: str = "logits",
-        w_triplet: float = 1.0,
-        w_ce: float = 1.0,
         variant_params: Mapping[str, object] | None = None,
         ce: str = "ce",
         focal_gamma: float = 2.0,
@@ -337,7 +327,6 @@ class TripletWithIDLoss(nn.Module):
         self.num_classes = _check_size(num_classes, name="num_classes")
         self.embedding_dim = _check_size(embedding_dim, name="embedding_dim")
         self.ce_input = check_choice(ce_input, name="ce_input", valid=CE_INPUTS)
-        self.weights = {"triplet": check_weight(w_triplet, name="w_triplet"), "ce_id": check_weight(w_ce, name="w_ce")}
         self.classifier = nn.Linear(self.embedding_dim, self.num_classes)
 
     def forward(
@@ -359,4 +348,4 @@ class TripletWithIDLoss(nn.Module):
         )
         logits = self.classifier(embeddings)  # (B, num_classes)
         components = {"triplet": triplet, "ce_id": cross_entropy(logits, labels, ce_input=self.ce_input, anchor=logits, **self.focal)}
-        return TripletWithIDOutput(_weighted_total(self.weights, components), components, _accuracy(logits, labels), stats)
+        return TripletWithIDOutput(components, _accuracy(logits, labels), stats)

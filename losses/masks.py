@@ -1,4 +1,4 @@
-"""Boolean masks of valid pairs and triplets from integer labels."""
+"""Boolean masks of valid pairs and triplets from integer labels, and the hardest pairs under them."""
 
 from __future__ import annotations
 
@@ -43,3 +43,18 @@ def _checked(labels: torch.Tensor) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"expected labels to be a torch.Tensor, got {type(labels).__name__}")
     return check_labels(labels, batch_size=labels.shape[0] if labels.dim() else -1, device=labels.device)
+
+
+def hardest_pairs(dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dist (B, M) float, pos (B, M) bool, neg (B, M) bool -> valid (B,) bool, farthest_pos (A,) int64,
+    nearest_neg (A,) int64.
+
+    valid: the rows (anchors) with at least one positive and one negative; A = valid.sum().
+    For each valid row in index order, the column of its largest positive distance and of
+    its smallest negative distance; a tie goes to the first such column (as PML's
+    BatchHardMiner). Batch-hard's selection; call it on detached distances.
+    """
+    valid = pos.any(dim=1) & neg.any(dim=1)  # (B,)
+    farthest_pos = torch.where(pos, dist, -torch.inf).argmax(dim=1)[valid]  # (A,)
+    nearest_neg = torch.where(neg, dist, torch.inf).argmin(dim=1)[valid]  # (A,)
+    return valid, farthest_pos, nearest_neg

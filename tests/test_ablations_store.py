@@ -51,9 +51,9 @@ def calls(monkeypatch):
     seen: list[str] = []
     real = ablations.train.run_one
 
-    def spy(config):
+    def spy(config, *, progress=None):
         seen.append(config["run_id"])
-        return real(config)
+        return real(config, progress=progress)
 
     monkeypatch.setattr(ablations.train, "run_one", spy)
     return seen

@@ -64,12 +64,12 @@ def test_pair_classifier_reaches_near_perfect_accuracy_on_separable_data():
     torch.manual_seed(0)
     emb, y = separable_embeddings(8, 6, seed=1)
     train = random_triplets(emb, y, 200, seed=2)
-    loss = CombinedLoss(embedding_dim=E, metric="euclidean", w_triplet=0.0).double()
+    loss = CombinedLoss(embedding_dim=E, metric="euclidean").double()
     opt = torch.optim.Adam(loss.classifier.parameters(), lr=0.1)
     for step in range(40):
         out = loss.forward_triplets(*train, margin=0.2)
         opt.zero_grad()
-        out.total.backward()
+        (out.components["ce_pos"] + out.components["ce_neg"]).backward()
         opt.step()
     held_out, y_held = separable_embeddings(8, 6, seed=1)  # same classes, fresh noise
     held_out = held_out + 0.1 * torch.randn_like(held_out)
@@ -119,14 +119,18 @@ def test_batch_form_all_pairs_and_other_variant():
     assert out.stats is not None and out.stats.num_items.item() > 0
 
 
-def test_total_uses_the_explicit_weights():
+def test_fixed_weighting_of_the_components_is_the_weighted_sum():
+    from losses.weighting import make_weighting
+
     encoder, x, y = encoder_and_batch(5)
     emb = encoder(x)
-    loss = CombinedLoss(embedding_dim=E, metric="euclidean", w_triplet=0.5, w_pos=2.0, w_neg=0.25).double()
+    loss = CombinedLoss(embedding_dim=E, metric="euclidean").double()
     out = loss.forward_triplets(emb[:4], emb[4:8], emb[8:12], margin=1.0)
     c = out.components
-    torch.testing.assert_close(out.total, 0.5 * c["triplet"] + 2.0 * c["ce_pos"] + 0.25 * c["ce_neg"])
+    assert tuple(c) == ("triplet", "ce_pos", "ce_neg")
     torch.testing.assert_close(c["triplet"], naive_triplet_loss(emb[:4], emb[4:8], emb[8:12], margin=1.0, metric="euclidean"))
+    fixed = make_weighting("fixed", components=tuple(c), weights={"triplet": 0.5, "ce_pos": 2.0, "ce_neg": 0.25})
+    torch.testing.assert_close(fixed(c, step=0).total, 0.5 * c["triplet"] + 2.0 * c["ce_pos"] + 0.25 * c["ce_neg"])
 
 
 def test_ce_on_probabilities_is_an_explicit_switch_that_squashes_the_gradient():
@@ -159,8 +163,9 @@ def test_no_triplet_gives_attached_zeros_and_nan_accuracy():
     assert math.isnan(out.pair_accuracy.item())
     emb = torch.randn(4, E, dtype=torch.float64, requires_grad=True)
     out = loss(emb, torch.zeros(4, dtype=torch.long), margin=0.2)  # one class: no negative
-    assert out.total.item() == 0.0
-    out.total.backward()
+    total = sum(out.components.values())
+    assert total.item() == 0.0
+    total.backward()
     assert torch.count_nonzero(emb.grad) == 0
 
 
@@ -168,12 +173,11 @@ def test_triplet_with_id_loss_components_and_gradients():
     encoder, x, y = encoder_and_batch(7, classes=4)
     emb = encoder(x)
     params = {"reduction": "mean", "soft": True}
-    loss = TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=4, embedding_dim=E, w_ce=0.5, variant_params=params).double()
+    loss = TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=4, embedding_dim=E, variant_params=params).double()
     out = loss(emb, y, margin=None)
     assert set(out.components) == {"triplet", "ce_id"}
     torch.testing.assert_close(out.components["triplet"], batch_hard_triplet_loss(emb, y, margin=None, metric="euclidean", **params))
     torch.testing.assert_close(out.components["ce_id"], F.cross_entropy(loss.classifier(emb), y))
-    torch.testing.assert_close(out.total, out.components["triplet"] + 0.5 * out.components["ce_id"])
     assert out.id_accuracy.item() == pytest.approx((loss.classifier(emb).argmax(1) == y).double().mean().item())
     for name, value in out.components.items():
         assert sum(float(g.abs().sum()) for g in grads_of(value, list(encoder.parameters()))) > 0, name
@@ -186,7 +190,7 @@ def test_triplet_with_id_loss_learns_the_classes():
     for _ in range(30):
         out = loss(emb, y, margin=0.2, return_stats=False)
         opt.zero_grad()
-        out.total.backward()
+        sum(out.components.values()).backward()
         opt.step()
     assert out.id_accuracy.item() == 1.0 and out.stats is None
 
@@ -194,15 +198,12 @@ def test_triplet_with_id_loss_learns_the_classes():
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda: CombinedLoss(embedding_dim=E, metric="euclidean", w_pos=-1.0), "w_pos to be >= 0, got -1.0"),
-        (lambda: CombinedLoss(embedding_dim=E, metric="euclidean", w_neg=float("nan")), "w_neg to be finite"),
         (lambda: CombinedLoss(embedding_dim=E, metric="euclidean", ce_input="softmax"), "unknown ce_input 'softmax'; valid: 'logits', 'probabilities'"),
         (lambda: CombinedLoss(embedding_dim=E, metric="l1"), "unknown metric 'l1'"),
         (lambda: CombinedLoss(embedding_dim=E, metric="euclidean", pairs="random"), "unknown pairs 'random'; valid: 'hardest', 'all'"),
         (lambda: CombinedLoss(embedding_dim=E, metric="euclidean", variant="naive"), "unknown variant 'naive'; valid: 'batch_all'"),
         (lambda: CombinedLoss(embedding_dim=0, metric="euclidean"), "embedding_dim to be an int >= 1, got 0"),
         (lambda: CombinedLoss(embedding_dim=E, metric="euclidean", variant_params={"metric": "cosine"}), r"must not set \['metric'\]"),
-        (lambda: TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=3, embedding_dim=E, w_ce=-2.0), "w_ce to be >= 0"),
         (lambda: TripletWithIDLoss(variant="hard", metric="euclidean", num_classes=3, embedding_dim=E), "unknown variant 'hard'"),
     ],
 )
@@ -236,7 +237,7 @@ def test_cuda_combined_and_weighting_run_unchanged():
         step = w(out.components, step=0, shared=list(encoder.parameters()))
         assert step.total.device.type == "cuda" and torch.isfinite(step.total)
     ident = TripletWithIDLoss(variant="batch_hard", metric="euclidean", num_classes=4, embedding_dim=E).double().cuda()
-    assert torch.isfinite(ident(encoder(x), y, margin=0.5).total)
+    assert all(torch.isfinite(v) for v in ident(encoder(x), y, margin=0.5).components.values())
 
 
 def _focal_loop(logits, target, gamma, alpha):
@@ -301,3 +302,39 @@ def test_focal_in_combined_and_id_losses():
                        ({"ce": "focal", "focal_alpha": 1.0}, "focal_alpha")]:
         with pytest.raises(ValueError, match=match):
             CombinedLoss(embedding_dim=E, metric="euclidean", **bad)
+
+
+@pytest.mark.parametrize("loss_name", ["combined", "triplet_ce"])
+def test_a_runs_fixed_total_is_the_weighted_sum_of_its_components(loss_name):
+    """The total a fixed-weighted run trains on: w_triplet * triplet + w_pos * ce_pos + w_neg * ce_neg
+    (combined) or w_triplet * triplet + w_ce * ce_id (triplet_ce), each term recomputed here from
+    its definition (the naive or batch-hard loss, the heads' cross-entropies)."""
+    from ablations.config import resolve_config
+    from ablations.objectives import build_objective, weighting_params
+    from losses.weighting import make_weighting
+
+    weights = {"w_triplet": 0.7, "w_pos": 1.9, "w_neg": 0.35, "w_ce": 1.3}
+    config = resolve_config({"loss": loss_name, "weighting": "fixed", "embedding_dim": E, "id_variant": "batch_hard",
+                             **weights})  # the weights of other losses' components are unused
+    objective = build_objective(config, num_classes=4)
+    weighting = make_weighting("fixed", components=objective.components, **weighting_params(config, objective.components))
+    torch.manual_seed(9)
+    emb, y = torch.randn(16, E), torch.arange(16) % 4  # float32, as a run
+    if loss_name == "combined":
+        a, p, n = emb[:5], emb[5:10], emb[10:15]
+        step = objective.forward_triplets(a, p, n, margin=config.margin)
+        head = objective.loss.classifier
+        with torch.no_grad():
+            triplet = naive_triplet_loss(a, p, n, margin=config.margin, metric=config.metric)
+            ce_pos = F.cross_entropy(head(a, p), torch.ones(5, dtype=torch.long))
+            ce_neg = F.cross_entropy(head(a, n), torch.zeros(5, dtype=torch.long))
+        old = weights["w_triplet"] * triplet + weights["w_pos"] * ce_pos + weights["w_neg"] * ce_neg
+    else:
+        step = objective(emb, y, margin=config.margin)
+        with torch.no_grad():
+            triplet = batch_hard_triplet_loss(emb, y, margin=config.margin, metric=config.metric)
+            ce_id = F.cross_entropy(objective.loss.classifier(emb), y)
+        old = weights["w_triplet"] * triplet + weights["w_ce"] * ce_id
+    total = weighting(step.components, step=0).total
+    assert total.dtype == torch.float32 and float(old) > 0
+    torch.testing.assert_close(total.detach(), old)

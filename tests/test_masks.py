@@ -39,3 +39,19 @@ def test_masks_on_cuda():
     y = torch.tensor([0, 0, 1], device="cuda")
     assert triplet_mask(y).device.type == "cuda"
     assert triplet_mask(y).cpu().nonzero().tolist() == [[0, 1, 2], [1, 0, 2]]
+
+
+def test_hardest_pairs_picks_farthest_positive_nearest_negative_first_of_ties():
+    from losses.masks import hardest_pairs
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    dist = torch.tensor([[0.0, 2.0, 2.0, 1.0, 1.0, 3.0],  # tied positives 1, 2 and negatives 3, 4
+                         [2.0, 0.0, 1.0, 4.0, 0.5, 0.5],  # tied negatives 4, 5
+                         [2.0, 1.0, 0.0, 2.0, 3.0, 1.5],
+                         [1.0, 4.0, 2.0, 0.0, 5.0, 6.0],
+                         [1.0, 0.5, 3.0, 5.0, 0.0, 0.2],
+                         [3.0, 0.5, 1.5, 6.0, 0.2, 0.0]])  # row 5: no positive
+    valid, farthest_pos, nearest_neg = hardest_pairs(dist, positive_mask(labels), negative_mask(labels))
+    assert valid.tolist() == [True, True, True, True, True, False]
+    assert farthest_pos.tolist() == [1, 0, 0, 4, 3]
+    assert nearest_neg.tolist() == [3, 4, 5, 0, 5]
