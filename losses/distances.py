@@ -259,7 +259,7 @@ def _first_equal_row(x: torch.Tensor) -> torch.Tensor:
     rows have computed sums within 2 (D + 2) eps max|x| sum(w) (a rigorous bound in any summation order),
     so they lie in one run of sorted values whose neighbours are that close. Rows in such
     runs (usually none, or a few pairs) are then compared exactly with the other rows of
-    their run; when the runs hold many rows (more than 8 B pairs to compare), the rows are
+    their run; when the runs hold many pairs (more than 8 B to compare), the rows are
     grouped by `torch.unique` instead (a sort of the rows, O(B D log B)).
     """
     B, D = x.shape
@@ -275,12 +275,16 @@ def _first_equal_row(x: torch.Tensor) -> torch.Tensor:
         return index
     run = torch.cat([index[:1], torch.cumsum(~close, 0)])  # (B,) run number of each sorted position
     in_run = torch.cat([close, close[-1:] & False]) | torch.cat([close[:1] & False, close])  # (B,) run of >= 2
-    members, member_run = order[in_run], run[in_run]  # (M,)
-    if members.numel() ** 2 > 8 * B + 64:
+    members, member_run = order[in_run], run[in_run]  # (M,) in sorted order: runs are contiguous
+    sizes = torch.unique_consecutive(member_run, return_counts=True)[1]  # (runs,)
+    if int((sizes * sizes).sum()) > 8 * B + 64:  # pairs within runs
         _, group = torch.unique(x, dim=0, return_inverse=True)  # (B,)
         first = torch.full((B,), B, dtype=torch.long, device=x.device).scatter_reduce(0, group, index, "amin")
         return first[group]
-    rows, cols = (member_run[:, None] == member_run[None, :]).nonzero(as_tuple=True)  # (C,) same run
+    size = sizes.repeat_interleave(sizes)  # (M,) each member's run size
+    start = (torch.cumsum(sizes, 0) - sizes).repeat_interleave(sizes)  # (M,) its run's first member
+    rows = torch.arange(members.numel(), device=x.device).repeat_interleave(size)  # (C,) every pair of a run
+    cols = start[rows] + torch.arange(rows.numel(), device=x.device) - (torch.cumsum(size, 0) - size)[rows]
     rows, cols = members[rows], members[cols]
     equal = (x[rows] == x[cols]).all(dim=1)  # (C,)
     return index.scatter_reduce(0, rows[equal], cols[equal], "amin")
