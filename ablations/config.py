@@ -26,8 +26,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ablations.data import SPLIT_PROTOCOLS
-from ablations.plugins import PLUGIN_KEYS, check_plugin, is_import_string, loss_plugin
+from ablations.data import SPLIT_PROTOCOLS, files_fingerprint
+from ablations.model import parse_image_shape
+from ablations.plugin_import import is_import_string
+from ablations.plugins import PLUGIN_KEYS, check_plugin, loss_plugin
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.validation import did_you_mean
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
@@ -303,16 +305,6 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
     return reset
 
 
-def parse_image_shape(text: str) -> tuple[int, int, int]:
-    """"CxHxW" (e.g. "1x28x28") -> (C, H, W); ValueError naming the key otherwise."""
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"key 'image_shape' must be 'CxHxW' with positive integers "
-                         f"(e.g. '1x28x28'), got {text!r}")
-    c, h, w = (int(p) for p in parts)
-    return c, h, w
-
-
 def check_value(key: str, value: Any) -> Any:
     """Validate one key's value; return it converted to the field's type (int -> float)."""
     if key == "dataset" and isinstance(value, str) and value.endswith(".npz"):
@@ -454,8 +446,6 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     _check_sizes(cfg)
     _check_memory(cfg)
     if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
-        from ablations.data import files_fingerprint
-
         cfg["data_fingerprint"] = files_fingerprint(
             {key: cfg[key] for key in FILE_DATASETS[cfg["dataset"]]})
     if cfg["loss"] in COSINE_ONLY:

@@ -55,12 +55,19 @@ every run, and reports pick configurations on validation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from ablations.idx import load_idx_xy
+from ablations.nuisance import nuisance_xy_of
+from ablations.plugin_import import checked_signature, import_object, is_import_string
+from ablations.pose import pose_xy_of
 
 MIN_CLASSES = 6
 MIN_CLASS_SIZE = 2
@@ -289,25 +296,17 @@ def load_split(config) -> Split:
         x, y = load_npz_xy(config.npz_path)
         return split_by_class(x, y, **folds)
     if config.dataset == "nuisance":
-        from ablations.nuisance import nuisance_xy_of
-
         x, y = nuisance_xy_of(config)
         return split_by_class(x, y, **folds)
     if config.dataset == "pose":
-        from ablations.pose import pose_xy_of
-
         x, y = pose_xy_of(config)
         return split_by_class(x, y, **folds)
     if config.dataset == "idx":
-        from ablations.idx import load_idx_xy
-
         _check_fingerprint(config, {"idx_images": config.idx_images,
                                     "idx_labels": config.idx_labels})
         x, y = load_idx_xy(config.idx_images, config.idx_labels)
         check_xy(x, y, source=f"idx_images {config.idx_images!r}, idx_labels {config.idx_labels!r}")
         return split_by_class(x, y, **folds)
-    from ablations.plugins import is_import_string, load_plugin_xy  # lazily: this module stays free of torch
-
     if is_import_string(config.dataset):  # a user's loader, "package.module:function"
         return split_by_class(*load_plugin_xy(config.dataset), **folds)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx, pose")
@@ -342,3 +341,36 @@ def _with_label_noise(split: Split, *, rate: float, seed: int) -> Split:
     flip = rng.random(len(y)) < rate
     y[flip] = rng.choice(split.train_classes, size=int(flip.sum()))
     return Split(split.x_train, y, split.x_val, split.y_val, split.x_test, split.y_test)
+
+
+@functools.lru_cache(maxsize=None)
+def load_plugin_xy(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """"module:loader" -> (X (N, D) float, y (N,) int) from loader(), checked like an npz file."""
+    loader = import_object(text, key="dataset")
+    checked_signature(loader, key="dataset", text=text, positional=0)
+    try:
+        out = loader()
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"key 'dataset': {text!r} raised {type(err).__name__}: {err}") from err
+    except SystemExit as err:  # a loader written as a script: not the command's exit
+        raise ValueError(f"key 'dataset': {text!r} called sys.exit({err.code!r}) instead of "
+                         f"returning (X, y)") from None
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise ValueError(f"key 'dataset': {text!r} must return a pair (X, y), got {type(out).__name__}")
+    x, y = (_plain_array(a, text=text, name=name) for a, name in zip(out, "Xy"))
+    check_xy(x, y, source=f"key 'dataset': {text!r}")
+    return x, y
+
+
+def _plain_array(value: Any, *, text: str, name: str) -> np.ndarray:
+    """A loader's X or y -> numpy array; a torch tensor is detached and copied to the CPU."""
+    if hasattr(value, "detach") and hasattr(value, "device"):  # a torch tensor (maybe requires_grad)
+        if value.device.type == "meta":
+            raise ValueError(f"key 'dataset': {text!r} returned {name} on the meta device "
+                             f"(no data); return real arrays or CPU tensors")
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"key 'dataset': {text!r} returned {name} that is not an array "
+                         f"({type(value).__name__}: {err})") from err

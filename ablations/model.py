@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from ablations.plugins import is_import_string
+from ablations.plugin_import import is_import_string
+from ablations.plugins import build_plugin_encoder
 
 
 class EmbeddingMLP(nn.Module):
@@ -86,10 +87,18 @@ class EmbeddingConv(nn.Module):
         return list(self.head.parameters())
 
 
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """"CxHxW" (e.g. "1x28x28") -> (C, H, W); ValueError naming the key otherwise."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"key 'image_shape' must be 'CxHxW' with positive integers "
+                         f"(e.g. '1x28x28'), got {text!r}")
+    c, h, w = (int(p) for p in parts)
+    return c, h, w
+
+
 def image_shape_of(config, in_features: int) -> tuple[int, int, int]:
     """The (C, H, W) of each row: `image_shape`, or 1 x s x s when F = s^2 and it is ""."""
-    from ablations.config import parse_image_shape
-
     if config.image_shape:
         shape = parse_image_shape(config.image_shape)
         if shape[0] * shape[1] * shape[2] != in_features:
@@ -112,8 +121,6 @@ def build_encoder(config, in_features: int) -> nn.Module:
     The module maps (B, F) -> (B, E) and has `shared_parameters()`.
     """
     if is_import_string(config.encoder):  # a user's factory, "package.module:function" (ablations.plugins)
-        from ablations.plugins import build_plugin_encoder
-
         return build_plugin_encoder(config.encoder, in_features, config.embedding_dim)
     if config.encoder == "conv":
         return EmbeddingConv(image_shape_of(config, in_features), channels=config.conv_channels,

@@ -23,7 +23,7 @@ Why it is a fair test of what a metric-learning benchmark measures:
   inductive step metric learning is for.
 - It is not solved by construction: classes overlap in content (within = 0.5
   against unit-variance means in dc = 8 dimensions), so even the ideal metric (the
-  content coordinates c) does not reach MAP@R = 1: `python -m ablations.nuisance`
+  content coordinates c) does not reach MAP@R = 1: `python -m benchmarks.nuisance_scores`
   prints raw, untrained and ideal test MAP@R for the default keys.
 The data depend only on the keys below and `data_seed` (same seed, same bytes).
 """
@@ -64,31 +64,3 @@ def make_nuisance_xy(*, classes: int, points_per_class: int, content_dim: int,
     if return_content:
         return x, y, content.astype(np.float32)
     return x, y
-
-
-def main() -> None:
-    """Print test MAP@R of the raw features, an untrained MLP and the ideal metric (fold 0)."""
-    import torch
-
-    from ablations.config import resolve_config
-    from ablations.data import load_split, split_by_class
-    from ablations.evaluate import retrieval_metrics
-    from ablations.model import build_encoder
-
-    cfg = resolve_config({"dataset": "nuisance"})
-    split = load_split(cfg)
-    _, y, content = nuisance_xy_of(cfg, return_content=True)
-    ideal = split_by_class(content, y)
-    torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg, split.num_features).eval()
-    with torch.no_grad():
-        untrained = encoder(torch.from_numpy(split.x_test))
-    for name, x, labels in (("raw features", split.x_test, split.y_test),
-                            ("untrained MLP (seed 0)", untrained, split.y_test),
-                            ("ideal metric (content)", ideal.x_test, ideal.y_test)):
-        score = retrieval_metrics(x, labels, metric=cfg.metric, seed=cfg.seed)["map_at_r"]
-        print(f"{name:24s} test MAP@R {score:.3f}")
-
-
-if __name__ == "__main__":
-    main()

@@ -21,45 +21,17 @@ there, or on the workers' PYTHONPATH).
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from ablations.data import load_plugin_xy
+from ablations.plugin_import import checked_signature, import_object, is_import_string
+from losses import TripletStats
+
 PLUGIN_KEYS = ("loss", "encoder", "dataset")
 PROBE_FEATURES, PROBE_DIM = 5, 4  # the encoder probe: factory(5, 4) must map (2, 5) to (2, 4)
-
-
-def is_import_string(value: object) -> bool:
-    """value -> True for a "module:name" string (a plugin), False for a built-in choice."""
-    return isinstance(value, str) and ":" in value
-
-
-def import_object(text: str, *, key: str | None):
-    """"package.module:name" -> the object; ValueError naming the key (None: not a grid key) and the import string."""
-    where = f"key {key!r}: " if key else ""
-    hint = (" (`tripletlab run` imports it from its current directory or the installed packages; "
-            "on a Dask cluster it must be importable on every worker: installed there or on the "
-            "workers' PYTHONPATH)") if key else ""
-    module_name, _, attr = text.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{where}import string {text!r} must look like 'package.module:name'")
-    try:
-        obj = importlib.import_module(module_name)
-    except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
-        raise ValueError(f"{where}cannot import module {module_name!r} of {text!r}: "
-                         f"{type(err).__name__}: {err}{hint}") from err
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"{where}{text!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"{where}{text!r} is a {type(obj).__name__}, not a callable")
-    return obj
 
 
 @dataclass(frozen=True)
@@ -76,31 +48,11 @@ def check_plugin(key: str, value: str) -> None:
     {"loss": loss_plugin, "encoder": _checked_encoder, "dataset": load_plugin_xy}[key](value)
 
 
-def _signature(fn, *, key: str, text: str, positional: int) -> inspect.Signature:
-    """fn must accept `positional` positional arguments."""
-    try:
-        sig = inspect.signature(fn)
-        sig.bind_partial(*range(positional))
-    except TypeError as err:
-        raise ValueError(f"key {key!r}: {text!r} must accept {positional} positional argument(s), "
-                         f"its signature is {_sig_text(fn)}: {err}") from err
-    except ValueError:  # no signature (a builtin): trust it
-        return None
-    return sig
-
-
-def _sig_text(fn) -> str:
-    try:
-        return str(inspect.signature(fn))
-    except (TypeError, ValueError):
-        return "(unknown)"
-
-
 @functools.lru_cache(maxsize=None)
 def loss_plugin(text: str) -> LossPlugin:
     """"module:fn" -> LossPlugin, after one call on a probe batch (8 x 4, 4 classes, margin 0.2)."""
     fn = import_object(text, key="loss")
-    sig = _signature(fn, key="loss", text=text, positional=2)
+    sig = checked_signature(fn, key="loss", text=text, positional=2)
     params = sig.parameters if sig is not None else {}
     keywords = tuple(k for k in ("margin", "metric") if k in params)
     g = torch.Generator().manual_seed(0)
@@ -118,8 +70,6 @@ def loss_plugin(text: str) -> LossPlugin:
 
 def loss_components(out, *, text: str) -> dict[str, torch.Tensor]:
     """A loss plugin's return value -> {component: 0-dim tensor}; anything else raises naming `text`."""
-    from losses import TripletStats
-
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], TripletStats):
         out = out[0]
     named = out if isinstance(out, dict) else {"loss": out}
@@ -146,7 +96,7 @@ def _probe(module: nn.Module, in_features: int):
 @functools.lru_cache(maxsize=None)
 def _checked_encoder(text: str):
     factory = import_object(text, key="encoder")
-    _signature(factory, key="encoder", text=text, positional=2)
+    checked_signature(factory, key="encoder", text=text, positional=2)
     build_plugin_encoder(text, PROBE_FEATURES, PROBE_DIM)
     return factory
 
@@ -177,36 +127,5 @@ def build_plugin_encoder(text: str, in_features: int, embedding_dim: int) -> nn.
     return module
 
 
-@functools.lru_cache(maxsize=None)
-def load_plugin_xy(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """"module:loader" -> (X (N, D) float, y (N,) int) from loader(), checked like an npz file."""
-    from ablations.data import check_xy
-
-    loader = import_object(text, key="dataset")
-    _signature(loader, key="dataset", text=text, positional=0)
-    try:
-        out = loader()
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"key 'dataset': {text!r} raised {type(err).__name__}: {err}") from err
-    except SystemExit as err:  # a loader written as a script: not the command's exit
-        raise ValueError(f"key 'dataset': {text!r} called sys.exit({err.code!r}) instead of "
-                         f"returning (X, y)") from None
-    if not isinstance(out, tuple) or len(out) != 2:
-        raise ValueError(f"key 'dataset': {text!r} must return a pair (X, y), got {type(out).__name__}")
-    x, y = (_plain_array(a, text=text, name=name) for a, name in zip(out, "Xy"))
-    check_xy(x, y, source=f"key 'dataset': {text!r}")
-    return x, y
-
-
-def _plain_array(value: Any, *, text: str, name: str) -> np.ndarray:
-    """A loader's X or y -> numpy array; a torch tensor is detached and copied to the CPU."""
-    if hasattr(value, "detach") and hasattr(value, "device"):  # a torch tensor (maybe requires_grad)
-        if value.device.type == "meta":
-            raise ValueError(f"key 'dataset': {text!r} returned {name} on the meta device "
-                             f"(no data); return real arrays or CPU tensors")
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"key 'dataset': {text!r} returned {name} that is not an array "
-                         f"({type(value).__name__}: {err})") from err
+__all__ = ["PLUGIN_KEYS", "LossPlugin", "build_plugin_encoder", "check_plugin", "import_object",
+           "is_import_string", "load_plugin_xy", "loss_components", "loss_plugin"]

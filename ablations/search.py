@@ -41,9 +41,10 @@ import pandas as pd
 from ablations.baselines import with_baselines
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.grid import Grid
-from ablations.runner import _execute, check_runnable, make_executor, write_ideal
+from ablations.batch import check_runnable, execute_runs, make_executor, write_ideal
 from ablations.search_section import Range, SearchSection, Variant
 from ablations.store import ResultsStore, atomic_write_json, atomic_write_parquet
+from ablations.train import run_one
 
 SEARCH_DIR = "search"
 TRIALS_FILE = "trials.parquet"
@@ -91,8 +92,6 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
     folder.mkdir(exist_ok=True)
     _check_plan(folder / PLAN_FILE, section.plan())
     executor = make_executor(workers, scheduler)
-    from ablations.train import run_one
-
     tables = {}
     chosen: dict[str, RunConfig] = {}
     for index, variant in enumerate(section.variants, start=1):
@@ -118,7 +117,7 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
     print(f"search done: reproducing the chosen configuration of {len(chosen)} variant(s) over "
           f"{section.class_folds * len(section.seeds)} (fold, seed) units, with the baselines",
           file=sys.stderr)
-    _execute(store, executor, run_one, items, total=len(configs), desc="reproduce")
+    execute_runs(store, executor, run_one, items, total=len(configs), desc="reproduce")
     write_ideal(store, configs)
     return store
 
@@ -264,7 +263,7 @@ def _search_variant(store: ResultsStore, executor, fn, section: SearchSection, v
         items = [{**config_to_dict(c), "run_id": rid} for rid, c in runs.items() if rid not in done]
         first, last = batch[0].number + 1, batch[-1].number + 1
         trials_text = f"trial {first}" if first == last else f"trials {first}-{last}"
-        _execute(store, executor, fn, items, total=len(runs),
+        execute_runs(store, executor, fn, items, total=len(runs),
                  desc=f"search {where} {variant.label}: {trials_text}/{section.trials}")
         for number, configs in sorted(planned.items()):
             value = _objective(store, configs) if isinstance(configs, list) else None

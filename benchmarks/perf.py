@@ -1,6 +1,6 @@
 """Grid throughput: wall time, runs per minute, share of time outside training steps.
 
-    .venv/bin/python -m ablations.perf ablations/grids/perf100.toml --workers 1 2
+    .venv/bin/python -m benchmarks.perf ablations/grids/perf100.toml --workers 1 2
 
 Each worker count runs the whole grid into a fresh temporary store. "Outside
 training" is 1 - (sum of the runs' train_time_s) / (wall time x workers): data
