@@ -44,7 +44,7 @@ from ablations.grid import Grid
 from ablations.batch import check_runnable, execute_runs, make_executor, write_ideal
 from ablations.search_section import Range, SearchSection, Variant
 from ablations.store import ResultsStore, atomic_write_json, atomic_write_parquet
-from ablations.train import run_one
+from ablations import train  # run_one looked up at call time: tests spy on it
 
 SEARCH_DIR = "search"
 TRIALS_FILE = "trials.parquet"
@@ -100,7 +100,7 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
             tables[label] = rows
             _write_trials(folder, tables)
 
-        tables[variant.label] = _search_variant(store, executor, run_one, section, variant,
+        tables[variant.label] = _search_variant(store, executor, train.run_one, section, variant,
                                                 study, where=f"{index}/{len(section.variants)}",
                                                 write=write)
         best = _best(tables[variant.label])
@@ -117,7 +117,7 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
     print(f"search done: reproducing the chosen configuration of {len(chosen)} variant(s) over "
           f"{section.class_folds * len(section.seeds)} (fold, seed) units, with the baselines",
           file=sys.stderr)
-    execute_runs(store, executor, run_one, items, total=len(configs), desc="reproduce")
+    execute_runs(store, executor, train.run_one, items, total=len(configs), desc="reproduce")
     write_ideal(store, configs)
     return store
 
