@@ -110,6 +110,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The config keys the dataset reads (ablations.data.DATASET_KEYS).
+POSE_KEYS = ("pose_classes", "pose_points_per_class", "pose_content_dim", "pose_dim", "pose_scale",
+             "pose_within", "pose_gain", "pose_warp", "data_seed")
+
 
 def pose_xy_of(config, *, return_content: bool = False):
     """RunConfig (its pose_* keys and data_seed) -> make_pose_xy(...) for that run."""

@@ -16,7 +16,7 @@ PACKAGES = ("losses", "ablations", "reports", "tripletlab")
 FLOORS = (
     ("helpers", ("idx", "sampler", "schedules", "mining", "plugin_import", "evaluate", "executors")),
     ("data", ("data", "pose", "nuisance")),
-    ("models", ("model", "plugins")),
+    ("models", ("model", "plugins", "loss_specs")),
     ("configuration", ("config", "grid", "search_section")),
     ("training", ("objectives", "train", "baselines", "classical", "ceiling")),
     ("running", ("store", "dask_executor", "batch", "search", "runner", "results")),
