@@ -27,8 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ablations.classical import fit_selected
 from ablations.config import (BASELINES, CLASSICAL_BASELINES, RunConfig, config_hash,
                               config_to_dict, resolve_config, unique_configs)
+from ablations.evaluate import model_embeddings, record_test, record_validation, retrieval_metrics
+from ablations.model import build_encoder
 
 
 def baseline_configs(configs: list[RunConfig], *,
@@ -50,22 +53,15 @@ def with_baselines(configs: list[RunConfig], *,
 
 def evaluate_baseline(cfg: RunConfig, split, result: dict[str, Any]) -> None:
     """Fill `result` (the run_one dict) with the baseline's metrics and test embeddings."""
-    from ablations.evaluate import model_embeddings, record_test, record_validation
-
     if cfg.loss == "raw":
         embed = torch.from_numpy
     elif cfg.loss == "untrained":
-        from ablations.model import build_encoder
-
         torch.manual_seed(cfg.seed)
         model = build_encoder(cfg, split.num_features)
 
         def embed(x: np.ndarray) -> torch.Tensor:
             return model_embeddings(model, torch.from_numpy(x))
     elif cfg.loss in CLASSICAL_BASELINES:
-        from ablations.classical import fit_selected
-        from ablations.evaluate import retrieval_metrics
-
         fitted = fit_selected(cfg.loss, split, lambda z: retrieval_metrics(
             z, split.y_val, metric=cfg.metric, seed=cfg.seed)["map_at_r"])
         result["baseline_params"] = json.dumps(fitted.params, sort_keys=True)

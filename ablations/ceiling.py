@@ -23,6 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ablations.data import fold_classes
+from ablations.evaluate import retrieval_metrics
+from ablations.nuisance import nuisance_xy_of
+from ablations.pose import pose_xy_of
+
 CEILINGS = {
     "pose": "the content known up to pose and gain: MAP@R of the distance between the "
             "orbits of the true content (min over the pose angle, unit gain)",
@@ -57,12 +62,8 @@ def content_of(config) -> tuple[np.ndarray, np.ndarray] | None:
     """RunConfig -> (content (N, dc), y (N,)) of a generated dataset with hidden content (the
     ideal metric's features, never used in training), else None."""
     if config.dataset == "pose":
-        from ablations.pose import pose_xy_of
-
         _, y, content = pose_xy_of(config, return_content=True)
     elif config.dataset == "nuisance":
-        from ablations.nuisance import nuisance_xy_of
-
         _, y, content = nuisance_xy_of(config, return_content=True)
     else:
         return None
@@ -72,8 +73,6 @@ def content_of(config) -> tuple[np.ndarray, np.ndarray] | None:
 def ideal_score(config) -> dict[str, Any] | None:
     """RunConfig -> {"test_map_at_r", "what", "dataset"} of its dataset's ideal metric on the
     run's test classes, or None when the dataset has no known ceiling."""
-    from ablations.data import fold_classes
-
     found = content_of(config)
     if found is None:
         return None
@@ -84,8 +83,6 @@ def ideal_score(config) -> dict[str, Any] | None:
     if config.dataset == "pose":
         score = map_at_r_of_distances(orbit_distances(content[keep], unit_gain=True), y[keep])
     else:
-        from ablations.evaluate import retrieval_metrics
-
         score = retrieval_metrics(content[keep], y[keep], metric=config.metric,
                                   seed=0)["map_at_r"]
     return {"test_map_at_r": float(score), "what": CEILINGS[config.dataset],

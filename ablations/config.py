@@ -26,24 +26,24 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ablations.data import SPLIT_PROTOCOLS, files_fingerprint
-from ablations.model import parse_image_shape
+from ablations.data import DATASET_KEYS, SPLIT_PROTOCOLS, files_fingerprint, split_keys
+from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, MINING_KEYS, LossSpec
+from ablations.model import ENCODER_KEYS, parse_image_shape
 from ablations.plugin_import import is_import_string
 from ablations.plugins import PLUGIN_KEYS, check_plugin, loss_plugin
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.validation import did_you_mean
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 
-DATASETS = ("digits", "blobs", "npz", "nuisance", "idx", "pose")
-LOSSES = (
-    "naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml",
-    "combined", "triplet_ce", "multi_similarity", "circle", "contrastive", "ntxent",
-)
+# The names come from the registries of the components: datasets (ablations.data.DATASET_KEYS),
+# losses (ablations.loss_specs.LOSS_SPECS), encoders (ablations.model.ENCODER_KEYS).
+DATASETS = tuple(DATASET_KEYS)
+LOSSES = tuple(LOSS_SPECS)
 # Batch variants that `triplet_ce` can put beside its class cross-entropy.
-BATCH_VARIANTS = ("batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml")
+BATCH_VARIANTS = tuple(name for name, spec in LOSS_SPECS.items() if spec.batch_variant)
 # Losses trained on explicit (anchor, positive, negative) triplets drawn offline
 # (randomly, or by offline hard mining): the only ones `mining` applies to.
-EXPLICIT_TRIPLET_LOSSES = ("naive", "combined")
+EXPLICIT_TRIPLET_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.explicit_triplets)
 RIVALS = ("multi_similarity", "circle", "contrastive", "ntxent")
 # Reference points evaluated for every grid (ablations/baselines.py), never trained and never
 # selected as a variant: "raw" = the standardised input features of the split, "untrained" =
@@ -55,7 +55,7 @@ BASELINES = ("raw", "untrained", *CLASSICAL_BASELINES)
 # Baselines that do not depend on the seed (deterministic): one run per data keys and metric.
 SEED_FREE_BASELINES = ("raw", *CLASSICAL_BASELINES)
 # Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
-COSINE_ONLY = ("multi_similarity", "circle", "ntxent")
+COSINE_ONLY = tuple(name for name, spec in LOSS_SPECS.items() if spec.cosine_only)
 # One source of truth: the names the losses package defines.
 METRICS = LOSSES_METRICS
 WEIGHTINGS = tuple(LOSSES_WEIGHTINGS)
@@ -64,7 +64,7 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
 CE_KINDS = ("ce", "focal")
-ENCODERS = ("mlp", "conv")
+ENCODERS = tuple(ENCODER_KEYS)
 # Every run stored before `split_protocol` existed used "rotated" folds: the key enters the
 # run id only where it changes the split of such a run (class_folds > 1 and not "rotated"),
 # so old stores keep their ids and a new fixed-test fold never takes an old rotated fold's id.
@@ -226,83 +226,62 @@ FIXED_WEIGHT_KEYS = {"w_triplet": "triplet", "w_pos": "ce_pos", "w_neg": "ce_neg
 MAX_LAYER_SIZE = 8192  # width, embedding_dim: a width x embedding_dim layer is <= 67M weights
 MAX_BATCH = 4096  # sampler_p x sampler_k: the (B, B) distance matrices are <= 64 MiB each
 _BYTES_PER_WEIGHT = 16  # float32 weight + gradient + Adam's two moments
+# Read by every trained run (besides the dataset's, the split's and the encoder's keys).
+SHARED_KEYS = ("lr", "lr_schedule", "warmup_epochs", "epochs", "sampler_p", "sampler_k", "eval_every",
+               "memory_size", "memory_weight", "memory_start_epoch")
+# key -> (the key it refines, whether that key's value makes it read): read only then.
+REFINES: dict[str, tuple[str, Any]] = {
+    "margin_start": ("margin_schedule", lambda v: v != "constant"),
+    "margin_ramp_epochs": ("margin_schedule", lambda v: v != "constant"),
+    "warmup_epochs": ("lr_schedule", lambda v: v != "constant"),
+    "focal_gamma": ("ce", lambda v: v == "focal"),
+    "focal_alpha": ("ce", lambda v: v == "focal"),
+    "memory_weight": ("memory_size", lambda v: v > 0),
+    "memory_start_epoch": ("memory_size", lambda v: v > 0),
+    **{key: ("mining", lambda v: v != "none") for key in MINING_KEYS if key != "mining"},
+}
 _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
                   "mining_hard_end")
 
 
 def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
-    """Keys that cannot change what `cfg` trains (reset to defaults before hashing)."""
+    """Keys that cannot change what `cfg` trains (reset to defaults before hashing): those no
+    chosen component reads (`keys_read`)."""
+    read = keys_read(cfg)
+    return [key for key in FIELDS if key not in read]
+
+
+def keys_read(cfg: dict[str, Any]) -> set[str]:
+    """A full config dict -> the keys its components read: the dataset's (data.DATASET_KEYS) and
+    the split's (data.split_keys); for a trained run also SHARED_KEYS, the encoder's
+    (model.ENCODER_KEYS), the loss's (loss_specs.LOSS_SPECS, or a user's loss's keywords) and,
+    for a loss of several components, the weighting's; each key of REFINES only where the key
+    it refines is read with a value that uses it. A baseline reads the data keys and the metric
+    (`untrained` also the encoder's keys and the seed)."""
     loss = cfg["loss"]
-    plugin = loss_plugin(loss) if is_import_string(loss) else None  # a user's loss (ablations.plugins)
-    reset: list[str] = []
-    if is_import_string(cfg["encoder"]):
-        reset += ["hidden_layers", "width", "normalize"]  # the MLP's keys
-    if cfg["dataset"] != "blobs":
-        reset += [k for k in FIELDS if k.startswith("blobs_")]
-    if cfg["dataset"] not in ("blobs", "nuisance", "pose"):
-        reset.append("data_seed")
-    if cfg["dataset"] != "nuisance":
-        reset += [k for k in FIELDS if k.startswith("nuisance_")]
-    if cfg["dataset"] != "pose":
-        reset += [k for k in FIELDS if k.startswith("pose_")]
-    if cfg["dataset"] != "npz":
-        reset.append("npz_path")
-    if cfg["dataset"] != "idx":
-        reset += ["idx_images", "idx_labels"]
-    if cfg["encoder"] != "conv":
-        reset += ["image_shape", "conv_channels"]
-    if cfg["dataset"] not in FILE_DATASETS:
-        reset.append("data_fingerprint")
-    margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
-        loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft") or (
-        plugin is not None and "margin" not in plugin.keywords)
-    if margin_unused:
-        reset += ["margin", "margin_schedule", "margin_start", "margin_ramp_epochs"]
-    elif cfg["margin_schedule"] == "constant":
-        reset += ["margin_start", "margin_ramp_epochs"]
-    if loss != "triplet_ce":
-        reset.append("id_variant")
-    # a user's loss with several components is weighted; fixed weights w_* apply to components of their name
-    weighted = loss in ("combined", "triplet_ce") or (plugin is not None and len(plugin.components) > 1)
-    used = {key for key, _ in WEIGHTING_PARAMS.get(cfg["weighting"], ())}
-    if not weighted:
-        used = set()
-    reset += [key for params in WEIGHTING_PARAMS.values() for key, _ in params if key not in used]
-    if not weighted:
-        reset += ["ce_input", "weighting", "w_triplet", "w_pos", "w_neg", "w_ce"]
-    elif plugin is not None:
-        fixed = cfg["weighting"] == "fixed"
-        reset += ["ce_input"] + [w for w, c in FIXED_WEIGHT_KEYS.items() if not fixed or c not in plugin.components]
-    else:
-        if cfg["weighting"] != "fixed":
-            reset += ["w_triplet", "w_pos", "w_neg", "w_ce"]
-        reset += ["w_ce"] if loss == "combined" else ["w_pos", "w_neg"]
-    if loss != "ntxent":
-        reset.append("temperature")
-    if loss not in ("combined", "triplet_ce"):
-        reset.append("ce")
-    if loss not in ("combined", "triplet_ce") or cfg["ce"] != "focal":
-        reset += ["focal_gamma", "focal_alpha"]
-    elif loss == "triplet_ce":
-        reset.append("focal_alpha")  # a binary class balance: the pair classifier's only
-    if cfg["lr_schedule"] == "constant":
-        reset.append("warmup_epochs")
-    if loss not in EXPLICIT_TRIPLET_LOSSES:
-        reset.append("mining")
-    if loss not in EXPLICIT_TRIPLET_LOSSES or cfg["mining"] == "none":
-        reset += [k for k in FIELDS if k.startswith("mining_")]
-    if cfg["memory_size"] == 0:  # no memory: its weight and start cannot change the run
-        reset += ["memory_weight", "memory_start_epoch"]
-    if cfg["fold"] == 0 and cfg["split_protocol"] == "rotated":
-        reset.append("class_folds")  # rotated fold 0 is the plain cut whatever K: one run for every K
-    if cfg["class_folds"] == 1 or "class_folds" in reset:
-        reset.append("split_protocol")  # one split: both protocols cut the same classes
+    read = {"dataset", "loss", "metric", *DATASET_KEYS.get(cfg["dataset"], ()),
+            *split_keys(class_folds=cfg["class_folds"], fold=cfg["fold"], split_protocol=cfg["split_protocol"])}
+    encoder = {"encoder", "embedding_dim", "seed", *ENCODER_KEYS.get(cfg["encoder"], ())}
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
-        keep = {*DATA_KEYS, "metric", "loss"}
-        if loss not in SEED_FREE_BASELINES:
-            keep |= {*MODEL_KEYS, "seed"}
-        reset += [k for k in FIELDS if k not in keep]
-    return reset
+        return read if loss in SEED_FREE_BASELINES else read | encoder
+    spec = loss_spec(loss)
+    read |= encoder | set(SHARED_KEYS) | set(spec.keys)
+    if spec.reads_margin(cfg, LOSS_SPECS):
+        read |= set(MARGIN_KEYS)
+    if len(spec.components) > 1:
+        read |= {"weighting", *(key for key, _ in WEIGHTING_PARAMS.get(cfg["weighting"], ()))}
+        if cfg["weighting"] == "fixed":
+            read |= {key for key, component in FIXED_WEIGHT_KEYS.items() if component in spec.components}
+    return {key for key in read
+            if key not in REFINES or (REFINES[key][0] in read and REFINES[key][1](cfg[REFINES[key][0]]))}
+
+
+def loss_spec(loss: str) -> LossSpec:
+    """A value of `loss` (a name or a user's "package.module:name") -> its LossSpec."""
+    if not is_import_string(loss):
+        return LOSS_SPECS[loss]
+    plugin = loss_plugin(loss)  # imports the user's loss (ablations.plugins)
+    return LossSpec(takes_margin="margin" in plugin.keywords, components=plugin.components)
 
 
 def check_value(key: str, value: Any) -> Any:

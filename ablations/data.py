@@ -65,9 +65,21 @@ from typing import Any
 import numpy as np
 
 from ablations.idx import load_idx_xy
-from ablations.nuisance import nuisance_xy_of
+from ablations.nuisance import NUISANCE_KEYS, nuisance_xy_of
 from ablations.plugin_import import checked_signature, import_object, is_import_string
-from ablations.pose import pose_xy_of
+from ablations.pose import POSE_KEYS, pose_xy_of
+
+# dataset -> the config keys it reads besides the split keys (`split_keys`); a user's loader
+# ("package.module:function") reads none. The config resets the keys no chosen component reads.
+DATASET_KEYS: dict[str, tuple[str, ...]] = {
+    "digits": (),
+    "blobs": ("blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread",
+              "blobs_label_noise", "data_seed"),
+    "npz": ("npz_path", "data_fingerprint"),
+    "nuisance": NUISANCE_KEYS,
+    "idx": ("idx_images", "idx_labels", "data_fingerprint"),
+    "pose": POSE_KEYS,
+}
 
 MIN_CLASSES = 6
 MIN_CLASS_SIZE = 2
@@ -106,6 +118,14 @@ def class_counts(num_classes: int) -> tuple[int, int, int]:
 
 
 SPLIT_PROTOCOLS = ("fixed_test", "rotated")  # values of the `split_protocol` key
+
+
+def split_keys(*, class_folds: int, fold: int, split_protocol: str) -> tuple[str, ...]:
+    """The split's keys that change which classes a run trains, validates and tests on: fold 0
+    of "rotated" is the plain cut whatever class_folds, and with one fold both protocols cut
+    the same classes."""
+    keys = ("fold",) if fold == 0 and split_protocol == "rotated" else ("fold", "class_folds")
+    return keys + ("split_protocol",) if "class_folds" in keys and class_folds != 1 else keys
 
 
 def fold_classes(classes: np.ndarray, *, class_folds: int, fold: int,

@@ -10,6 +10,14 @@ from torch import nn
 from ablations.plugin_import import is_import_string
 from ablations.plugins import build_plugin_encoder
 
+# encoder -> the config keys it reads besides embedding_dim; a user's factory reads none. conv
+# does not read hidden_layers and width, but they have always been part of its runs' identity
+# (runs differing in them are stored apart), so they stay listed.
+ENCODER_KEYS: dict[str, tuple[str, ...]] = {
+    "mlp": ("hidden_layers", "width", "normalize"),
+    "conv": ("hidden_layers", "width", "normalize", "image_shape", "conv_channels"),
+}
+
 
 class EmbeddingMLP(nn.Module):
     """features (B, F) float -> embeddings (B, E) float (unit norm when `normalize`).

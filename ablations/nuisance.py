@@ -32,6 +32,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The config keys the dataset reads (ablations.data.DATASET_KEYS).
+NUISANCE_KEYS = ("nuisance_classes", "nuisance_points_per_class", "nuisance_content_dim",
+                 "nuisance_dim", "nuisance_scale", "nuisance_within", "nuisance_warp", "data_seed")
+
 
 def nuisance_xy_of(config, *, return_content: bool = False):
     """RunConfig (its nuisance_* keys and data_seed) -> make_nuisance_xy(...) for that run."""

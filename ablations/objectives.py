@@ -34,6 +34,7 @@ import losses
 from losses.memory import CrossBatchMemory, loss_against_memory, xbm_total
 from losses.registry import BATCH_VARIANT_CALLS, REFERENCE_VARIANTS
 from ablations.config import FIXED_WEIGHT_KEYS, RIVALS, WEIGHTING_PARAMS, RunConfig
+from ablations.loss_specs import LOSS_SPECS
 from ablations.plugins import is_import_string, loss_components, loss_plugin
 
 RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
@@ -89,7 +90,7 @@ class RivalObjective(nn.Module):
     def __init__(self, name: str, *, metric: str, temperature: float):
         super().__init__()
         self.fn = getattr(losses, RIVAL_CALLS[name])
-        self.components = (name,)
+        self.components = LOSS_SPECS[name].components
         # multi_similarity, circle and ntxent are cosine by definition (config forces metric);
         # contrastive takes the run's metric
         self.kwargs = {"metric": metric} if name == "contrastive" else {}
@@ -140,8 +141,8 @@ class PluginObjective(nn.Module):
 class TripletIdObjective(nn.Module):
     """Batch variant + class cross-entropy over the training classes; "triplet", "ce_id"."""
 
-    explicit_triplets = False
-    components = ("triplet", "ce_id")
+    explicit_triplets = LOSS_SPECS["triplet_ce"].explicit_triplets
+    components = LOSS_SPECS["triplet_ce"].components
 
     def __init__(self, variant: str, *, metric: str, num_classes: int, embedding_dim: int,
                  ce_input: str, focal: dict | None = None):
@@ -161,8 +162,8 @@ class TripletIdObjective(nn.Module):
 class NaiveObjective(nn.Module):
     """naive_triplet_loss on explicit triplets; component "triplet"; stats over the triplets."""
 
-    explicit_triplets = True
-    components = ("triplet",)
+    explicit_triplets = LOSS_SPECS["naive"].explicit_triplets
+    components = LOSS_SPECS["naive"].components
 
     def __init__(self, *, metric: str):
         super().__init__()
@@ -177,8 +178,8 @@ class NaiveObjective(nn.Module):
 class CombinedObjective(nn.Module):
     """CombinedLoss on explicit triplets: "triplet", "ce_pos", "ce_neg" (+ pair accuracy)."""
 
-    explicit_triplets = True
-    components = ("triplet", "ce_pos", "ce_neg")
+    explicit_triplets = LOSS_SPECS["combined"].explicit_triplets
+    components = LOSS_SPECS["combined"].components
 
     def __init__(self, *, metric: str, embedding_dim: int, ce_input: str, focal: dict | None = None):
         super().__init__()

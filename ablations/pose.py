@@ -28,7 +28,7 @@ Why learning a non-linear metric is the point here, and why that is fair:
   without merging every class's orbit with it: LDA (its between-class scatter is
   that of coinciding means), NCA, PCA whitening and the raw features all keep the
   pose. That is what the old `nuisance` set got wrong: there a linear projection
-  removes the nuisance, and LDA beat every trained loss (issue 16).
+  removes the nuisance, and LDA beat every trained loss.
 - A metric that transfers has to be pose-invariant: functions of c'' that do not
   change under R(theta), such as the plane norms |c''_p| and the relative phases
   between planes (the Hermitian products z_p conj(z_q) of the planes as complex
@@ -109,6 +109,10 @@ is needed, not that a neural network is the only way to learn one.
 from __future__ import annotations
 
 import numpy as np
+
+# The config keys the dataset reads (ablations.data.DATASET_KEYS).
+POSE_KEYS = ("pose_classes", "pose_points_per_class", "pose_content_dim", "pose_dim", "pose_scale",
+             "pose_within", "pose_gain", "pose_warp", "data_seed")
 
 
 def pose_xy_of(config, *, return_content: bool = False):

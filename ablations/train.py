@@ -49,6 +49,7 @@ from ablations.model import build_encoder
 from ablations.objectives import STAT_NAMES, build_memory_term, build_objective, weighting_params
 from ablations.sampler import PKSampler
 from ablations.schedules import hard_share_at, lr_at, margin_at
+from losses.weighting import make_weighting
 
 NAN = float("nan")
 _SPLITS: dict[tuple, Split] = {}  # per-process cache of loaded datasets
@@ -123,8 +124,6 @@ def _train(cfg: RunConfig, result: dict[str, Any], *,
     components = objective.components
     weighting = None
     if len(components) > 1:
-        from losses.weighting import make_weighting
-
         weighting = make_weighting(cfg.weighting, components=components,
                                    **weighting_params(cfg, components))
     params = list(model.parameters()) + list(objective.parameters())

@@ -1,4 +1,4 @@
-"""In-process `check_loss` time per function, and the counts of the unknown-bug gallery (issue 18).
+"""In-process `check_loss` time per function, and the counts of the unknown-bug gallery.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python -m benchmarks.check_time
 

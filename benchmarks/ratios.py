@@ -22,7 +22,7 @@ SPEED_GOALS = (
     ("semi_hard_tf", 1024, "speedup", 100.0, "semi-hard tf >= 100x faster than PML (semihard miner) at B=1024"),
     ("semi_hard_pml", 1024, "speedup", 100.0, "semi-hard pml >= 100x faster than PML at B=1024"),
 )
-FLOOR_BOUND = 3.0               # issue 12: every exact variant within 3x of the floor ...
+FLOOR_BOUND = 3.0               # every exact variant within 3x of the floor ...
 FLOOR_SIZES = (1024, 4096)      # ... at these B, on both label layouts
 PEAK_FLOOR_BOUND = 2.0          # peak-memory increment at B=4096 within 2x of the floor's
 PEAK_LIMIT_GB = 8.0             # B=16384 batch-all and semi-hard run under this
@@ -239,7 +239,7 @@ def report(record: dict) -> str:
                   "### Ours / floor, exact variants", ratio_summary(rows)]
     for title, body in (("Skipped cells", skipped_lines(record)), ("Peak memory", memory_lines(record)),
                         ("Weighting cost per training step", weighting_table(record)),
-                        ("Batch vs memory (B=256, D=128; issue 20)", xbm_lines(record)),
+                        ("Batch vs memory (B=256, D=128)", xbm_lines(record)),
                         ("Goals", goal_lines(record, rows))):
         if body:
             parts += [f"### {title}", body]

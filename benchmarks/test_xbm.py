@@ -1,4 +1,4 @@
-"""Batch-vs-memory losses (issue 20): time against the (B, M) floor, peak memory, PML's limits.
+"""Batch-vs-memory losses: time against the (B, M) floor, peak memory, PML's limits.
 
 B = 256, M in {8192, 65536}, D = 128, pk and random labels (benchmarks/xbm.py). No timing is asserted.
 """

@@ -1,4 +1,4 @@
-"""Batch-vs-memory losses (issue 20): workloads, the floor, peak memory and the PML probe.
+"""Batch-vs-memory losses: workloads, the floor, peak memory and the PML probe.
 
 The workload: a memory of M references (M, D) float32, standard normal, and a batch of
 B = 256 anchors that are the memory's first B entries (as just after enqueueing: each

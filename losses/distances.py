@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .validation import check_choice, check_embeddings, check_same_shape
+from .masks import negative_mask, positive_mask
+from .validation import check_choice, check_embeddings, check_labels, check_same_shape
 
 METRICS = ("euclidean", "squared_euclidean", "cosine")
 
@@ -478,7 +479,6 @@ def add_counts_below_(
 
 def checked_distances(embeddings: torch.Tensor, labels: torch.Tensor, *, metric: str) -> torch.Tensor:
     """embeddings (B, D) float, labels (B,) int -> dist (B, B); validates both inputs and the metric."""
-    from .validation import check_labels
 
     check_embeddings(embeddings)
     check_labels(labels, batch_size=embeddings.shape[0], device=embeddings.device)
@@ -493,7 +493,6 @@ def batch_distances(
 
     Validates both inputs and the metric; the shared first step of every batch variant.
     """
-    from .masks import negative_mask, positive_mask
 
     dist = checked_distances(embeddings, labels, metric=metric)
     return dist, positive_mask(labels), negative_mask(labels)

@@ -7,6 +7,7 @@ import pandas as pd
 
 from reports.leaderboard import SELECT_ON, describe_unit, finished, splits_of, unit_of
 from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
+from ablations.results import expected_run_ids
 from reports.variants import FOLD, SEED, SEED_FREE
 
 STATUSES = ("finished", "diverged", "failed")
@@ -154,17 +155,12 @@ def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
     """The store's grid.toml and its runs -> a sentence on the grid's runs that are not stored."""
     if not grid_text:
         return []
-    from ablations.baselines import with_baselines
-    from ablations.config import config_hash
-    from ablations.grid import expand, parse_grid_text
-
     try:
-        grid = parse_grid_text(grid_text, source="grid.toml")
-        if grid.search is not None:  # its runs depend on the search: the Search section says
-            return []                # which variants have not reached their budget
-        expected = [config_hash(c) for c in with_baselines(expand(grid), include=grid.baselines)]
+        expected = expected_run_ids(grid_text)
     except (ValueError, OSError) as err:
         return [f"The store's grid.toml cannot be expanded here ({err}): absent runs not listed"]
+    if expected is None:  # a search: the Search section says which variants have not reached their budget
+        return []
     stored = set(runs["run_id"]) if not runs.empty else set()
     absent = [rid for rid in expected if rid not in stored]
     if not absent:

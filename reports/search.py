@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from reports.figures import Figure, missing, save
 from reports.formatting import markdown_table, number
+from reports.html import _figure, _table
 from reports.variants import variant_label
 
 SEARCH_DIR = "search"
@@ -142,8 +143,6 @@ def best_so_far_figure(data: SearchData, *, out_dir: Path, palette: dict) -> Fig
 
 def search_report(data: SearchData, *, out_dir: Path, palette: dict) -> SearchReport:
     """SearchData -> the Search section (figure saved under out_dir)."""
-    from reports.html import _figure, _table
-
     table = variants_table(data)
     figure = best_so_far_figure(data, out_dir=out_dir, palette=palette)
     gaps = list(data.problems) + [

@@ -33,7 +33,7 @@ class StoreView:
 
 def read_store(store_dir: str | Path) -> StoreView:
     """store_dir (a results-store directory) -> StoreView read through ResultsStore."""
-    from ablations.store import ResultsStore
+    from ablations.results import ResultsStore
 
     path = Path(store_dir)
     if not path.is_dir():

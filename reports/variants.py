@@ -17,8 +17,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from ablations.config import (BASELINES, CLASSICAL_BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL,
-                              SEED_FREE_BASELINES, _keys_to_reset)   # the canonicalisation rule
+from ablations.results import (BASELINES, CLASSICAL_BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL,
+                               SEED_FREE_BASELINES, keys_not_used)
 
 # runs.parquet columns that are results, not config keys (ARCHITECTURE.md).
 RESULT_COLUMNS = ("run_id", "status", "error", "diverged_step", "diverged_component",
@@ -133,7 +133,7 @@ def unused_keys(row) -> frozenset[str]:
         cfg[key] = default if value is None or (isinstance(value, float) and np.isnan(value)) \
             else _plain(value)
     try:
-        return frozenset(_keys_to_reset(cfg))
+        return frozenset(keys_not_used(cfg))
     except Exception:  # noqa: BLE001 - a report must not fail on an unimportable plugin
         return frozenset()
 

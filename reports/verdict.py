@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablations.config import DATA_KEYS, DEFAULTS
+from ablations.results import DATA_KEYS, DEFAULTS
 from reports.formatting import bounds, interval, number, p_value
 from reports.stats import LOW_POWER_N
 from reports.variants import UNIT_COLUMNS, is_classical, unused_keys

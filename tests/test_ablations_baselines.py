@@ -1,4 +1,4 @@
-"""Class folds, the raw / untrained baselines and Recall@K (issue 8)."""
+"""Class folds, the raw / untrained baselines and Recall@K."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classical baselines (LDA, NCA, PCA whitening) and the collapse / under-training flags (issue 16).
+"""Classical baselines (LDA, NCA, PCA whitening) and the collapse / under-training flags.
 
 A store built here on a linearly mixed Gaussian set (class signal in 4 of 32 dimensions,
 rotated into all of them) makes LDA the best baseline and raises the warning in the

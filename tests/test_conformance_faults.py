@@ -1,4 +1,4 @@
-"""The checker's own faults of issue 18: backward errors, the naive battery's triplets, fresh copies per call."""
+"""Faults of the checker itself: backward errors, the naive battery's triplets, fresh copies per call."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The import graph of losses/, ablations/, reports/ and tripletlab/ (every import statement,
-function-level ones included): no cycle, losses imports none of the others, and the modules of
-ablations/ import only from their own floor or a lower one (ARCHITECTURE.md)."""
+function-level ones included): no cycle, losses imports none of the others, reports import
+ablations only through ablations.results (its read API), and the modules of ablations/ import
+only from their own floor or a lower one (ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ PACKAGES = ("losses", "ablations", "reports", "tripletlab")
 FLOORS = (
     ("helpers", ("idx", "sampler", "schedules", "mining", "plugin_import", "evaluate", "executors")),
     ("data", ("data", "pose", "nuisance")),
-    ("models", ("model", "plugins")),
+    ("models", ("model", "plugins", "loss_specs")),
     ("configuration", ("config", "grid", "search_section")),
     ("training", ("objectives", "train", "baselines", "classical", "ceiling")),
-    ("running", ("store", "dask_executor", "batch", "search", "runner")),
+    ("running", ("store", "dask_executor", "batch", "search", "runner", "results")),
 )
 
 
@@ -96,6 +97,16 @@ def test_losses_imports_only_losses():
     assert bad == []
 
 
+def report_violations(graph: dict[str, set[str]]) -> list[str]:
+    """-> "a -> b" for each import by reports of a module of ablations other than its read API."""
+    return [f"{s} -> {t}" for s, ts in sorted(graph.items()) if s.startswith("reports")
+            for t in sorted(ts) if t.startswith("ablations") and t != "ablations.results"]
+
+
+def test_reports_import_ablations_only_through_its_read_api():
+    assert report_violations(import_graph()) == []
+
+
 def test_every_ablations_module_has_a_floor():
     placed = {f"ablations.{m}" for _, mods in FLOORS for m in mods}
     assert sorted(m for m in import_graph() if m.startswith("ablations.") and m not in placed) == []
@@ -110,6 +121,8 @@ def test_checker_finds_a_planted_cycle_and_an_upward_import():
     assert find_cycle(fake) == ["ablations.config", "ablations.data", "ablations.config"]
     assert floor_violations(fake) == ["ablations.data -> ablations.config"]
     assert find_cycle({"ablations.config": {"ablations.data"}, "ablations.data": set()}) is None
+    assert report_violations({"reports.verdict": {"ablations.config", "ablations.results", "reports.stats"}}) \
+        == ["reports.verdict -> ablations.config"]
 
 
 @pytest.mark.parametrize("source", ["import ablations.config\n", "def f():\n    from ablations import config\n"])

@@ -2,7 +2,7 @@
 from a directory outside the checkout, with the checkout on no path.
 
 The editable install of `make setup` serves every package from the checkout, so only an
-installed wheel shows a subpackage left out of it (issue 17: `losses.testing`). To stay
+installed wheel shows a subpackage left out of it (as `losses.testing` once was). To stay
 fast, the fresh virtualenv gets the dependencies (torch, pandas, ...) through a .pth file
 naming the running interpreter's site-packages: a path line there adds that directory to
 sys.path without running the .pth files in it, so the editable install's finder stays out

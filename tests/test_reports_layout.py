@@ -1,5 +1,5 @@
 """The report's figures and tables at the demo's size and beyond: 36 and 100 classes, 11 and 16
-variants (issue 17). Small fake stores (`wide_view`), UMAP replaced by a fixed linear projection
+variants. Small fake stores (`wide_view`), UMAP replaced by a fixed linear projection
 (the layout is under test, not UMAP), so these run in seconds.
 
 Checked on every figure: drawn, no legend overlapping an axis and every axis labelled (matplotlib

@@ -1,0 +1,34 @@
+"""The read side of ablations that reports use, and the only module of ablations they import.
+
+Reports read a results store (`ResultsStore`), the schema of run configs (defaults, the data
+keys, the baseline names, the rule that names the keys a config does not use) and the run ids a
+store's grid.toml expects. Training, data loading and executors stay behind this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ablations.baselines import with_baselines
+from ablations.config import (BASELINES, CLASSICAL_BASELINES, DATA_KEYS, DEFAULTS, LEGACY_SPLIT_PROTOCOL,
+                              SEED_FREE_BASELINES, _keys_to_reset, config_hash)
+from ablations.grid import expand, parse_grid_text
+from ablations.store import ResultsStore
+
+__all__ = ["BASELINES", "CLASSICAL_BASELINES", "DATA_KEYS", "DEFAULTS", "LEGACY_SPLIT_PROTOCOL",
+           "SEED_FREE_BASELINES", "ResultsStore", "expected_run_ids", "keys_not_used"]
+
+
+def keys_not_used(config: dict[str, Any]) -> list[str]:
+    """A full config dict (every key of DEFAULTS) -> the keys that cannot change what it trains."""
+    return _keys_to_reset(config)
+
+
+def expected_run_ids(grid_text: str, *, source: str = "grid.toml") -> list[str] | None:
+    """The text of a grid file -> the run ids of its runs (baselines included), in grid order;
+    None for a grid with a search section (its runs depend on the search). Raises ValueError or
+    OSError when the grid cannot be parsed or expanded here."""
+    grid = parse_grid_text(grid_text, source=source)
+    if grid.search is not None:
+        return None
+    return [config_hash(c) for c in with_baselines(expand(grid), include=grid.baselines)]

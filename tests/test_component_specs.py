@@ -1,0 +1,65 @@
+"""The keys a run config keeps: read from the components' declarations (datasets, encoders,
+losses, weighting methods, baselines), equal to the rule the stores were written under.
+
+tests/fixtures/keys_not_used.json holds, for 1500 configs drawn (seed 19) over every choice
+key, the plugin losses and encoder of tests/plugins_example.py, memory on and off and the
+split protocols and folds, the set of keys that the written-out rule of the earlier
+ablations/config.py reset (a bit mask over `fields`). Run ids depend on that set, so the
+declarations must give it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ablations.config import (DEFAULTS, FIELDS, FIXED_WEIGHT_KEYS, LOSSES, SHARED_KEYS, WEIGHTING_PARAMS,
+                              _keys_to_reset, keys_read)
+from ablations.data import DATASET_KEYS
+from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS
+from ablations.model import ENCODER_KEYS
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "keys_not_used.json").read_text())
+
+
+def _rows():
+    varied = FIXTURE["varied"]
+    for row in FIXTURE["rows"]:
+        pick = {key: varied[key][i] for key, i in zip(varied, row[:-1])}
+        mask = int(row[-1], 16)
+        yield pick, {key for i, key in enumerate(FIXTURE["fields"]) if mask >> i & 1}
+
+
+def test_the_declarations_reset_exactly_the_keys_of_the_stored_rule():
+    assert FIXTURE["fields"] == sorted(DEFAULTS)
+    wrong = [(pick, sorted(set(_keys_to_reset({**DEFAULTS, **pick})) ^ expected))
+             for pick, expected in _rows() if set(_keys_to_reset({**DEFAULTS, **pick})) != expected]
+    assert wrong[:3] == []
+
+
+def test_the_fixture_covers_every_value_of_the_choice_keys():
+    seen = {key: {pick[key] for pick, _ in _rows()} for key in FIXTURE["varied"]}
+    assert seen == {key: set(values) for key, values in FIXTURE["varied"].items()}
+    assert set(LOSSES) <= seen["loss"] and set(DATASET_KEYS) <= seen["dataset"]
+
+
+def test_every_key_is_read_by_some_component():
+    declared = (set(SHARED_KEYS) | set(MARGIN_KEYS) | {"dataset", "loss", "metric", "encoder",
+                "embedding_dim", "seed", "fold", "class_folds", "split_protocol", "weighting"}
+                | {k for keys in DATASET_KEYS.values() for k in keys}
+                | {k for keys in ENCODER_KEYS.values() for k in keys}
+                | {k for spec in LOSS_SPECS.values() for k in spec.keys})
+    declared |= set(FIXED_WEIGHT_KEYS) | {k for params in WEIGHTING_PARAMS.values() for k, _ in params}
+    assert sorted(set(FIELDS) - declared) == []
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_SPECS))
+def test_a_loss_reads_its_declared_keys(loss):
+    cfg = {**DEFAULTS, "loss": loss, "margin_schedule": "linear", "mining": "offline_hard", "ce": "focal"}
+    read = keys_read(cfg)
+    spec = LOSS_SPECS[loss]
+    assert set(spec.keys) <= read
+    assert (set(MARGIN_KEYS) <= read) == spec.reads_margin(cfg, LOSS_SPECS)
+    assert ("weighting" in read) == (len(spec.components) > 1)
