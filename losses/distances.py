@@ -72,9 +72,12 @@ def scale_exponent(*xs: torch.Tensor, metric: str) -> int:
     [2^low, 2^high]: high keeps every partial sum of the expansion |a|^2 + |b|^2 - 2ab
     (at most 16 (D + 2) max|x|^2 after centring) finite; low keeps the squares of
     differences of relative size eps normal (not subnormal or 0), and for "cosine" keeps
-    the row norms far above F.normalize's eps (1e-12). Scaled, max |x| lies just inside
-    the range (the least scaling, so gradients times 2^e stay finite). Scaling by a power
-    of two is exact, so the normal path (e = 0) is unchanged, bit for bit.
+    the row norms far above F.normalize's eps (1e-12). Scaled rows have max |x| in
+    [2^19, 2^20) (huge rows) or [2^-10, 2^-9) (tiny ones): near 1, so that products with
+    the gradients of their distances and the second derivatives (about 1 / d^3 times a
+    gradient, in double backward) stay inside the range, and not at 1 exactly, so that
+    gradients times 2^e (the plain-autograd paired distances) stay finite and normal.
+    Scaling by a power of two is exact, so the normal path (e = 0) is unchanged, bit for bit.
     """
     x = xs[0]
     finfo = torch.finfo(x.dtype)
@@ -88,9 +91,9 @@ def scale_exponent(*xs: torch.Tensor, metric: str) -> int:
         return 0
     _, exponent = math.frexp(largest)  # largest = m 2^exponent, 0.5 <= m < 1
     if exponent > high:
-        return exponent - high  # scaled max in [2^(high - 1), 2^high)
+        return exponent - 20  # scaled max in [2^19, 2^20)
     if exponent <= low:
-        return exponent - low - 1  # scaled max in [2^low, 2^(low + 1))
+        return exponent + 9  # scaled max in [2^-10, 2^-9)
     return 0
 
 
@@ -109,8 +112,7 @@ def scaled_back(d: torch.Tensor, exponent: int, *, metric: str, dtype: torch.dty
         d = d * factor
     if exponent > 0 and not bool(torch.isfinite(d.detach()).all()):
         raise ValueError(f"{metric} distances of these embeddings exceed the {dtype} range "
-                         f"(largest {torch.finfo(dtype).max:.3g}; the rows' max |value| is about 2^{exponent} "
-                         f"times the safe range): pass float64 embeddings (embeddings.double())")
+                         f"(largest {torch.finfo(dtype).max:.3g}): pass float64 embeddings (embeddings.double())")
     return d
 
 
@@ -237,7 +239,7 @@ class _EuclideanCrossDistances(torch.autograd.Function):
     def backward(ctx, grad):
         a, r, centre, d = ctx.saved_tensors
         ac, rc = _scaled(a, ctx.exponent) - centre, _scaled(r, ctx.exponent) - centre  # (B, D), (M, D) as forward
-        w, factor = _scaled_gradient_terms(grad, d, ctx.root, ctx.exponent)  # (B, M)
+        w, factor = _scaled_gradient_terms(grad, d, ctx.root, ctx.exponent, ac, rc)  # (B, M)
         grad_a = factor * (w.sum(dim=1, keepdim=True) * ac - w @ rc)  # (B, D)
         grad_r = None
         if ctx.needs_input_grad[1]:
@@ -245,23 +247,26 @@ class _EuclideanCrossDistances(torch.autograd.Function):
         return grad_a, grad_r, None
 
 
-def _scaled_gradient_terms(grad: torch.Tensor, d: torch.Tensor, root: bool, exponent: int):
-    """grad (B, M) dL/dd, d (B, M) the output, of rows scaled by 2^-exponent -> (W (B, M), factor float).
+def _scaled_gradient_terms(grad: torch.Tensor, d: torch.Tensor, root: bool, exponent: int,
+                           ac: torch.Tensor, rc: torch.Tensor):
+    """grad (B, M) dL/dd, d (B, M) the output, ac (B, D), rc (M, D) the centred rows scaled by 2^-exponent
+    -> (W (B, M), factor float): dL/da_i = factor * sum_j W_ij (ac_i - rc_j).
 
-    dL/dx_i = factor * sum_j W_ij (x_i - x_j) in the scaled rows. Root: W = grad / d_s
-    (d_s = d 2^-exponent, the scaled rows' distances; 0 where d == 0, the safe root) and
-    factor 1, the powers of two cancel; squared: W = grad, factor 2^(1 + exponent).
+    Root: W = grad / d_s, d_s the scaled rows' distances (0 where d == 0: the safe root),
+    factor 1 (the powers of two cancel); squared: W = grad, factor 2^(1 + exponent).
     Under torch.is_grad_enabled() (double backward) W is made by differentiable,
-    out-of-place operations whose graph is finite (the 1 / d_s at d == 0 is masked
-    before it is taken); otherwise by a division whose 0 / 0 and x / 0 are zeroed in place.
+    out-of-place operations: 1 / d_s recomputed from ac and rc (its derivative then stays
+    in the scaled rows' range; through d it would carry 2^-exponent and underflow), masked
+    before it is taken where d == 0, so the graph is finite. Otherwise by a division whose
+    0 / 0 and x / 0 are zeroed in place.
     """
     if not root:
         return grad, 2.0 ** (1 + exponent)
-    d_s = _scaled(d, exponent)
     if torch.is_grad_enabled():
-        zero = d_s == 0
-        return grad * torch.where(zero, 0.0, 1.0 / torch.where(zero, 1.0, d_s)), 1.0
-    return torch.div(grad, d_s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), 1.0
+        square = (ac * ac).sum(dim=1, keepdim=True) + (rc * rc).sum(dim=1) - 2.0 * (ac @ rc.T)  # (B, M) d_s^2
+        zero = (d.detach() == 0) | (square.detach() <= 0)
+        return grad * torch.where(zero, 0.0, torch.rsqrt(torch.where(zero, 1.0, square))), 1.0
+    return torch.div(grad, _scaled(d, exponent)).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), 1.0
 
 
 class _EuclideanDistances(torch.autograd.Function):
@@ -316,7 +321,7 @@ class _EuclideanDistances(torch.autograd.Function):
         x, centre, d = ctx.saved_tensors
         xc = _scaled(x, ctx.exponent) - centre  # (B, D) as forward
         if torch.is_grad_enabled():  # double backward (create_graph): differentiable in x, d and grad
-            w, factor = _scaled_gradient_terms(grad, d, ctx.root, ctx.exponent)  # (B, B)
+            w, factor = _scaled_gradient_terms(grad, d, ctx.root, ctx.exponent, xc, xc)  # (B, B)
             rows_and_cols = w.sum(dim=1, keepdim=True) + w.sum(dim=0)[:, None]  # (B, 1)
             return factor * (rows_and_cols * xc - w @ xc - w.T @ xc), None
         B = d.shape[0]
