@@ -43,7 +43,12 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
 
 
 def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact; float32 for half inputs)."""
+    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact; float32 for half inputs).
+
+    Plain autograd (double backward too); rows of huge or tiny norm scaled by a power of
+    two and the distances scaled back, as `pairwise_distances` (the same ValueError where
+    a distance overflows the dtype).
+    """
     check_embeddings(a, name="a", min_rows=0)
     check_embeddings(b, name="b", min_rows=0)
     check_same_shape(a=a, b=b)
@@ -142,7 +147,8 @@ def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     """x (B, D) -> (B, B), unchecked; float32 for half inputs."""
     x = working_precision(x)
     if metric == "cosine":
-        xn = F.normalize(_scaled(x, scale_exponent(x, metric=metric)), dim=1)
+        x = _scaled(x, scale_exponent(x, metric=metric))  # exact: equal rows stay equal
+        xn = F.normalize(x, dim=1)
         half = 0.5 - 0.5 * (xn @ xn.T)  # (B, B) half distances
         d = (half + half.T).clamp(0.0, 2.0)  # (B, B) exactly symmetric: a + b == b + a
         first = _first_equal_row(x.detach())  # (B,) raw rows compared
@@ -161,7 +167,9 @@ def cross_distances(anchors: torch.Tensor, references: torch.Tensor, *, metric: 
     memory is never closer or farther than its original), the square root's gradient is 0
     at 0. Euclidean: |a|^2 + |r|^2 - 2 a r (one matrix product, after subtracting the
     references' rounded mean), backward two matrix products (a custom autograd Function),
-    a gradient to the references only when they require one. float16 / bfloat16 -> float32.
+    a gradient to the references only when they require one; double backward supported.
+    Rows of huge or tiny norm scaled by a power of two, as `pairwise_distances` (the
+    exponent from both sets). float16 / bfloat16 -> float32.
     """
     check_embeddings(anchors, name="anchors")
     check_embeddings(references, name="references")

@@ -261,3 +261,16 @@ def test_combined_losses_support_double_backward(variant, metric):
 
     assert torch.autograd.gradgradcheck(total(combined), (z,))
     assert torch.autograd.gradgradcheck(total(with_id), (z,))
+
+
+@pytest.mark.parametrize("variant", ["batch_all", "batch_hard", "semi_hard"])
+def test_stats_of_huge_norm_float32_equal_float64(variant):
+    z = torch.randn(16, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) * 1e19
+    y = _labels("pk", 16)
+    settings = {"semantics": "tf", "reduction": "mean"} if variant == "semi_hard" else {}
+    fn = {"batch_all": batch_all_triplet_loss, "batch_hard": batch_hard_triplet_loss,
+          "semi_hard": semi_hard_triplet_loss}[variant]
+    stats = [fn(e, y, margin=1e19, metric="euclidean", return_stats=True, **settings)[1] for e in (z.float(), z)]
+    for name in ("active_fraction", "pos_ratio", "violation_rate", "num_items"):
+        assert getattr(stats[0], name).item() == pytest.approx(getattr(stats[1], name).item())
+    assert 0 < stats[1].violation_rate.item() < 1
