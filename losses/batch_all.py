@@ -243,7 +243,7 @@ class _WindowHingeSum(torch.autograd.Function):
             window = prefix.gather(1, stop) - prefix.gather(1, start)  # (B, M)
             count = terms.to(d.dtype)
             hits.scatter_add_(1, start, torch.ones_like(d)).scatter_add_(1, stop, -torch.ones_like(d))
-        total = overflow_safe_sum(torch.addcmul(window, count, d - centre, value=-1))  # () float64
+        total = overflow_safe_sum(torch.addcmul(window, count, d - centre, value=-1))  # () d's dtype or float64
         per_position = torch.where(valid, hits.cumsum(dim=1)[:, :P], zero)  # (B, P) negatives per positive
         grad = torch.zeros_like(d).scatter_add_(1, pos_index, per_position).sub_(count)  # (B, M); padding adds 0
         active = count.sum().to(torch.long)
@@ -373,17 +373,21 @@ class _CountedHingeSum(torch.autograd.Function):
 def _reduced_in_place(
     total: torch.Tensor, grad: torch.Tensor, *, reduction: str, count: torch.Tensor | None
 ) -> torch.Tensor:
-    """total () float64 hinge sum, grad (B, M) its gradient in dist, count () int -> the loss in grad's dtype.
+    """total () hinge sum (float64, or grad's dtype), grad (B, M) its gradient in dist, count () int
+    -> the loss in grad's dtype.
 
     "sum": total; "mean" / "mean_positive": total / max(count, 1), and grad scaled by the same
-    in place. Divided in float64 before the cast, so a mean is finite wherever it is
-    representable, even when the sum is not (float32 hinges of rows of norm 1e17).
+    in place. The division is in grad's dtype, except where the sum overflows it (float32
+    hinges of rows of norm 1e17): then in float64 before the cast, so a mean is finite
+    wherever it is representable. A choice between two scalars: no host synchronisation.
     """
+    loss = total.to(grad.dtype)
     if reduction != "sum":
         count = count.clamp_min(1)
-        total = total / count.to(total.dtype)
+        wide = (total / count.to(total.dtype)).to(grad.dtype)  # () divided before the cast
+        loss = torch.where(torch.isfinite(loss), loss / count.to(grad.dtype), wide)
         grad.mul_(1 / count.to(grad.dtype))  # d loss / d dist
-    return total.to(grad.dtype)
+    return loss
 
 
 def _times(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
