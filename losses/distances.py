@@ -243,14 +243,18 @@ class _EuclideanCrossDistances(torch.autograd.Function):
         if root:
             d.sqrt_()
         d = scaled_back(_with_equal_rows_equal_cross(d, ac, rc), exponent, metric=metric, dtype=d.dtype)
-        ctx.save_for_backward(a, r, centre, d)
+        # an input that requires a gradient is saved itself (double backward differentiates through it), one
+        # that does not as its centred copy: a memory written to before the backward is not read again
+        ctx.centred = (not a.requires_grad, not r.requires_grad)
+        ctx.save_for_backward(ac if ctx.centred[0] else a, rc if ctx.centred[1] else r, centre, d)
         ctx.root, ctx.exponent = root, exponent
         return d
 
     @staticmethod
     def backward(ctx, grad):
         a, r, centre, d = ctx.saved_tensors
-        ac, rc = _scaled(a, ctx.exponent) - centre, _scaled(r, ctx.exponent) - centre  # (B, D), (M, D) as forward
+        ac, rc = (x if centred else _scaled(x, ctx.exponent) - centre
+                  for x, centred in zip((a, r), ctx.centred))  # (B, D), (M, D) as forward
         w, factor = _scaled_gradient_terms(grad, d, ctx.root, ctx.exponent, ac, rc)  # (B, M)
         grad_a = factor * (w.sum(dim=1, keepdim=True) * ac - w @ rc)  # (B, D)
         grad_r = None

@@ -274,3 +274,23 @@ def test_stats_of_huge_norm_float32_equal_float64(variant):
     for name in ("active_fraction", "pos_ratio", "violation_rate", "num_items"):
         assert getattr(stats[0], name).item() == pytest.approx(getattr(stats[1], name).item())
     assert 0 < stats[1].violation_rate.item() < 1
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_memory_written_before_the_backward_leaves_the_gradient(metric):
+    """The references' values are kept by the loss: enqueuing the next batch before backward changes nothing."""
+    g = torch.Generator().manual_seed(8)
+    past, batch, later = (torch.randn(12, 4, dtype=torch.float64, generator=g) for _ in range(3))
+    y = torch.arange(12) % 3
+    grads = []
+    for write_before_backward in (False, True):
+        memory = CrossBatchMemory(24, 4, dtype=torch.float64)
+        memory.enqueue(past, y)
+        e = batch.clone().requires_grad_(True)
+        loss = loss_against_memory(batch_all_triplet_loss_refs, memory, e, y, margin=0.5, metric=metric)
+        if write_before_backward:
+            memory.enqueue(later, y)
+        (grad,) = torch.autograd.grad(loss, e)
+        grads.append(grad)
+    assert grads[0].abs().max() > 0
+    assert torch.equal(grads[0], grads[1])
