@@ -19,7 +19,7 @@ from .distances import (
     working_precision,
 )
 from .references import check_references, in_batch_self_index, reference_masks
-from .reductions import REDUCTIONS, reduce_losses, reduce_total
+from .reductions import REDUCTIONS, overflow_safe_sum, reduce_losses
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_triplet_margin
 
@@ -136,10 +136,8 @@ def batch_all_from_distances(
             _, neg = reference_masks(labels, reference_labels, self_index)
             d_an = torch.where(neg, dist.detach(), torch.inf)  # (B, M); +inf: not a negative
             start = count_sorted_below(sorted_pos + margin, d_an, right=True)  # (B, M): first t_p > d_an
-            total, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start)
-            loss = reduce_total(
-                total, num_items=num_items, num_positive=num_active, reduction=reduction, anchor=anchor
-            )
+            loss, num_active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start,
+                                                reduction=reduction, num_items=num_items)
     if not return_stats:
         return loss
     if sorted_pos is None:
@@ -181,17 +179,24 @@ def window_hinge_sum(
     margin: float,
     start: torch.Tensor,
     end: torch.Tensor | None = None,
+    reduction: str = "sum",
+    num_items: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dist (B, M), sorted_pos/pos_index (B, P), start/end (B, M) int -> (sum (), count ()).
+    """dist (B, M), sorted_pos/pos_index (B, P), start/end (B, M) int -> (loss (), count ()).
 
     Sum over (a, n) and sorted positive positions start <= j < end (end defaults to P)
     of t_j - d_an, t_j = sorted_pos[a, j] + margin: the hinges of those triplets, all
     active when start is past every t_j <= d_an. Pairs (a, n) that are not negatives
     must have an empty window (searches done on +inf there give start = end = P).
-    `count` is the number of terms. Differentiable in dist with the exact gradient,
-    in O(B^2) memory.
+    `count` is the number of terms. loss is the sum for reduction="sum", divided by
+    max(count, 1) for "mean_positive" and by max(num_items, 1) for "mean"
+    (`_reduced_in_place`: the sum is kept in float64 until divided). Differentiable in
+    dist with the exact gradient, in O(B^2) memory.
     """
-    return _WindowHingeSum.apply(dist, sorted_pos.detach(), pos_index, start, end, margin)
+    check_choice(reduction, name="reduction", valid=REDUCTIONS[:3])
+    if reduction == "mean" and num_items is None:
+        raise ValueError("reduction='mean' needs num_items")
+    return _WindowHingeSum.apply(dist, sorted_pos.detach(), pos_index, start, end, margin, reduction, num_items)
 
 
 def _centred_thresholds(sorted_pos: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -212,10 +217,15 @@ class _WindowHingeSum(torch.autograd.Function):
 
     d total / d d_an = -(number of terms of (a, n)); d total / d d_ap = number of
     negatives whose window holds p's position (a histogram of window starts and ends).
+
+    Double backward (create_graph=True) is supported, and exact: the sum is linear in dist
+    between the kinks of the hinges (the counts are constants there), so its second
+    derivative in dist is 0 and the backward, the saved counts times the output
+    gradient, is differentiable in that gradient by ordinary autograd.
     """
 
     @staticmethod
-    def forward(ctx, dist, sorted_pos, pos_index, start, end, margin):
+    def forward(ctx, dist, sorted_pos, pos_index, start, end, margin, reduction, num_items):
         B, P = sorted_pos.shape
         d = dist.detach()
         valid, t_centred, centre = _centred_thresholds(sorted_pos, margin)
@@ -233,18 +243,20 @@ class _WindowHingeSum(torch.autograd.Function):
             window = prefix.gather(1, stop) - prefix.gather(1, start)  # (B, M)
             count = terms.to(d.dtype)
             hits.scatter_add_(1, start, torch.ones_like(d)).scatter_add_(1, stop, -torch.ones_like(d))
-        total = torch.addcmul(window, count, d - centre, value=-1).sum()
+        total = overflow_safe_sum(torch.addcmul(window, count, d - centre, value=-1))  # () d's dtype or float64
         per_position = torch.where(valid, hits.cumsum(dim=1)[:, :P], zero)  # (B, P) negatives per positive
         grad = torch.zeros_like(d).scatter_add_(1, pos_index, per_position).sub_(count)  # (B, M); padding adds 0
         active = count.sum().to(torch.long)
+        loss = _reduced_in_place(total, grad, reduction=reduction,
+                                 count=active if reduction == "mean_positive" else num_items)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(active)
-        return total, active
+        return loss, active
 
     @staticmethod
-    def backward(ctx, grad_total, grad_count):
+    def backward(ctx, grad_loss, grad_count):
         (grad,) = ctx.saved_tensors
-        return grad * grad_total, None, None, None, None, None
+        return grad * grad_loss, None, None, None, None, None, None, None
 
 
 def counted_hinge_sum(
@@ -289,7 +301,12 @@ def counted_hinge_sum(
 
 
 class _CountedHingeSum(torch.autograd.Function):
-    """Forward: per chunk of R anchors, P (R, M) comparisons counted as 0 / 1 floats. Backward: the saved counts."""
+    """Forward: per chunk of R anchors, P (R, M) comparisons counted as 0 / 1 floats. Backward: the saved counts.
+
+    Double backward (create_graph=True) is supported, and exact, as for `_WindowHingeSum`:
+    linear in dist between the kinks, so the second derivative in dist is 0, and the
+    backward (`_times`) is a differentiable product with the output gradient.
+    """
 
     @staticmethod
     def forward(ctx, dist, members, sorted_pos, pos_index, margin, semi_hard, count_mined, reduction, num_items):
@@ -301,6 +318,9 @@ class _CountedHingeSum(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float64, device=d.device)
         mined = torch.zeros((), dtype=torch.long, device=d.device)
         order, chunks = anchor_chunks(sorted_pos, chunk_rows(M, d.device))  # anchors by number of positives
+        # each active term c (d_an - centre) is at most P max t in size (d_an < t there): when a chunk's float32
+        # sums of them may overflow (distances near the top of float32), they are summed in float64
+        wide = bool(P * chunks[0][1] * M * t[:, -1].max() > torch.finfo(d.dtype).max / 4)
         members_o, t_o, s_o = members[order], t[order].T.contiguous(), sorted_pos[order].T.contiguous()  # (P, M) x 2
         t_centred_o, centre_o = t_centred[order], centre[order]
         # comparisons written as 0 / 1 in d's dtype: several times faster than bool outputs on CPU, exact counts
@@ -326,20 +346,20 @@ class _CountedHingeSum(torch.autograd.Function):
                 count.add_(on)
                 torch.sum(on, dim=1, out=position)
             chunk_positions = positions_t.T  # (R, P)
-            total += (chunk_positions * t_centred_o[start:stop]).sum().double()
             centred = torch.index_select(d, 0, order[start:stop], out=on).sub_(centre_o[start:stop])  # (R, M)
-            total -= torch.dot(count.view(-1), centred.view(-1)).double()
+            if wide:
+                total += (chunk_positions.double() * t_centred_o[start:stop].double()).sum()
+                total -= torch.mul(count, centred, out=centred).double().sum()
+            else:
+                total += (chunk_positions * t_centred_o[start:stop]).sum().double()
+                total -= torch.dot(count.view(-1), centred.view(-1)).double()
             gradient_rows = count.neg_().scatter_add_(1, pos_index[order[start:stop]], chunk_positions)  # padding: 0
             grad.index_copy_(0, order[start:stop], gradient_rows)
             positions_o.append(chunk_positions)
         per_position = torch.empty_like(sorted_pos).index_copy_(0, order, torch.cat(positions_o))
         active = per_position.sum(dtype=torch.float64).to(torch.long)
-        loss = total.to(d.dtype)
-        if reduction != "sum":
-            count = active if reduction == "mean_positive" else (mined if num_items is None else num_items)
-            count = count.clamp_min(1).to(d.dtype)
-            loss = loss / count
-            grad.mul_(1 / count)  # in place: d loss / d dist
+        count = active if reduction == "mean_positive" else (mined if num_items is None else num_items)
+        loss = _reduced_in_place(total, grad, reduction=reduction, count=count)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(active, mined)
         return loss, active, mined
@@ -348,6 +368,26 @@ class _CountedHingeSum(torch.autograd.Function):
     def backward(ctx, grad_loss, grad_active, grad_mined):
         (grad,) = ctx.saved_tensors
         return _times(grad, grad_loss), None, None, None, None, None, None, None, None
+
+
+def _reduced_in_place(
+    total: torch.Tensor, grad: torch.Tensor, *, reduction: str, count: torch.Tensor | None
+) -> torch.Tensor:
+    """total () hinge sum (float64, or grad's dtype), grad (B, M) its gradient in dist, count () int
+    -> the loss in grad's dtype.
+
+    "sum": total; "mean" / "mean_positive": total / max(count, 1), and grad scaled by the same
+    in place. The division is in grad's dtype, except where the sum overflows it (float32
+    hinges of rows of norm 1e17): then in float64 before the cast, so a mean is finite
+    wherever it is representable. A choice between two scalars: no host synchronisation.
+    """
+    loss = total.to(grad.dtype)
+    if reduction != "sum":
+        count = count.clamp_min(1)
+        wide = (total / count.to(total.dtype)).to(grad.dtype)  # () divided before the cast
+        loss = torch.where(torch.isfinite(loss), loss / count.to(grad.dtype), wide)
+        grad.mul_(1 / count.to(grad.dtype))  # d loss / d dist
+    return loss
 
 
 def _times(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from .distances import (
     checked_distances,
     cross_distances,
     reference_members,
+    scale_exponent,
     sorted_positive_distances,
     working_precision,
 )
@@ -118,8 +119,9 @@ def batch_hard_from_distances(
         pos, neg = reference_masks(labels, reference_labels, self_index)  # (B, M) x 2
         valid, farthest_pos, nearest_neg = hardest_pairs(dist, pos, neg)  # (B,), (A,), (A,)
     chosen = anchors[valid]  # (A, D)
-    d_ap = _paired_distances(chosen, references[farthest_pos], metric=metric)  # (A,) recomputed with autograd
-    d_an = _paired_distances(chosen, references[nearest_neg], metric=metric)  # (A,)
+    exponent = scale_exponent(*((anchors,) if references is anchors else (anchors, references)), metric=metric)
+    d_ap = _paired_distances(chosen, references[farthest_pos], metric=metric, exponent=exponent)  # (A,) with autograd
+    d_an = _paired_distances(chosen, references[nearest_neg], metric=metric, exponent=exponent)  # (A,)
     gap = d_ap - d_an  # (A,)
     per_anchor = F.softplus(gap) if soft else torch.relu(gap + margin)  # (A,)
     loss = reduce_losses(per_anchor, reduction=reduction, anchor=anchors)

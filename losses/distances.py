@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -25,9 +27,15 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     to row, so a duplicate of a positive could count as farther than it); the square
     root is safe at 0: its
     gradient there is 0, as for torch.cdist, never NaN. Backward is one matrix product
-    (a custom autograd Function); second derivatives with respect to x are not provided
-    (a gradient that depends on a loss weight, as in GradNorm, is). float16 and bfloat16
-    inputs are computed, and returned, in float32 (`working_precision`).
+    (a custom autograd Function); double backward (create_graph=True: second derivatives,
+    gradient penalties, GradNorm) is supported, in differentiable operations. float16 and
+    bfloat16 inputs are computed, and returned, in float32 (`working_precision`).
+
+    Rows of huge or tiny norm (max |x| outside the range whose squares the expansion can
+    hold, `scale_exponent`) are computed on x * 2^-e, exact in floating point, and the
+    distances scaled back by 2^e (2^2e squared): finite wherever the distances are
+    representable in x's dtype; where they are not (squared distances of float32 rows
+    of norm 1e19, say) a ValueError names the dtype and suggests float64.
     """
     check_embeddings(x, name="x")
     check_choice(metric, name="metric", valid=METRICS)
@@ -35,7 +43,12 @@ def pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
 
 
 def paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact; float32 for half inputs)."""
+    """a (N, D) float, b (N, D) float -> (N,) distances d(a_i, b_i) (difference form, exact; float32 for half inputs).
+
+    Plain autograd (double backward too); rows of huge or tiny norm scaled by a power of
+    two and the distances scaled back, as `pairwise_distances` (the same ValueError where
+    a distance overflows the dtype).
+    """
     check_embeddings(a, name="a", min_rows=0)
     check_embeddings(b, name="b", min_rows=0)
     check_same_shape(a=a, b=b)
@@ -57,21 +70,84 @@ def working_precision(x: torch.Tensor) -> torch.Tensor:
     return x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF_DTYPES else x  # non-tensors: validation names them
 
 
-def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str) -> torch.Tensor:
-    """a (N, D), b (N, D) -> (N,), unchecked; float32 for half inputs."""
+def scale_exponent(*xs: torch.Tensor, metric: str) -> int:
+    """xs (N_i, D) of one dtype -> e (int): the distances of xs * 2^-e are safe to compute; 0 almost always.
+
+    e != 0 only when max |x| (over all xs; one reduction, O(N D)) lies outside
+    [2^low, 2^high]: high keeps every partial sum of the expansion |a|^2 + |b|^2 - 2ab
+    (at most 16 (D + 2) max|x|^2 after centring) finite; low keeps the squares of
+    differences of relative size eps normal (not subnormal or 0), and for "cosine" keeps
+    the row norms far above F.normalize's eps (1e-12). Scaled rows have max |x| in
+    [2^19, 2^20) (huge rows) or [2^-10, 2^-9) (tiny ones): near 1, so that products with
+    the gradients of their distances and the second derivatives (about 1 / d^3 times a
+    gradient, in double backward) stay inside the range, and not at 1 exactly, so that
+    gradients times 2^e (the plain-autograd paired distances) stay finite and normal.
+    Scaling by a power of two is exact, so the normal path (e = 0) is unchanged, bit for bit.
+    """
+    x = xs[0]
+    finfo = torch.finfo(x.dtype)
+    high = math.floor(math.log2(math.sqrt(finfo.max / (32 * (x.shape[1] + 2)))))
+    low = -20 if metric == "cosine" else math.ceil(math.log2(math.sqrt(finfo.tiny) / finfo.eps))
+    extremes = [m for t in xs if t.numel() for m in torch.aminmax(t.detach())]  # no |x| copy: measured 1.5x faster
+    if not extremes:
+        return 0
+    largest = float(torch.stack(extremes).abs().max())
+    if largest == 0.0:
+        return 0
+    _, exponent = math.frexp(largest)  # largest = m 2^exponent, 0.5 <= m < 1
+    if exponent > high:
+        return exponent - 20  # scaled max in [2^19, 2^20)
+    if exponent <= low:
+        return exponent + 9  # scaled max in [2^-10, 2^-9)
+    return 0
+
+
+def scaled_back(d: torch.Tensor, exponent: int, *, metric: str, dtype: torch.dtype) -> torch.Tensor:
+    """d distances of rows scaled by 2^-exponent -> the distances of the rows themselves (differentiable).
+
+    Euclidean distances times 2^exponent, squared ones times 2^exponent twice (2^2e may
+    not be representable itself), cosine unchanged. A distance that overflows `dtype`
+    raises ValueError (checked only when the rows were scaled down: nothing else can overflow).
+    """
+    if exponent == 0 or metric == "cosine":
+        return d
+    factor = 2.0 ** exponent
+    d = d * factor
+    if metric == "squared_euclidean":
+        d = d * factor
+    if exponent > 0 and not bool(torch.isfinite(d.detach()).all()):
+        raise ValueError(f"{metric} distances of these embeddings exceed the {dtype} range "
+                         f"(largest {torch.finfo(dtype).max:.3g}): pass float64 embeddings (embeddings.double())")
+    return d
+
+
+def _scaled(x: torch.Tensor, exponent: int) -> torch.Tensor:
+    """x -> x * 2^-exponent (exact; differentiable), x itself when exponent is 0."""
+    return x * 2.0 ** -exponent if exponent else x
+
+
+def _paired_distances(a: torch.Tensor, b: torch.Tensor, *, metric: str, exponent: int | None = None) -> torch.Tensor:
+    """a (N, D), b (N, D) -> (N,), unchecked; float32 for half inputs; rows of huge or tiny norm scaled.
+
+    exponent: `scale_exponent` of a and b, or of a set holding their rows (computed when None).
+    """
     a, b = working_precision(a), working_precision(b)
+    dtype = a.dtype
+    exponent = scale_exponent(a, b, metric=metric) if exponent is None else exponent
+    a, b = _scaled(a, exponent), _scaled(b, exponent)
     if metric == "cosine":
         a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
         d = (1.0 - (a * b).sum(dim=1)).clamp(0.0, 2.0)  # (N,)
         return torch.where((a.detach() == b.detach()).all(dim=1), 0.0, d)  # equal rows: exactly 0, as pairwise
     sq = (a - b).pow(2).sum(dim=1)  # (N,)
-    return _safe_sqrt(sq) if metric == "euclidean" else sq
+    return scaled_back(_safe_sqrt(sq) if metric == "euclidean" else sq, exponent, metric=metric, dtype=dtype)
 
 
 def _pairwise_distances(x: torch.Tensor, *, metric: str) -> torch.Tensor:
     """x (B, D) -> (B, B), unchecked; float32 for half inputs."""
     x = working_precision(x)
     if metric == "cosine":
+        x = _scaled(x, scale_exponent(x, metric=metric))  # exact: equal rows stay equal
         xn = F.normalize(x, dim=1)
         half = 0.5 - 0.5 * (xn @ xn.T)  # (B, B) half distances
         d = (half + half.T).clamp(0.0, 2.0)  # (B, B) exactly symmetric: a + b == b + a
@@ -91,7 +167,9 @@ def cross_distances(anchors: torch.Tensor, references: torch.Tensor, *, metric: 
     memory is never closer or farther than its original), the square root's gradient is 0
     at 0. Euclidean: |a|^2 + |r|^2 - 2 a r (one matrix product, after subtracting the
     references' rounded mean), backward two matrix products (a custom autograd Function),
-    a gradient to the references only when they require one. float16 / bfloat16 -> float32.
+    a gradient to the references only when they require one; double backward supported.
+    Rows of huge or tiny norm scaled by a power of two, as `pairwise_distances` (the
+    exponent from both sets). float16 / bfloat16 -> float32.
     """
     check_embeddings(anchors, name="anchors")
     check_embeddings(references, name="references")
@@ -110,7 +188,8 @@ def _cross_distances(a: torch.Tensor, r: torch.Tensor, *, metric: str) -> torch.
     if a.dtype != r.dtype:
         r = r.to(a.dtype)  # a memory kept in another precision: compared in the anchors'
     if metric == "cosine":
-        an, rn = F.normalize(a, dim=1), F.normalize(r, dim=1)
+        exponent = scale_exponent(a, r, metric=metric)
+        an, rn = F.normalize(_scaled(a, exponent), dim=1), F.normalize(_scaled(r, exponent), dim=1)
         d = (1.0 - an @ rn.T).clamp(0.0, 2.0)  # (B, M)
         with torch.no_grad():
             exact = _with_equal_rows_equal_cross(d.detach().clone(), a.detach(), r.detach())
@@ -139,38 +218,44 @@ def _with_equal_rows_equal_cross(d: torch.Tensor, a: torch.Tensor, r: torch.Tens
 class _EuclideanCrossDistances(torch.autograd.Function):
     """a (B, D), r (M, D) -> (B, M) euclidean (root=True) or squared euclidean distances.
 
-    Forward: one matrix product of rows augmented with (|x|^2, 1), on both sets centred by
-    the references' rounded mean; clamped at 0, rooted, equal rows made equal. Backward,
-    with W = dL/d(d^2) (0 where the distance is 0): dL/da = 2 (rowsum W a - W r),
-    dL/dr = 2 (colsum W r - W^T a), the latter only when r requires a gradient.
+    Forward: on both sets scaled by 2^-e (`scale_exponent`; e = 0 but for huge or tiny
+    norms) and centred by the references' rounded mean, one matrix product of rows
+    augmented with (|x|^2, 1); clamped at 0, rooted, equal rows made equal, scaled back
+    (`scaled_back`). Backward, with W = dL/d(d^2) (0 where the distance is 0):
+    dL/da = 2 (rowsum W a - W r), dL/dr = 2 (colsum W r - W^T a), the latter only when r
+    requires a gradient, on the scaled rows (`_scaled_gradient_terms`). Double backward
+    (create_graph=True) is supported: the backward is then written in differentiable
+    operations on the saved inputs and output, which autograd differentiates in a, r and
+    the output gradient.
     """
 
     @staticmethod
     def forward(ctx, a, r, root):
-        centre = torch.round(r.detach().mean(dim=0))  # (D,) distances unchanged
-        ac, rc = a.detach() - centre, r.detach() - centre  # (B, D), (M, D)
+        metric = "euclidean" if root else "squared_euclidean"
+        exponent = scale_exponent(a, r, metric=metric)
+        a_s, r_s = _scaled(a.detach(), exponent), _scaled(r.detach(), exponent)  # exact: powers of two
+        centre = torch.round(r_s.mean(dim=0))  # (D,) distances unchanged
+        ac, rc = a_s - centre, r_s - centre  # (B, D), (M, D)
         sa, sr = (ac * ac).sum(dim=1, keepdim=True), (rc * rc).sum(dim=1, keepdim=True)  # (B, 1), (M, 1)
         left = torch.cat([ac, sa, torch.ones_like(sa)], dim=1)  # (B, D + 2)
         right = torch.cat([-2.0 * rc, torch.ones_like(sr), sr], dim=1)  # (M, D + 2)
         d = torch.mm(left, right.T).clamp_min_(0.0)  # (B, M)
         if root:
             d.sqrt_()
-        d = _with_equal_rows_equal_cross(d, ac, rc)
-        ctx.save_for_backward(ac, rc, d)
-        ctx.root = root
+        d = scaled_back(_with_equal_rows_equal_cross(d, ac, rc), exponent, metric=metric, dtype=d.dtype)
+        # an input that requires a gradient is saved itself (double backward differentiates through it), one
+        # that does not as its centred copy: a memory written to before the backward is not read again
+        ctx.centred = (not a.requires_grad, not r.requires_grad)
+        ctx.save_for_backward(ac if ctx.centred[0] else a, rc if ctx.centred[1] else r, centre, d)
+        ctx.root, ctx.exponent = root, exponent
         return d
 
     @staticmethod
     def backward(ctx, grad):
-        ac, rc, d = ctx.saved_tensors
-        if ctx.root:  # W = grad / (2 d), 0 where d == 0; the factor 2 cancels
-            if torch.is_grad_enabled():  # double backward: differentiable in grad, finite
-                w = grad * d.reciprocal().masked_fill_(d == 0, 0.0)
-            else:
-                w = torch.div(grad, d).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # (B, M)
-            factor = 1.0
-        else:
-            w, factor = grad, 2.0
+        a, r, centre, d = ctx.saved_tensors
+        ac, rc = (x if centred else _scaled(x, ctx.exponent) - centre
+                  for x, centred in zip((a, r), ctx.centred))  # (B, D), (M, D) as forward
+        w, factor = _scaled_gradient_terms(grad, d, ctx.root, ctx.exponent, ac, rc)  # (B, M)
         grad_a = factor * (w.sum(dim=1, keepdim=True) * ac - w @ rc)  # (B, D)
         grad_r = None
         if ctx.needs_input_grad[1]:
@@ -178,22 +263,54 @@ class _EuclideanCrossDistances(torch.autograd.Function):
         return grad_a, grad_r, None
 
 
+def _scaled_gradient_terms(grad: torch.Tensor, d: torch.Tensor, root: bool, exponent: int,
+                           ac: torch.Tensor, rc: torch.Tensor):
+    """grad (B, M) dL/dd, d (B, M) the output, ac (B, D), rc (M, D) the centred rows scaled by 2^-exponent
+    -> (W (B, M), factor float): dL/da_i = factor * sum_j W_ij (ac_i - rc_j).
+
+    Root: W = grad / d_s, d_s the scaled rows' distances (0 where d == 0: the safe root),
+    factor 1 (the powers of two cancel); squared: W = grad, factor 2^(1 + exponent).
+    Under torch.is_grad_enabled() (double backward) W is made by differentiable,
+    out-of-place operations: 1 / d_s recomputed from ac and rc (its derivative then stays
+    in the scaled rows' range; through d it would carry 2^-exponent and underflow), masked
+    before it is taken where d == 0, so the graph is finite. Otherwise by a division whose
+    0 / 0 and x / 0 are zeroed in place.
+    """
+    if not root:
+        return grad, 2.0 ** (1 + exponent)
+    if torch.is_grad_enabled():
+        square = (ac * ac).sum(dim=1, keepdim=True) + (rc * rc).sum(dim=1) - 2.0 * (ac @ rc.T)  # (B, M) d_s^2
+        zero = (d.detach() == 0) | (square.detach() <= 0)
+        return grad * torch.where(zero, 0.0, torch.rsqrt(torch.where(zero, 1.0, square))), 1.0
+    return torch.div(grad, _scaled(d, exponent)).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), 1.0
+
+
 class _EuclideanDistances(torch.autograd.Function):
     """x (B, D) -> (B, B) euclidean (root=True) or squared euclidean distances.
 
-    Forward, on the batch centred by its rounded mean, by panels of rows (`_panel_rows`):
+    Forward, on the batch scaled by 2^-e (`scale_exponent`; e = 0 but for huge or tiny
+    norms) and centred by its rounded mean, by panels of rows (`_panel_rows`):
     |a|^2 + |b|^2 - 2ab for the panel's columns from its diagonal on, by one matrix
     product of rows augmented with (|x|^2, 1); the diagonal block averaged with its
     transpose, clamped at 0 and rooted while in cache, then mirrored below the diagonal:
-    exactly symmetric, half the products, no full transposed pass. Equal rows made equal.
+    exactly symmetric, half the products, no full transposed pass. Equal rows made equal,
+    the distances scaled back (`scaled_back`).
     Backward: with W = dL/d(d^2) (0 where the distance is 0: the safe root),
-    dL/dx = 2 ((rowsum W + colsum W) x - W x - W^T x), panel by panel (each panel of W is
-    made, summed and multiplied while in cache), no graph of (B, B) temporaries.
+    dL/dx = 2 ((rowsum W + colsum W) x - W x - W^T x) on the scaled rows
+    (`_scaled_gradient_terms`), panel by panel (each panel of W is made, summed and
+    multiplied while in cache), no graph of (B, B) temporaries. Double backward
+    (create_graph=True) is supported: the backward is then the same formula in
+    differentiable operations on the saved input and output (no in-place), which
+    autograd differentiates in x and in the output gradient.
     """
 
     @staticmethod
     def forward(ctx, x, root):
-        xc = x.detach() - torch.round(x.detach().mean(dim=0))  # (B, D), distances unchanged
+        metric = "euclidean" if root else "squared_euclidean"
+        exponent = scale_exponent(x, metric=metric)
+        x_s = _scaled(x.detach(), exponent)  # exact: a power of two
+        centre = torch.round(x_s.mean(dim=0))  # (D,) distances unchanged
+        xc = x_s - centre  # (B, D)
         sq = (xc * xc).sum(dim=1, keepdim=True)  # (B, 1)
         ones = torch.ones_like(sq)
         left, right = torch.cat([xc, sq, ones], dim=1), torch.cat([-2.0 * xc, ones, sq], dim=1)  # (B, D + 2) x 2
@@ -210,22 +327,21 @@ class _EuclideanDistances(torch.autograd.Function):
             if root:
                 panel.sqrt_()
             d[stop:, start:stop] = panel[:, stop - start :].T  # mirrored: exactly symmetric
-        d = _with_equal_rows_equal(d, _first_equal_row(xc))
-        ctx.save_for_backward(xc, d)
-        ctx.root = root
+        d = scaled_back(_with_equal_rows_equal(d, _first_equal_row(xc)), exponent, metric=metric, dtype=d.dtype)
+        ctx.save_for_backward(x, centre, d)
+        ctx.root, ctx.exponent = root, exponent
         return d
 
     @staticmethod
     def backward(ctx, grad):
-        xc, d = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward (create_graph): differentiable operations on grad
-            if ctx.root:  # inv is a finite constant, so the graph through grad stays finite
-                w, factor = grad * d.reciprocal().masked_fill_(d == 0, 0.0), 1.0  # (B, B) 2 dL/d(d^2)
-            else:  # d(d^2)/dx is 0 at equal rows by itself
-                w, factor = grad, 2.0
+        x, centre, d = ctx.saved_tensors
+        xc = _scaled(x, ctx.exponent) - centre  # (B, D) as forward
+        if torch.is_grad_enabled():  # double backward (create_graph): differentiable in x, d and grad
+            w, factor = _scaled_gradient_terms(grad, d, ctx.root, ctx.exponent, xc, xc)  # (B, B)
             rows_and_cols = w.sum(dim=1, keepdim=True) + w.sum(dim=0)[:, None]  # (B, 1)
             return factor * (rows_and_cols * xc - w @ xc - w.T @ xc), None
         B = d.shape[0]
+        d_s = _scaled(d, ctx.exponent)  # (B, B) the scaled rows' distances (d itself when not scaled)
         step = _panel_rows(B, xc.device)
         w_buf = torch.empty((min(step, B), B), dtype=xc.dtype, device=xc.device) if ctx.root else None
         rows = torch.empty((B, 1), dtype=xc.dtype, device=xc.device)  # row sums of W
@@ -235,7 +351,7 @@ class _EuclideanDistances(torch.autograd.Function):
         for start in range(0, B, step):
             stop = min(start + step, B)
             if ctx.root:  # W = grad / (2 d), 0 where d == 0 (grad / 0 is inf or nan)
-                w = torch.div(grad[start:stop], d[start:stop], out=w_buf[: stop - start])
+                w = torch.div(grad[start:stop], d_s[start:stop], out=w_buf[: stop - start])
                 w.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # (R, B) 2 dL/d(d^2)
             else:
                 w = grad[start:stop]  # (R, B) dL/d(d^2)
@@ -243,7 +359,7 @@ class _EuclideanDistances(torch.autograd.Function):
             cols += w.sum(dim=0)
             torch.mm(w, xc, out=w_x[start:stop])
             wt_x.addmm_(w.T, xc[start:stop])
-        factor = 1.0 if ctx.root else 2.0
+        factor = 1.0 if ctx.root else 2.0 ** (1 + ctx.exponent)
         return factor * ((rows + cols[:, None]) * xc - w_x - wt_x), None
 
 

@@ -21,11 +21,10 @@ def reduce_losses(per_item: torch.Tensor, *, reduction: str, anchor: torch.Tenso
         return per_item
     if per_item.numel() == 0:
         return attached_zero(anchor)
-    total = per_item.sum()
     if reduction == "sum":
-        return total
+        return per_item.sum()
     count = per_item.numel() if reduction == "mean" else (per_item > 0).sum()
-    return _divide(total, count)
+    return _divide(overflow_safe_sum(per_item), count).to(per_item.dtype)  # finite where the mean is representable
 
 
 def reduce_total(
@@ -47,6 +46,19 @@ def reduce_total(
     if reduction == "sum":
         return total
     return _divide(total, num_items if reduction == "mean" else num_positive)
+
+
+def overflow_safe_sum(x: torch.Tensor) -> torch.Tensor:
+    """x float -> () sum of x: in x's dtype, bit for bit x.sum(), or in float64 where that overflows.
+
+    The float64 sum only then (float32 hinges of rows of norm 1e17, whose mean is still
+    representable): a float32 sum converted to float64 measured 30x slower on the CPU.
+    One host synchronisation.
+    """
+    total = x.sum()
+    if total.dtype != torch.float64 and not bool(torch.isfinite(total)):
+        return x.double().sum()
+    return total
 
 
 def attached_zero(anchor: torch.Tensor) -> torch.Tensor:

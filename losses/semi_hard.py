@@ -20,7 +20,7 @@ from .distances import (
     working_precision,
 )
 from .references import check_references, in_batch_self_index, reference_masks
-from .reductions import REDUCTIONS, reduce_losses, reduce_total
+from .reductions import REDUCTIONS, reduce_losses
 from .stats import TripletStats, triplet_stats
 from .validation import check_choice, check_flag, check_triplet_margin
 
@@ -126,7 +126,7 @@ def semi_hard_from_distances(
     else:
         count_mined = reduction == "mean" or return_stats  # the number of semi-hard triplets is used only there
         loss, num_active, num_items = _pml(
-            dist, masks, members, sorted_pos, pos_index, margin, reduction, anchor, count_mined=count_mined
+            dist, masks, members, sorted_pos, pos_index, margin, reduction, count_mined=count_mined
         )
     if not return_stats:
         return loss
@@ -228,7 +228,7 @@ def nearest_in_later_buckets(
     return torch.isfinite(suffix.flip(1)), first.gather(1, P - at.flip(1))
 
 
-def _pml(dist, masks, members, sorted_pos, pos_index, margin, reduction, embeddings, *, count_mined):
+def _pml(dist, masks, members, sorted_pos, pos_index, margin, reduction, *, count_mined):
     """(B, M) tensors, (B, P) sorted positives -> (loss, # active triplets, # semi-hard triplets); PML semantics.
 
     For (a, n) the semi-hard positives are those with d_ap < d_an <= d_ap + margin: a
@@ -249,6 +249,6 @@ def _pml(dist, masks, members, sorted_pos, pos_index, margin, reduction, embeddi
         per_triplet = pair_hinges(dist, pos, neg, margin=margin, semi_hard=True)  # (T,)
         return per_triplet, (per_triplet > 0).sum(), mined
     start = count_sorted_below(thresholds, d_an, right=True)  # # t_p <= d_an: loss 0 below
-    total, active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start, end=end)
-    loss = reduce_total(total, num_items=mined, num_positive=active, reduction=reduction, anchor=embeddings)
+    loss, active = window_hinge_sum(dist, sorted_pos, pos_index, margin=margin, start=start, end=end,
+                                    reduction=reduction, num_items=mined)
     return loss, active, mined
