@@ -29,9 +29,12 @@ from pathlib import Path
 
 # equal to losses.testing.VARIANT_NAMES and losses.testing.targets.DEFAULT_REDUCTION (tests/test_conformance_cli.py);
 # written out so that the parser needs no torch
-VARIANTS = ("naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml", "semi_hard", "combined")
-DEFAULT_REDUCTIONS = {"naive": "mean", "batch_all": "mean_positive", "batch_hard": "mean", "batch_hard_soft": "mean",
-                      "semi_hard_tf": "mean", "semi_hard_pml": "mean_positive"}
+VARIANTS = ("naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml", "semi_hard", "combined",
+            "batch_all_refs", "batch_hard_refs", "batch_hard_soft_refs", "semi_hard_tf_refs", "semi_hard_pml_refs",
+            "semi_hard_refs")
+_BATCH_REDUCTIONS = {"batch_all": "mean_positive", "batch_hard": "mean", "batch_hard_soft": "mean",
+                     "semi_hard_tf": "mean", "semi_hard_pml": "mean_positive"}
+DEFAULT_REDUCTIONS = {"naive": "mean", **_BATCH_REDUCTIONS, **{f"{k}_refs": v for k, v in _BATCH_REDUCTIONS.items()}}
 DEFAULT_MARGIN = 0.2
 DEFAULT_METRIC = "euclidean"
 
@@ -50,7 +53,9 @@ def add_arguments(check: argparse.ArgumentParser) -> argparse.ArgumentParser:
     check.add_argument("function", help="your loss: an import string mypkg.losses:batch_all, or a file "
                                         "./my_loss.py:batch_all (FUNCTION may be a callable instance)")
     check.add_argument("--as", dest="as_", required=True, choices=VARIANTS,
-                       help="the variant it implements (combined: the combining step, see the README)")
+                       help="the variant it implements (combined: the combining step, see the README; *_refs: "
+                            "between a batch and a memory, fn(anchors, labels, references, reference_labels, *, "
+                            "anchor_index_in_refs, ...) as losses.batch_all_triplet_loss_refs)")
     check.add_argument("--metric", default=DEFAULT_METRIC,
                        help="euclidean | squared_euclidean | cosine (default: %(default)s)")
     check.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="(default: %(default)s)")
@@ -58,7 +63,8 @@ def add_arguments(check: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help=f"mean | mean_positive | sum (default: the variant's usual one: {reductions})")
     check.add_argument("--semantics", default=None, help="tf | pml (required with --as semi_hard)")
     check.add_argument("--map", action="append", default=[], metavar="SETTING=PARAM",
-                       help="pass a setting (margin, metric, reduction, semantics, soft, w_*) under your "
+                       help="pass a setting (margin, metric, reduction, semantics, soft, w_*, "
+                            "anchor_index_in_refs) under your "
                             "parameter's name; SETTING= (empty) does not pass it. Repeatable")
     check.add_argument("--kw", action="append", default=[], metavar="NAME=VALUE",
                        help="a fixed keyword for your function; VALUE is JSON (false, 1e-6, \"text\", [1, 2]) "

@@ -111,8 +111,12 @@ def check_loss(
 
     as_: naive, batch_all, batch_hard, batch_hard_soft, semi_hard_tf, semi_hard_pml
     (or semi_hard with semantics "tf" / "pml"), or combined (a combining function, see
-    losses.testing.targets). fn takes (embeddings, labels), naive (anchor, positive,
-    negative), and returns a scalar tensor. reduction: None = the variant's usual one
+    losses.testing.targets), or a batch variant against a memory: batch_all_refs,
+    batch_hard_refs, batch_hard_soft_refs, semi_hard_tf_refs, semi_hard_pml_refs (or
+    semi_hard_refs with semantics). fn takes (embeddings, labels), naive (anchor, positive,
+    negative), the *_refs variants (anchors, labels, references, reference_labels) and the
+    keyword anchor_index_in_refs (as losses.batch_all_triplet_loss_refs; see
+    losses.testing.refs_target), and returns a scalar tensor. reduction: None = the variant's usual one
     (ablations' choice: batch_all and semi_hard_pml "mean_positive", else "mean").
     The settings margin, metric, reduction, semantics (and soft=True for batch_hard_soft,
     w_* for combined) are passed by keyword to fn when its signature has a parameter
@@ -132,7 +136,7 @@ def check_loss(
 
 def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progress=None) -> ConformanceReport:
     target = make_target(as_, metric=metric, margin=margin, reduction=reduction, semantics=semantics)
-    call_keywords, names = _keyword_plan(fn, target.settings, keywords or {}, extra or {})
+    call_keywords, names = _keyword_plan(fn, {**target.settings, **target.per_case}, keywords or {}, extra or {})
     if target.required_keywords:
         missing = [k for k in target.required_keywords if k not in names]
         if missing:
@@ -224,7 +228,7 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
 
     small = shrink(case, still_fails)
     small_result, small_out = _run_case(fn, target, small, _case_keywords(call_keywords, names, small))
-    inputs = ("anchor", "positive", "negative") if target.variant == "naive" else ("embeddings", "labels")
+    inputs = tuple(target.input_names.split(", "))
     keywords = ", ".join(f"{k}={v!r}" for k, v in _case_keywords(call_keywords, names, small).items())
     call = f"{report.function.rpartition(':')[2]}({', '.join(inputs)}{', ' + keywords if keywords else ''})"
     report.smallest_batch = as_python(small, call + f"  # ours: {small_result.expected:.10g}, yours: "
@@ -258,9 +262,6 @@ def assert_conforms(fn: Callable, *, as_: str, **options) -> ConformanceReport:
     return report
 
 
-INPUT_NAMES = {"naive": "anchor, positive, negative", "combined": "triplet, logits_pos, logits_neg"}
-
-
 def _callable_as(fn, target: Target, call_keywords: dict) -> None:
     """ValueError unless fn(*tensors, **call_keywords) binds: a class, or a signature that does not fit."""
     if isinstance(fn, type):
@@ -271,7 +272,7 @@ def _callable_as(fn, target: Target, call_keywords: dict) -> None:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return  # a builtin without a signature: its calls will tell
-    inputs = INPUT_NAMES.get(target.variant, "embeddings, labels")
+    inputs = target.input_names
     try:
         signature.bind(*inputs.split(", "), **call_keywords)
     except TypeError as err:
@@ -312,11 +313,16 @@ def _keyword_plan(fn, settings: dict, keywords: dict, extra: dict) -> tuple[dict
 
 def fresh_inputs(case: Case, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
     """A new copy of case's tensors for one call: floats cast to `dtype` (default the case's),
-    detached leaves with requires_grad; integers cloned. In-place writes by the callee cannot
-    reach the battery."""
+    detached leaves with requires_grad (but those of case.frozen); integers cloned. In-place
+    writes by the callee cannot reach the battery."""
     dtype = case.dtype if dtype is None else dtype
-    return tuple(t.detach().to(dtype, copy=True).requires_grad_(True) if t.is_floating_point() else t.clone()
-                 for t in case.inputs)
+    return tuple(t.detach().to(dtype, copy=True).requires_grad_(i not in case.frozen) if t.is_floating_point()
+                 else t.clone() for i, t in enumerate(case.inputs))
+
+
+def _differentiable(inputs) -> list[torch.Tensor]:
+    """The inputs whose gradient is compared: the float ones that require it."""
+    return [t for t in inputs if t.is_floating_point() and t.requires_grad]
 
 
 def call_user(fn, case: Case, call_keywords: dict, dtype: torch.dtype | None = None):
@@ -326,8 +332,8 @@ def call_user(fn, case: Case, call_keywords: dict, dtype: torch.dtype | None = N
 
 
 def user_gradients(out: torch.Tensor, inputs) -> list[torch.Tensor]:
-    """d out / d each float input (zeros where unused), float64; raises what backward raises."""
-    floats = [t for t in inputs if t.is_floating_point()]
+    """d out / d each input that requires grad (zeros where unused), float64; raises what backward raises."""
+    floats = _differentiable(inputs)
     grads = torch.autograd.grad(out.reshape(()), floats, allow_unused=True)
     return [torch.zeros_like(t, dtype=torch.float64) if g is None else g.double() for t, g in zip(floats, grads)]
 
@@ -382,7 +388,7 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict, *, family: bo
 
 
 def _value_and_grads(loss_fn, inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    floats = [t for t in inputs if t.is_floating_point()]
+    floats = _differentiable(inputs)
     value = loss_fn(inputs)
     grads = torch.autograd.grad(value, floats, allow_unused=True) if value.requires_grad else [None] * len(floats)
     return value.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(floats, grads)]
