@@ -11,7 +11,8 @@ building the parser for `tripletlab --help` costs nothing here.
 --timeout uses signal.alarm in the main thread: SIGALRM interrupts pure-Python loops (and
 a long torch call as soon as it returns). The import is first tried in a forked child
 process, so that a module that ends the process at import (os._exit) is reported instead
-of ending the command with its status.
+of ending the command with its status; that child writes to /dev/null, and --timeout or
+Ctrl-C during its import kills it, so no process outlives the command.
 """
 
 from __future__ import annotations
@@ -225,15 +226,22 @@ def _import_in_child(module_text: str, by_path: bool) -> None:
         os.close(read)
         code = 0
         try:
-            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                _import(module_text, by_path)
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):  # not the caller's stdout and stderr: a pipe there must not wait on the child
+                os.dup2(quiet, fd)
+            _import(module_text, by_path)
         except BaseException:  # noqa: BLE001 - the parent imports again and reports the error itself
             code = 1
         os.write(write, b"imported")
         os._exit(code)
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        said = pipe.read()
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            said = pipe.read()
+    except BaseException:  # --timeout or Ctrl-C while the child imports: the child ends with the command
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     _, status = os.waitpid(pid, 0)
     if said != b"imported":
         how = (f"with status {os.waitstatus_to_exitcode(status)}" if os.WIFEXITED(status)
