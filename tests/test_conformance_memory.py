@@ -126,3 +126,38 @@ def test_check_command_against_a_memory(capsys):
     with pytest.raises(SystemExit) as err:
         main(["check", "losses:batch_all_triplet_loss_refs", "--as", "batch_all_ref"])
     assert err.value.code == 2 and "did you mean 'batch_all_refs'" in capsys.readouterr().err
+
+
+def pml_refs(as_: str, metric: str):
+    """PML's loss between a batch and references, the anchors' own entries removed from the mined
+    triplets afterwards (what its CrossBatchMemory does with `remove_self_comparisons`)."""
+    from pytorch_metric_learning import losses as pml_losses
+    from pytorch_metric_learning import miners, reducers
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+    from tests.test_memory_crosscheck import DifferenceLpDistance
+
+    def loss(anchors, labels, references, reference_labels, *, anchor_index_in_refs, margin):
+        distance = (CosineSimilarity() if metric == "cosine" else
+                    DifferenceLpDistance(normalize_embeddings=False, p=2, power=2 if metric == "squared_euclidean" else 1))
+        if as_ == "batch_hard_refs":
+            a, p, n = miners.BatchHardMiner(distance=distance)(anchors, labels, references, reference_labels)
+        elif as_ == "semi_hard_pml_refs":
+            miner = miners.TripletMarginMiner(margin=margin, type_of_triplets="semihard", distance=distance)
+            a, p, n = miner(anchors, labels, references, reference_labels)
+        else:
+            a, p, n = lmu.get_all_triplets_indices(labels, reference_labels)
+        if anchor_index_in_refs is not None:
+            keep = p != anchor_index_in_refs[a]
+            a, p, n = a[keep], p[keep], n[keep]
+        reducer = reducers.MeanReducer() if as_ == "batch_hard_refs" else reducers.AvgNonZeroReducer()
+        fn = pml_losses.TripletMarginLoss(margin=margin, distance=distance, reducer=reducer)
+        return fn(anchors, labels, (a, p, n), references, reference_labels)
+    return loss
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean", "cosine"])
+@pytest.mark.parametrize("as_", ["batch_all_refs", "batch_hard_refs", "semi_hard_pml_refs"])
+def test_pml_with_its_self_comparison_rule_conforms(as_, metric):
+    assert_conforms(pml_refs(as_, metric), as_=as_, metric=metric, margin=0.3)
