@@ -3,6 +3,8 @@ each memory fault of the gallery is flagged with its diagnosis, ours and correct
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -161,3 +163,23 @@ def pml_refs(as_: str, metric: str):
 @pytest.mark.parametrize("as_", ["batch_all_refs", "batch_hard_refs", "semi_hard_pml_refs"])
 def test_pml_with_its_self_comparison_rule_conforms(as_, metric):
     assert_conforms(pml_refs(as_, metric), as_=as_, metric=metric, margin=0.3)
+
+
+@pytest.mark.parametrize("fn, as_, _", FAULTS, ids=[f[0].__name__ for f in FAULTS])
+def test_the_smallest_failing_memory_batch_pastes_and_still_fails(fn, as_, _):
+    report = check_loss(fn, as_=as_)
+    assert report.smallest_batch and report.smallest_rows < 8, report.summary()
+    reduction = "mean_positive" if as_ == "batch_all_refs" else "mean"
+    ours = functools.partial(OURS[as_], metric="euclidean", reduction=reduction)
+    found = []
+    for name in (fn.__name__, "ours"):  # the report's lines, then the same call of our loss
+        space = {fn.__name__: fn, "ours": ours}
+        lines = report.smallest_batch[:-1] + [report.smallest_batch[-1].replace(f"{fn.__name__}(", f"{name}(", 1)]
+        exec("\n".join(lines), space)  # noqa: S102 - the report's own lines
+        inputs = [space["anchors"], space["references"]]
+        grads = torch.autograd.grad(space["loss"], inputs, allow_unused=True)
+        found.append((float(space["loss"].detach()), [torch.zeros_like(t) if g is None else g
+                                                      for t, g in zip(inputs, grads)]))
+    (value, grads), (ours_value, ours_grads) = found
+    differs = [not torch.allclose(a, b) for a, b in zip(grads, ours_grads)]
+    assert value != pytest.approx(ours_value) or any(differs)

@@ -14,6 +14,8 @@ import torch
 from .battery import Case
 from .explain import describe, gradient_hypothesis, item_search
 from .probes import probe
+from .refs_shrink import refs_shrink
+from .refs_target import RefsTarget
 from .shrink import as_python, shrink
 from .targets import Target, TripletTarget, make_target
 
@@ -159,7 +161,7 @@ def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progr
     if report.conforms:
         return report
     report.diagnoses, reproduced, changes = _diagnose(target, cases, results, outputs)
-    if isinstance(target, TripletTarget):
+    if isinstance(target, (TripletTarget, RefsTarget)):
         reproduced = _explain_more(report, fn, target, cases, results, outputs, call_keywords, names,
                                    changes) and reproduced
     failing = [c for c, r in zip(cases, results) if not r.ok]
@@ -184,9 +186,22 @@ def _failure_kind(result: CaseResult) -> str | None:
 
 
 def _explain_more(report, fn, target, cases, results, outputs, call_keywords, names, changes) -> bool:
-    """Probes, the gradient's roles and the smallest failing batch, added to report; -> False when a
-    reproduced known fault does not reproduce the smallest failing batch (a coincidence of the battery)."""
+    """Probes, the gradient's roles (in-batch variants) and the smallest failing batch, added to report;
+    -> False when a reproduced known fault does not reproduce the smallest failing batch (a coincidence of
+    the battery)."""
     float64 = [(c, r, o) for c, r, o in zip(cases, results, outputs) if c.dtype == torch.float64]
+    if isinstance(target, TripletTarget):
+        _probe_and_roles(report, fn, target, float64, call_keywords, names)
+    failing = [(c, r) for c, r, _ in float64 if not r.ok and not c.empty] or \
+              [(c, r) for c, r in zip(cases, results) if not r.ok and not c.empty]
+    if not failing:
+        return True
+    return _smallest_batch(report, fn, target, min(failing, key=lambda cr: (cr[0].exact, cr[0].inputs[0].shape[0])),
+                           call_keywords, names, changes)
+
+
+def _probe_and_roles(report, fn, target, float64, call_keywords, names) -> None:
+    """The probes of the behaviour and the gradient's roles, added to report.findings."""
     nontrivial = [(c, r) for c, r, _ in float64 if not c.empty]
 
     def value_of(inputs, margin):
@@ -204,11 +219,12 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
     words = gradient_hypothesis(target, gradient_only)
     if words:
         report.findings.append(words)
-    failing = [(c, r) for c, r, _ in float64 if not r.ok and not c.empty] or \
-              [(c, r) for c, r in zip(cases, results) if not r.ok and not c.empty]
-    if not failing:
-        return True
-    case, result = min(failing, key=lambda cr: (cr[0].exact, cr[0].inputs[0].shape[0]))
+
+
+def _smallest_batch(report, fn, target, failing: tuple[Case, CaseResult], call_keywords, names, changes) -> bool:
+    """A failing case, shrunk while it fails the same way, as Python lines and its items, added to report;
+    -> False when none of the reproducing faults `changes` reproduces it."""
+    case, result = failing
     kind = _failure_kind(result)
     nonzero = (result.value != 0, result.expected != 0)
 
@@ -226,10 +242,10 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
         r = _run_case(fn, target, c, _case_keywords(call_keywords, names, c), family=True)[0]
         return _failure_kind(r) == kind and (r.value != 0, r.expected != 0) == nonzero
 
-    small = shrink(case, still_fails)
+    small = (refs_shrink if isinstance(target, RefsTarget) else shrink)(case, still_fails)
     small_result, small_out = _run_case(fn, target, small, _case_keywords(call_keywords, names, small))
     inputs = tuple(target.input_names.split(", "))
-    keywords = ", ".join(f"{k}={v!r}" for k, v in _case_keywords(call_keywords, names, small).items())
+    keywords = ", ".join(f"{k}={_literal(v)}" for k, v in _case_keywords(call_keywords, names, small).items())
     call = f"{report.function.rpartition(':')[2]}({', '.join(inputs)}{', ' + keywords if keywords else ''})"
     report.smallest_batch = as_python(small, call + f"  # ours: {small_result.expected:.10g}, yours: "
                                       + ("-" if small_result.value is None else f"{small_result.value:.10g}"),
@@ -237,7 +253,7 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
     report.smallest_rows = int(small.inputs[0].shape[0])
     if small_result.problem:
         report.smallest_details.append(f"{small_result.problem}: {small_result.detail}")
-    else:
+    elif isinstance(target, TripletTarget):
         ref_value, ref_grads = _value_and_grads(target.reference(small), fresh_inputs(small, torch.float64))
         grads = small_out[1] if small_out is not None and target.compares_gradient(small) else None
         report.smallest_details += describe(target, small, small_result.value, grads, float(ref_value), ref_grads)
@@ -252,6 +268,11 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
                             for d in report.diagnoses]
         return False
     return True
+
+
+def _literal(value) -> str:
+    """A keyword's value as Python source: a tensor as torch.tensor([...]), anything else by repr."""
+    return f"torch.tensor({value.tolist()})" if isinstance(value, torch.Tensor) else repr(value)
 
 
 def assert_conforms(fn: Callable, *, as_: str, **options) -> ConformanceReport:
