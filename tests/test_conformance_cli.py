@@ -191,3 +191,12 @@ def test_an_exit_at_import_is_exit_2_as_a_command(tmp_path, body, words, how):
     proc = subprocess.run([sys.executable, "-m", "tripletlab", "check", target, "--as", "batch_all"],
                           capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
     assert proc.returncode == 2 and words in proc.stderr and proc.stdout == "", proc.stderr
+
+
+@pytest.mark.parametrize("call, words", [("os._exit(0)", "os._exit(0) called"), ("sys.exit(0)", "SystemExit: 0")])
+def test_a_function_that_ends_the_process_does_not_conform(tmp_path, call, words):
+    (tmp_path / "ends.py").write_text(f"import os, sys\ndef f(x, y, margin=0.2):\n    {call}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "tripletlab", "check", "ends:f", "--as", "batch_all"],
+                          capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert proc.returncode == 1 and "does NOT conform" in proc.stdout and words in proc.stdout, proc.stdout

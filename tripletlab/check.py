@@ -12,7 +12,8 @@ building the parser for `tripletlab --help` costs nothing here.
 a long torch call as soon as it returns). The import is first tried in a forked child
 process, so that a module that ends the process at import (os._exit) is reported instead
 of ending the command with its status; that child writes to /dev/null, and --timeout or
-Ctrl-C during its import kills it, so no process outlives the command.
+Ctrl-C during its import kills it, so no process outlives the command. While the function
+is checked, os._exit raises SystemExit: a function that ends the process is a failing case.
 """
 
 from __future__ import annotations
@@ -98,8 +99,10 @@ def _run(args: argparse.Namespace) -> int:
     with _alarm(args.timeout):
         fn = load_function(args.function)
         progress = _Progress(args.function)
-        report = check_loss(fn, as_=args.as_, metric=args.metric, margin=args.margin, reduction=args.reduction,
-                            semantics=args.semantics, keywords=keywords, extra=extra, progress=progress)
+        with _no_hard_exit():
+            report = check_loss(fn, as_=args.as_, metric=args.metric, margin=args.margin,
+                                reduction=args.reduction, semantics=args.semantics, keywords=keywords,
+                                extra=extra, progress=progress)
         progress.done()
     _print(report.to_json() if args.json else report.summary())
     return 0 if report.conforms else 1
@@ -135,6 +138,22 @@ def _alarm(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _no_hard_exit():
+    """os._exit raises SystemExit while the function is checked: a function that ends the process
+    (with status 0 and no output) is a failing case, not a pass."""
+    hard_exit = os._exit
+
+    def refuse(code):
+        raise SystemExit(f"os._exit({code}) called: the checked code tried to end the process")
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = hard_exit
 
 
 class _Progress:
