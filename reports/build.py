@@ -26,7 +26,7 @@ from reports.formatting import display_leaderboard, interval
 from reports.leaderboard import select
 from reports.protocol import absent_runs, gaps, mixed_data_warning, protocol_items
 from reports.search import read_search, search_report, trial_config_keys
-from reports.sensitivity import margin_lr_table, sensitivity_figures
+from reports.sensitivity import margin_lr_table, sensitivity_figures, sensitivity_table, swept_axes
 from reports.store_view import StoreView, read_store
 from reports.summary import render_summary
 from reports.umap_panel import panel_order, pick_embeddings, selected_table, umap_figure
@@ -222,11 +222,14 @@ def readable_configs(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def _write_tables(tables: Path, *, runs: pd.DataFrame, trained_runs: pd.DataFrame, selection,
                   picked: dict, missing: list[str], max_points: int, random_state: int,
                   order: list[str]) -> None:
-    """tables/*.csv: leaderboard, configurations, sensitivity, run status, UMAP runs, missing
+    """tables/*.csv: leaderboard, configurations, sensitivity (margin x lr, and each other swept
+    key), run status, UMAP runs, missing
     (verdict.csv and figures.csv are written by write_report)."""
     selection.leaderboard.to_csv(tables / "leaderboard.csv", index=False)
     selection.configs.to_csv(tables / "configurations.csv", index=False)
     margin_lr_table(trained_runs).to_csv(tables / "sensitivity_margin_lr.csv", index=False)
+    for key in swept_axes(trained_runs):  # every other swept numeric key: sensitivity_<key>.csv
+        sensitivity_table(trained_runs, [key]).to_csv(tables / f"sensitivity_{key}.csv", index=False)
     status = runs.reindex(columns=STATUS_COLUMNS)
     status.to_csv(tables / "runs_status.csv", index=False)
     selected_table(picked, order=order, max_points=max_points,

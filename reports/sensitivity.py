@@ -8,7 +8,12 @@ one colour scale for every heatmap of the report (the range of all trained
 configurations' means, stated in the caption), so a small difference never fills the
 whole scale. One varying axis gives a line with intervals; none gives a sentence.
 A variant is never shown against a key it does not use (`unused_keys`: the margin of
-batch_hard_soft).
+batch_hard_soft; the memory weight of a run without memory).
+
+Every other numeric config key that the grid sweeps (several values within one
+variant: memory_size, memory_weight, sampler_k, ...; not the loss weights w_*, which
+have their own heatmaps) gets the same figure as the margin, "MAP@R against KEY"
+(map_vs_KEY), and a table (`sensitivity_table(runs, [KEY])`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from reports.curves import UNITS, clip_to_unit, reference_lines, shared_legend, 
 from reports.figures import PAGE_WIDTH, Figure, columns_for, missing, panel_grid, save
 from reports.leaderboard import SELECT_ON, finished
 from reports.stats import t_half_width
-from reports.variants import SEED, is_combined, unused_keys
+from reports.variants import SEED, UNIT_COLUMNS, config_columns, is_combined, unused_keys
 
-LABELS = {"margin": "margin", "lr": "learning rate"}
+LABELS = {"margin": "margin", "lr": "learning rate", "memory_size": "memory size (0 = off)",
+          "memory_weight": "memory weight", "memory_start_epoch": "memory start epoch"}
+OWN_FIGURES = ("margin", "lr")  # axes with figures of their own (margin x lr, MAP@R against margin)
 CMAP = "viridis"
 
 
@@ -51,16 +58,41 @@ def best_over_other_axes(means: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     return order.groupby(["variant", *axes], as_index=False, sort=True, dropna=False).head(1)
 
 
+def sensitivity_table(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """annotated runs, config keys -> variant, *axes (NaN where unused), mean val MAP@R (best over
+    the other axes), n units."""
+    means = config_means(runs)
+    if means.empty or not set(axes) <= set(means.columns):
+        return pd.DataFrame(columns=["variant", *axes, "val_map_at_r_mean", "n_units"])
+    best = best_over_other_axes(means, axes)
+    return (best[["variant", *axes, "mean", "n"]]
+            .rename(columns={"mean": "val_map_at_r_mean", "n": "n_units"})
+            .sort_values(["variant", *axes]).reset_index(drop=True))
+
+
 def margin_lr_table(runs: pd.DataFrame) -> pd.DataFrame:
     """annotated runs -> variant, margin (NaN where unused), lr, mean val MAP@R (best over other
     axes), n units."""
+    return sensitivity_table(runs, ["margin", "lr"])
+
+
+def swept_axes(runs: pd.DataFrame) -> list[str]:
+    """annotated runs -> the numeric config keys besides margin, lr, the loss weights (w_*) and the
+    unit keys that take several values within one variant (keys a configuration does not use
+    count as absent), sorted."""
     means = config_means(runs)
-    if means.empty or not {"margin", "lr"} <= set(means.columns):
-        return pd.DataFrame(columns=["variant", "margin", "lr", "val_map_at_r_mean", "n_units"])
-    best = best_over_other_axes(means, ["margin", "lr"])
-    return (best[["variant", "margin", "lr", "mean", "n"]]
-            .rename(columns={"mean": "val_map_at_r_mean", "n": "n_units"})
-            .sort_values(["variant", "margin", "lr"]).reset_index(drop=True))
+    if means.empty:
+        return []
+    out = []
+    for key in config_columns(runs):
+        if key in OWN_FIGURES or key in UNIT_COLUMNS or key.startswith("w_") or key not in means:
+            continue
+        values = means[key]
+        if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+            continue
+        if int(values.groupby(means["variant"]).nunique().max()) > 1:
+            out.append(key)
+    return sorted(out)
 
 
 def _values(frame: pd.DataFrame, key: str) -> list:
@@ -71,7 +103,7 @@ def sensitivity_figures(runs: pd.DataFrame, *, out_dir: Path, styles: dict,
                         confidence: float, references: dict, progress=None) -> list[Figure]:
     """annotated runs of trained variants, {baseline name: mean validation MAP@R} ->
     margin x lr heatmaps (or MAP@R against the learning rate), loss-weight heatmaps,
-    MAP@R against margin (baselines as grey lines)."""
+    MAP@R against margin, then MAP@R against each of `swept_axes` (baselines as grey lines)."""
     say = progress or (lambda text: None)
     table = margin_lr_table(runs)
     if table.empty:
@@ -103,7 +135,10 @@ def sensitivity_figures(runs: pd.DataFrame, *, out_dir: Path, styles: dict,
                          styles=styles, confidence=confidence, references=references, note=said)
              if len(margins) > 1 else
              missing(name="map_vs_margin", title=_TITLES[2], reason=f"{said}: no curve to draw"))
-    return [heatmap, _weights(means, out_dir=out_dir, scale=scale, confidence=confidence), lines]
+    swept = [_axis_lines(means, key, name=f"map_vs_{key}", title=f"MAP@R against {LABELS.get(key, key)}",
+                         out_dir=out_dir, styles=styles, confidence=confidence, references=references,
+                         note="") for key in swept_axes(runs)]
+    return [heatmap, _weights(means, out_dir=out_dir, scale=scale, confidence=confidence), lines, *swept]
 
 
 def _scale_text(scale: tuple[float, float]) -> str:
@@ -209,7 +244,7 @@ def _axis_lines(means: pd.DataFrame, axis: str, *, name: str, title: str, out_di
     ax = axes[0]
     variants = sorted(best["variant"].unique())
     values = _values(best, axis)
-    log = axis == "lr" and values and values[-1] / values[0] >= 10
+    log = axis != "margin" and values and values[0] > 0 and values[-1] / values[0] >= 10
     span = (np.log10(values[-1]) - np.log10(values[0])) if log else (values[-1] - values[0])
     flat = []
     for i, variant in enumerate(variants):

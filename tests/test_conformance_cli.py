@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +157,46 @@ def test_progress_is_reported_for_slow_functions(monkeypatch, capsys):
     progress.done()
     err = capsys.readouterr().err
     assert "case 3/16 (random labels)" in err and "done in" in err
+
+
+def test_timeout_stops_a_module_that_sleeps_at_import_and_its_import_process(tmp_path):
+    """The import is first tried in a forked child: --timeout ends the command and that child."""
+    (tmp_path / "sleeps.py").write_text("import os, pathlib, time\n"
+                                        "pathlib.Path('pid').write_text(str(os.getpid()))\n"
+                                        "time.sleep(600)\n"
+                                        "def f(x, y, margin=0.2):\n    return x.sum()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "tripletlab", "check", "sleeps:f", "--as", "batch_all",
+                           "--timeout", "1"], capture_output=True, text=True, cwd=str(tmp_path), env=env,
+                          timeout=300)  # a child left holding the pipes would keep it open for 600 s
+    assert proc.returncode == 2 and "--timeout 1 s reached" in proc.stderr and proc.stdout == "", proc.stderr
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"the import child {pid} outlived the command")
+
+
+@pytest.mark.parametrize("body, words", [
+    ("import sys\nsys.exit(0)\n", "called sys.exit(0)"),
+    ("import os\nos._exit(0)\n", "ended the process with status 0"),
+])
+@pytest.mark.parametrize("how", ["module", "path"])
+def test_an_exit_at_import_is_exit_2_as_a_command(tmp_path, body, words, how):
+    (tmp_path / "leaves.py").write_text(body)
+    target = "leaves:f" if how == "module" else "./leaves.py:f"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "tripletlab", "check", target, "--as", "batch_all"],
+                          capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert proc.returncode == 2 and words in proc.stderr and proc.stdout == "", proc.stderr
+
+
+@pytest.mark.parametrize("call, words", [("os._exit(0)", "os._exit(0) called"), ("sys.exit(0)", "SystemExit: 0")])
+def test_a_function_that_ends_the_process_does_not_conform(tmp_path, call, words):
+    (tmp_path / "ends.py").write_text(f"import os, sys\ndef f(x, y, margin=0.2):\n    {call}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "tripletlab", "check", "ends:f", "--as", "batch_all"],
+                          capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert proc.returncode == 1 and "does NOT conform" in proc.stdout and words in proc.stdout, proc.stdout

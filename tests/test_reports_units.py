@@ -17,7 +17,7 @@ from scipy import stats as st
 from reports.build import write_report
 from reports.curves import MONITORS, curve_figures, seed_band
 from reports.leaderboard import select
-from reports.sensitivity import sensitivity_figures
+from reports.sensitivity import sensitivity_figures, swept_axes
 from reports.stats import mean_ci, paired_test, t_half_width
 from reports.store_view import StoreView
 from reports.variants import annotate, config_columns, variant_label
@@ -308,3 +308,46 @@ def test_old_stores_without_split_protocol_read_as_rotated_folds():
     rows = pd.concat([rows, pd.DataFrame([run_row("single", seed=0, val=0.5, test=0.5)])])
     runs = annotate(rows.drop(columns=["split_protocol"]))
     assert list(runs["split_protocol"]) == ["rotated"] * 4 + ["fixed_test"]
+
+
+def memory_view() -> StoreView:
+    """A small store: batch_hard and batch_all over memory_size {0, 2048} (margin, lr and memory_weight
+    fixed), 2 seeds; the memory adds 0.1 to batch_all's validation MAP@R and nothing to batch_hard's."""
+    runs, embeddings = [], {}
+    rng = np.random.default_rng(3)
+    for i, (loss, size, s) in enumerate(itertools.product(("batch_hard", "batch_all"), (0, 2048), (0, 1))):
+        val = 0.5 + (0.1 if loss == "batch_all" and size else 0.0) + 0.01 * s
+        runs.append(run_row(f"mem{i:02d}", seed=s, val=val, test=val - 0.05, loss=loss, memory_size=size,
+                            memory_weight=1.0, memory_start_epoch=0))
+        labels = np.repeat([0, 1, 2], 10)
+        embeddings[f"mem{i:02d}"] = ((rng.normal(size=(30, 4)) + labels[:, None]).astype(np.float32),
+                                     labels.astype(np.int64))
+    return StoreView(runs=pd.DataFrame(runs), steps=pd.DataFrame(), epochs=pd.DataFrame(), grid_text="",
+                     embeddings=lambda run_id: embeddings[run_id])
+
+
+def test_a_swept_memory_size_gets_its_sensitivity_figure_and_table(tmp_path):
+    view = memory_view()
+    runs = annotate(view.runs)
+    assert swept_axes(runs) == ["memory_size"]  # memory_weight is unused without a memory: one value
+    figures = {f.name: f for f in sensitivity_figures(runs, out_dir=tmp_path, confidence=0.95,
+                                                       styles=_palette(runs), references={})}
+    drawn = figures["map_vs_memory_size"]
+    assert drawn.png.startswith(b"\x89PNG") and not drawn.problems
+    assert "memory size (0 = off)" in drawn.caption and drawn.title == "MAP@R against memory size (0 = off)"
+    page = write_report(view, tmp_path / "report", umap_epochs=5, umap_max_points=100, random_state=0,
+                        max_curve_points=10, umap_project=lambda x: np.asarray(x, dtype=float)[:, :2]).read_text()
+    assert "id='map_vs_memory_size'" in page
+    table = pd.read_csv(tmp_path / "report" / "tables" / "sensitivity_memory_size.csv")
+    assert list(table.columns) == ["variant", "memory_size", "val_map_at_r_mean", "n_units"]
+    cells = table.set_index(["variant", "memory_size"])["val_map_at_r_mean"]
+    assert cells[("batch_all", 2048)] == pytest.approx(0.605) and cells[("batch_all", 0)] == pytest.approx(0.505)
+    assert cells[("batch_hard", 2048)] == pytest.approx(cells[("batch_hard", 0)])
+    assert (table["n_units"] == 2).all()
+
+
+def test_a_key_with_one_value_per_variant_is_not_a_sensitivity_axis():
+    runs = annotate(pd.DataFrame([run_row(f"k{i}{s}", seed=s, val=0.5, test=0.4, loss=loss, sampler_k=k)
+                                  for i, (loss, k) in enumerate([("batch_hard", 4), ("batch_all", 8)])
+                                  for s in (0, 1)]))
+    assert swept_axes(runs) == []

@@ -11,7 +11,9 @@ building the parser for `tripletlab --help` costs nothing here.
 --timeout uses signal.alarm in the main thread: SIGALRM interrupts pure-Python loops (and
 a long torch call as soon as it returns). The import is first tried in a forked child
 process, so that a module that ends the process at import (os._exit) is reported instead
-of ending the command with its status.
+of ending the command with its status; that child writes to /dev/null, and --timeout or
+Ctrl-C during its import kills it, so no process outlives the command. While the function
+is checked, os._exit raises SystemExit: a function that ends the process is a failing case.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from pathlib import Path
 
 # equal to losses.testing.VARIANT_NAMES and losses.testing.targets.DEFAULT_REDUCTION (tests/test_conformance_cli.py);
 # written out so that the parser needs no torch
-VARIANTS = ("naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml", "semi_hard", "combined")
-DEFAULT_REDUCTIONS = {"naive": "mean", "batch_all": "mean_positive", "batch_hard": "mean", "batch_hard_soft": "mean",
-                      "semi_hard_tf": "mean", "semi_hard_pml": "mean_positive"}
+VARIANTS = ("naive", "batch_all", "batch_hard", "batch_hard_soft", "semi_hard_tf", "semi_hard_pml", "semi_hard", "combined",
+            "batch_all_refs", "batch_hard_refs", "batch_hard_soft_refs", "semi_hard_tf_refs", "semi_hard_pml_refs",
+            "semi_hard_refs")
+_BATCH_REDUCTIONS = {"batch_all": "mean_positive", "batch_hard": "mean", "batch_hard_soft": "mean",
+                     "semi_hard_tf": "mean", "semi_hard_pml": "mean_positive"}
+DEFAULT_REDUCTIONS = {"naive": "mean", **_BATCH_REDUCTIONS, **{f"{k}_refs": v for k, v in _BATCH_REDUCTIONS.items()}}
 DEFAULT_MARGIN = 0.2
 DEFAULT_METRIC = "euclidean"
 
@@ -50,7 +55,9 @@ def add_arguments(check: argparse.ArgumentParser) -> argparse.ArgumentParser:
     check.add_argument("function", help="your loss: an import string mypkg.losses:batch_all, or a file "
                                         "./my_loss.py:batch_all (FUNCTION may be a callable instance)")
     check.add_argument("--as", dest="as_", required=True, choices=VARIANTS,
-                       help="the variant it implements (combined: the combining step, see the README)")
+                       help="the variant it implements (combined: the combining step, see the README; *_refs: "
+                            "between a batch and a memory, fn(anchors, labels, references, reference_labels, *, "
+                            "anchor_index_in_refs, ...) as losses.batch_all_triplet_loss_refs)")
     check.add_argument("--metric", default=DEFAULT_METRIC,
                        help="euclidean | squared_euclidean | cosine (default: %(default)s)")
     check.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="(default: %(default)s)")
@@ -58,7 +65,8 @@ def add_arguments(check: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help=f"mean | mean_positive | sum (default: the variant's usual one: {reductions})")
     check.add_argument("--semantics", default=None, help="tf | pml (required with --as semi_hard)")
     check.add_argument("--map", action="append", default=[], metavar="SETTING=PARAM",
-                       help="pass a setting (margin, metric, reduction, semantics, soft, w_*) under your "
+                       help="pass a setting (margin, metric, reduction, semantics, soft, w_*, "
+                            "anchor_index_in_refs) under your "
                             "parameter's name; SETTING= (empty) does not pass it. Repeatable")
     check.add_argument("--kw", action="append", default=[], metavar="NAME=VALUE",
                        help="a fixed keyword for your function; VALUE is JSON (false, 1e-6, \"text\", [1, 2]) "
@@ -91,8 +99,10 @@ def _run(args: argparse.Namespace) -> int:
     with _alarm(args.timeout):
         fn = load_function(args.function)
         progress = _Progress(args.function)
-        report = check_loss(fn, as_=args.as_, metric=args.metric, margin=args.margin, reduction=args.reduction,
-                            semantics=args.semantics, keywords=keywords, extra=extra, progress=progress)
+        with _no_hard_exit():
+            report = check_loss(fn, as_=args.as_, metric=args.metric, margin=args.margin,
+                                reduction=args.reduction, semantics=args.semantics, keywords=keywords,
+                                extra=extra, progress=progress)
         progress.done()
     _print(report.to_json() if args.json else report.summary())
     return 0 if report.conforms else 1
@@ -128,6 +138,22 @@ def _alarm(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _no_hard_exit():
+    """os._exit raises SystemExit while the function is checked: a function that ends the process
+    (with status 0 and no output) is a failing case, not a pass."""
+    hard_exit = os._exit
+
+    def refuse(code):
+        raise SystemExit(f"os._exit({code}) called: the checked code tried to end the process")
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = hard_exit
 
 
 class _Progress:
@@ -219,15 +245,22 @@ def _import_in_child(module_text: str, by_path: bool) -> None:
         os.close(read)
         code = 0
         try:
-            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                _import(module_text, by_path)
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):  # not the caller's stdout and stderr: a pipe there must not wait on the child
+                os.dup2(quiet, fd)
+            _import(module_text, by_path)
         except BaseException:  # noqa: BLE001 - the parent imports again and reports the error itself
             code = 1
         os.write(write, b"imported")
         os._exit(code)
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        said = pipe.read()
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            said = pipe.read()
+    except BaseException:  # --timeout or Ctrl-C while the child imports: the child ends with the command
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     _, status = os.waitpid(pid, 0)
     if said != b"imported":
         how = (f"with status {os.waitstatus_to_exitcode(status)}" if os.WIFEXITED(status)

@@ -24,7 +24,10 @@ class Case:
     exact: distances exact, with ties; the tie-breaking gradient of a selection is
         not compared there (which of two tied negatives gets it is a free choice).
     duplicates: holds identical embeddings. empty: no valid item (the loss is 0).
-    params: settings that replace the checked ones for this batch (e.g. margin 1).
+    params: settings that replace the checked ones for this batch (e.g. margin 1), and the
+        keywords that vary by batch (a memory's anchor_index_in_refs).
+    frozen: positions of float inputs passed without requires_grad (a memory's detached
+        references); their gradient is neither asked for nor compared.
     """
 
     name: str
@@ -34,9 +37,10 @@ class Case:
     duplicates: bool = False
     empty: bool = False
     params: dict = field(default_factory=dict)
+    frozen: tuple[int, ...] = ()
 
 
-def _exact_pool() -> torch.Tensor:
+def exact_pool() -> torch.Tensor:
     """(8, 4) vectors with exact norms: two axis vectors (scaled 1 and 2) and sign vectors."""
     rows = [[1, 0, 0, 0], [0, 2, 0, 0], [1, 1, 1, 1], [1, -1, 1, -1], [-1, -1, 1, 1],
             [0, 0, -1, 0], [2, 2, -2, 2], [0, 0, 0, 2]]
@@ -49,7 +53,7 @@ def batch_cases(metric: str, *, margin_settable: bool) -> list[Case]:
     randn = lambda *shape: torch.randn(*shape, dtype=torch.float64, generator=g)  # noqa: E731
     pk = lambda b, k: torch.arange(b) % k  # noqa: E731
     exact = {"margin": EXACT_MARGIN} if margin_settable else {}
-    pool = _exact_pool()
+    pool = exact_pool()
     # within-class duplicates (rows 0 and 3) and cross-class ones (rows 0 and 10, 8 and 9, 2 and 7)
     dup_rows = pool[[0, 1, 2, 0, 3, 1, 4, 2, 5, 5, 0, 6]]
     axes = torch.zeros(15, 3, dtype=torch.float64)

@@ -14,6 +14,8 @@ import torch
 from .battery import Case
 from .explain import describe, gradient_hypothesis, item_search
 from .probes import probe
+from .refs_shrink import refs_shrink
+from .refs_target import RefsTarget
 from .shrink import as_python, shrink
 from .targets import Target, TripletTarget, make_target
 
@@ -111,8 +113,12 @@ def check_loss(
 
     as_: naive, batch_all, batch_hard, batch_hard_soft, semi_hard_tf, semi_hard_pml
     (or semi_hard with semantics "tf" / "pml"), or combined (a combining function, see
-    losses.testing.targets). fn takes (embeddings, labels), naive (anchor, positive,
-    negative), and returns a scalar tensor. reduction: None = the variant's usual one
+    losses.testing.targets), or a batch variant against a memory: batch_all_refs,
+    batch_hard_refs, batch_hard_soft_refs, semi_hard_tf_refs, semi_hard_pml_refs (or
+    semi_hard_refs with semantics). fn takes (embeddings, labels), naive (anchor, positive,
+    negative), the *_refs variants (anchors, labels, references, reference_labels) and the
+    keyword anchor_index_in_refs (as losses.batch_all_triplet_loss_refs; see
+    losses.testing.refs_target), and returns a scalar tensor. reduction: None = the variant's usual one
     (ablations' choice: batch_all and semi_hard_pml "mean_positive", else "mean").
     The settings margin, metric, reduction, semantics (and soft=True for batch_hard_soft,
     w_* for combined) are passed by keyword to fn when its signature has a parameter
@@ -132,7 +138,7 @@ def check_loss(
 
 def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progress=None) -> ConformanceReport:
     target = make_target(as_, metric=metric, margin=margin, reduction=reduction, semantics=semantics)
-    call_keywords, names = _keyword_plan(fn, target.settings, keywords or {}, extra or {})
+    call_keywords, names = _keyword_plan(fn, {**target.settings, **target.per_case}, keywords or {}, extra or {})
     if target.required_keywords:
         missing = [k for k in target.required_keywords if k not in names]
         if missing:
@@ -155,7 +161,7 @@ def _check(fn, as_, metric, margin, reduction, semantics, keywords, extra, progr
     if report.conforms:
         return report
     report.diagnoses, reproduced, changes = _diagnose(target, cases, results, outputs)
-    if isinstance(target, TripletTarget):
+    if isinstance(target, (TripletTarget, RefsTarget)):
         reproduced = _explain_more(report, fn, target, cases, results, outputs, call_keywords, names,
                                    changes) and reproduced
     failing = [c for c, r in zip(cases, results) if not r.ok]
@@ -180,9 +186,22 @@ def _failure_kind(result: CaseResult) -> str | None:
 
 
 def _explain_more(report, fn, target, cases, results, outputs, call_keywords, names, changes) -> bool:
-    """Probes, the gradient's roles and the smallest failing batch, added to report; -> False when a
-    reproduced known fault does not reproduce the smallest failing batch (a coincidence of the battery)."""
+    """Probes, the gradient's roles (in-batch variants) and the smallest failing batch, added to report;
+    -> False when a reproduced known fault does not reproduce the smallest failing batch (a coincidence of
+    the battery)."""
     float64 = [(c, r, o) for c, r, o in zip(cases, results, outputs) if c.dtype == torch.float64]
+    if isinstance(target, TripletTarget):
+        _probe_and_roles(report, fn, target, float64, call_keywords, names)
+    failing = [(c, r) for c, r, _ in float64 if not r.ok and not c.empty] or \
+              [(c, r) for c, r in zip(cases, results) if not r.ok and not c.empty]
+    if not failing:
+        return True
+    return _smallest_batch(report, fn, target, min(failing, key=lambda cr: (cr[0].exact, cr[0].inputs[0].shape[0])),
+                           call_keywords, names, changes)
+
+
+def _probe_and_roles(report, fn, target, float64, call_keywords, names) -> None:
+    """The probes of the behaviour and the gradient's roles, added to report.findings."""
     nontrivial = [(c, r) for c, r, _ in float64 if not c.empty]
 
     def value_of(inputs, margin):
@@ -200,11 +219,12 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
     words = gradient_hypothesis(target, gradient_only)
     if words:
         report.findings.append(words)
-    failing = [(c, r) for c, r, _ in float64 if not r.ok and not c.empty] or \
-              [(c, r) for c, r in zip(cases, results) if not r.ok and not c.empty]
-    if not failing:
-        return True
-    case, result = min(failing, key=lambda cr: (cr[0].exact, cr[0].inputs[0].shape[0]))
+
+
+def _smallest_batch(report, fn, target, failing: tuple[Case, CaseResult], call_keywords, names, changes) -> bool:
+    """A failing case, shrunk while it fails the same way, as Python lines and its items, added to report;
+    -> False when none of the reproducing faults `changes` reproduces it."""
+    case, result = failing
     kind = _failure_kind(result)
     nonzero = (result.value != 0, result.expected != 0)
 
@@ -222,10 +242,10 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
         r = _run_case(fn, target, c, _case_keywords(call_keywords, names, c), family=True)[0]
         return _failure_kind(r) == kind and (r.value != 0, r.expected != 0) == nonzero
 
-    small = shrink(case, still_fails)
+    small = (refs_shrink if isinstance(target, RefsTarget) else shrink)(case, still_fails)
     small_result, small_out = _run_case(fn, target, small, _case_keywords(call_keywords, names, small))
-    inputs = ("anchor", "positive", "negative") if target.variant == "naive" else ("embeddings", "labels")
-    keywords = ", ".join(f"{k}={v!r}" for k, v in _case_keywords(call_keywords, names, small).items())
+    inputs = tuple(target.input_names.split(", "))
+    keywords = ", ".join(f"{k}={_literal(v)}" for k, v in _case_keywords(call_keywords, names, small).items())
     call = f"{report.function.rpartition(':')[2]}({', '.join(inputs)}{', ' + keywords if keywords else ''})"
     report.smallest_batch = as_python(small, call + f"  # ours: {small_result.expected:.10g}, yours: "
                                       + ("-" if small_result.value is None else f"{small_result.value:.10g}"),
@@ -233,7 +253,7 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
     report.smallest_rows = int(small.inputs[0].shape[0])
     if small_result.problem:
         report.smallest_details.append(f"{small_result.problem}: {small_result.detail}")
-    else:
+    elif isinstance(target, TripletTarget):
         ref_value, ref_grads = _value_and_grads(target.reference(small), fresh_inputs(small, torch.float64))
         grads = small_out[1] if small_out is not None and target.compares_gradient(small) else None
         report.smallest_details += describe(target, small, small_result.value, grads, float(ref_value), ref_grads)
@@ -250,15 +270,17 @@ def _explain_more(report, fn, target, cases, results, outputs, call_keywords, na
     return True
 
 
+def _literal(value) -> str:
+    """A keyword's value as Python source: a tensor as torch.tensor([...]), anything else by repr."""
+    return f"torch.tensor({value.tolist()})" if isinstance(value, torch.Tensor) else repr(value)
+
+
 def assert_conforms(fn: Callable, *, as_: str, **options) -> ConformanceReport:
     """As check_loss; raises AssertionError with the diagnoses unless fn conforms (for pytest)."""
     report = check_loss(fn, as_=as_, **options)
     if not report.conforms:
         raise AssertionError(report.summary())
     return report
-
-
-INPUT_NAMES = {"naive": "anchor, positive, negative", "combined": "triplet, logits_pos, logits_neg"}
 
 
 def _callable_as(fn, target: Target, call_keywords: dict) -> None:
@@ -271,7 +293,7 @@ def _callable_as(fn, target: Target, call_keywords: dict) -> None:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return  # a builtin without a signature: its calls will tell
-    inputs = INPUT_NAMES.get(target.variant, "embeddings, labels")
+    inputs = target.input_names
     try:
         signature.bind(*inputs.split(", "), **call_keywords)
     except TypeError as err:
@@ -312,11 +334,16 @@ def _keyword_plan(fn, settings: dict, keywords: dict, extra: dict) -> tuple[dict
 
 def fresh_inputs(case: Case, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
     """A new copy of case's tensors for one call: floats cast to `dtype` (default the case's),
-    detached leaves with requires_grad; integers cloned. In-place writes by the callee cannot
-    reach the battery."""
+    detached leaves with requires_grad (but those of case.frozen); integers cloned. In-place
+    writes by the callee cannot reach the battery."""
     dtype = case.dtype if dtype is None else dtype
-    return tuple(t.detach().to(dtype, copy=True).requires_grad_(True) if t.is_floating_point() else t.clone()
-                 for t in case.inputs)
+    return tuple(t.detach().to(dtype, copy=True).requires_grad_(i not in case.frozen) if t.is_floating_point()
+                 else t.clone() for i, t in enumerate(case.inputs))
+
+
+def _differentiable(inputs) -> list[torch.Tensor]:
+    """The inputs whose gradient is compared: the float ones that require it."""
+    return [t for t in inputs if t.is_floating_point() and t.requires_grad]
 
 
 def call_user(fn, case: Case, call_keywords: dict, dtype: torch.dtype | None = None):
@@ -326,8 +353,8 @@ def call_user(fn, case: Case, call_keywords: dict, dtype: torch.dtype | None = N
 
 
 def user_gradients(out: torch.Tensor, inputs) -> list[torch.Tensor]:
-    """d out / d each float input (zeros where unused), float64; raises what backward raises."""
-    floats = [t for t in inputs if t.is_floating_point()]
+    """d out / d each input that requires grad (zeros where unused), float64; raises what backward raises."""
+    floats = _differentiable(inputs)
     grads = torch.autograd.grad(out.reshape(()), floats, allow_unused=True)
     return [torch.zeros_like(t, dtype=torch.float64) if g is None else g.double() for t, g in zip(floats, grads)]
 
@@ -382,7 +409,7 @@ def _run_case(fn, target: Target, case: Case, call_keywords: dict, *, family: bo
 
 
 def _value_and_grads(loss_fn, inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    floats = [t for t in inputs if t.is_floating_point()]
+    floats = _differentiable(inputs)
     value = loss_fn(inputs)
     grads = torch.autograd.grad(value, floats, allow_unused=True) if value.requires_grad else [None] * len(floats)
     return value.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(floats, grads)]

@@ -108,12 +108,19 @@ def family_items(inputs: tuple[torch.Tensor, ...], spec: Spec, *, roles: bool = 
     eye = torch.eye(B, dtype=torch.bool, device=x_p.device)
     pos = same if spec.positives == "with_diagonal" else same & ~eye
     neg = {"other_label": ~same, "other_index": ~eye, "not_positive": ~pos}[spec.negatives]
+    return select_items(d_p, d_n, pos, neg, spec)
+
+
+def select_items(d_p: torch.Tensor, d_n: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, spec: Spec):
+    """(B, C) distances from each anchor to C candidate rows (d_p, d_n: the same values, computed in the
+    positive and the negative role), (B, C) positive and negative masks -> (items (N,), rows (N, 3) long:
+    (a, p, n), p and n candidate columns), reduction="none" order."""
     if spec.variant in ("batch_hard", "batch_hard_soft"):
         return _batch_hard(d_p, d_n, pos, neg, spec)
     if spec.variant == "semi_hard_tf":
         return _semi_hard_tf(d_p, d_n, pos, neg, spec)
-    d_ap, d_an = d_p[:, :, None], d_n[:, None, :]  # (B, B, 1), (B, 1, B)
-    keep = pos[:, :, None] & neg[:, None, :]  # (B, B, B) triplets (a, p, n)
+    d_ap, d_an = d_p[:, :, None], d_n[:, None, :]  # (B, C, 1), (B, 1, C)
+    keep = pos[:, :, None] & neg[:, None, :]  # (B, C, C) triplets (a, p, n)
     if spec.variant == "semi_hard_pml":
         above = d_an >= d_ap if spec.lower == "inclusive" else d_an > d_ap
         below = d_an < d_ap + spec.margin if spec.upper == "strict" else d_an <= d_ap + spec.margin

@@ -19,15 +19,21 @@ from .battery import Case
 BUDGET = 120  # calls of `fails` at most (each calls the user's function once on a tiny batch)
 
 
-def shrink(case: Case, fails: Callable[[Case], bool], *, budget: int = BUDGET) -> Case:
-    """A failing case -> a smaller one that still fails (`fails(case)` is assumed True)."""
+def shrink(case: Case, fails: Callable[[Case], bool], *, budget: int = BUDGET,
+           smaller: Callable[[Case], Iterator[Case]] | None = None,
+           ties: Callable[[tuple[torch.Tensor, ...]], bool] | None = None) -> Case:
+    """A failing case -> a smaller one that still fails (`fails(case)` is assumed True).
+
+    smaller, ties: the one-step simplifications of a case and the tie test (default: those of
+    the in-batch and naive cases, below)."""
+    smaller, ties = smaller or _smaller, ties or has_ties
     calls = 0
     improved = True
-    tied = has_ties(case.inputs)
+    tied = ties(case.inputs)
     while improved and calls < budget:
         improved = False
-        for candidate in _smaller(case):
-            if not tied and has_ties(candidate.inputs):
+        for candidate in smaller(case):
+            if not tied and ties(candidate.inputs):
                 continue  # a tie makes the items ambiguous and the selections' gradient incomparable
             calls += 1
             if fails(candidate):

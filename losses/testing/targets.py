@@ -9,6 +9,8 @@ A target per kind of function:
   (losses.combined.pair_total, what CombinedLoss adds up). It finds softmax applied before
   the cross-entropy and loss weights that are hard-coded (ignored). The head and the
   triplet term are the user's own; check the triplet term with its variant.
+- `RefsTarget` (as_="<batch variant>_refs", losses.testing.refs_target): the same variant
+  between anchors and a reference set (a cross-batch memory), called like our *_refs losses.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from ..registry import BATCH_VARIANT_CALLS, VARIANTS
 from ..validation import check_choice, check_margin
 from .battery import Case, batch_cases, naive_cases
 from .family import CHECKED_VARIANTS, Spec, family_loss
+from .refs_target import REFS_VARIANTS, RefsTarget
 
-Target = Union["TripletTarget", "CombinedTarget"]
-VARIANT_NAMES = (*CHECKED_VARIANTS, "semi_hard", "combined")
-DEFAULT_REDUCTION = {"naive": "mean", **{name: kw["reduction"] for name, (_, kw) in BATCH_VARIANT_CALLS.items()}}
+Target = Union["TripletTarget", "CombinedTarget", "RefsTarget"]
+VARIANT_NAMES = (*CHECKED_VARIANTS, "semi_hard", "combined", *REFS_VARIANTS, "semi_hard_refs")
+DEFAULT_REDUCTION = {"naive": "mean", **{name: kw["reduction"] for name, (_, kw) in BATCH_VARIANT_CALLS.items()},
+                     **{f"{name}_refs": kw["reduction"] for name, (_, kw) in BATCH_VARIANT_CALLS.items()}}
 ITEMS = {"naive": "triplets", "batch_all": "triplets", "batch_hard": "anchors", "batch_hard_soft": "anchors",
          "semi_hard_tf": "positive pairs", "semi_hard_pml": "semi-hard triplets"}
 REDUCTION_WORDS = {"mean": "the mean over all {}", "mean_positive": "the mean over the {} with loss > 0",
@@ -38,10 +42,14 @@ REDUCTION_WORDS = {"mean": "the mean over all {}", "mean_positive": "the mean ov
 
 
 def make_target(as_: str, *, metric: str, margin: float, reduction: str | None, semantics: str | None):
-    """Checked settings -> TripletTarget or CombinedTarget; bad settings raise ValueError."""
+    """Checked settings -> TripletTarget, CombinedTarget or RefsTarget; bad settings raise ValueError."""
     check_choice(as_, name="as_", valid=VARIANT_NAMES)
     if as_ == "combined":
         return CombinedTarget()
+    if as_.endswith("_refs"):
+        batch = make_target(as_.removesuffix("_refs"), metric=metric, margin=margin, reduction=reduction,
+                            semantics=semantics)
+        return RefsTarget(batch)
     if as_ == "semi_hard":
         as_ = "semi_hard_" + check_choice(semantics, name="semantics", valid=("tf", "pml"))
     elif semantics is not None and not (as_.startswith("semi_hard") and as_.endswith(semantics)):
@@ -62,10 +70,12 @@ class TripletTarget:
         return []
 
     required_keywords: tuple[str, ...] = ()
+    per_case: dict = {}  # keywords whose value each battery case sets (none here)
 
     def __init__(self, spec: Spec):
         self.spec = spec
         self.variant = spec.variant
+        self.input_names = "anchor, positive, negative" if spec.variant == "naive" else "embeddings, labels"
         self.items = ITEMS[spec.variant]
         self.selects = spec.variant in ("batch_hard", "batch_hard_soft", "semi_hard_tf")
         soft = spec.variant == "batch_hard_soft"
@@ -159,6 +169,8 @@ class CombinedTarget:
     items = "pairs"
     selects = False
     required_keywords = ("w_triplet", "w_pos", "w_neg")
+    per_case: dict = {}
+    input_names = "triplet, logits_pos, logits_neg"
 
     def __init__(self):
         self.settings = {"w_triplet": 1.0, "w_pos": 1.0, "w_neg": 1.0}
