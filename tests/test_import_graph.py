@@ -18,7 +18,7 @@ FLOORS = (
     ("models", ("model", "plugins")),
     ("configuration", ("config", "grid", "search_section")),
     ("training", ("objectives", "train", "baselines", "classical", "ceiling")),
-    ("running", ("store", "dask_executor", "batch", "search", "runner")),
+    ("running", ("store", "migrate", "dask_executor", "batch", "search", "runner")),
 )
 
 
