@@ -185,6 +185,8 @@ def _move_run(root: Path, old: str, new: str, config: dict[str, Any]) -> None:
             return
         shutil.rmtree(src)
         return
+    if dst.is_dir():  # an incomplete copy (killed while writing it): written again from scratch
+        shutil.rmtree(dst)
     atomic_write_json(dst / "config.json", {**config, "run_id": new})
     for name in ("steps.parquet", "epochs.parquet"):
         if (src / name).is_file():
