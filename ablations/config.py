@@ -14,9 +14,9 @@ metric = "cosine", which evaluation then uses too.
 `config_hash` is the run's id: the first 12 hex digits of the sha256 of the
 canonical JSON (sorted keys, no whitespace) of every key of the resolved
 configuration plus `store_format` (STORE_FORMAT). Every key enters, whatever its
-value, so a changed default changes the id of every run that uses the key, and a new
-key or a new meaning of one is a new store format: existing stores are migrated to
-it once (ablations/migrate.py).
+value: a changed default changes the id of the runs made with it (an old run is never
+taken for a new one), and a new key or a new meaning of a value changes every id, a
+new store format to which existing stores are migrated once (ablations/migrate.py).
 """
 
 from __future__ import annotations
