@@ -112,6 +112,7 @@ def migrate_store(root: str | Path) -> int:
                          f"{FORMAT_FILE} inside); make one with `tripletlab run GRID.toml --out DIR`")
     found = store_format(root)
     if found == STORE_FORMAT:
+        (root / JOURNAL_FILE).unlink(missing_ok=True)  # killed after store.json was written
         return 0
     if found is not None and found > STORE_FORMAT:
         raise ValueError(f"store {str(root)!r} is of store format {found}, newer than this "

@@ -19,7 +19,7 @@ from ablations.config import FIELDS, STORE_FORMAT, config_hash, config_to_dict, 
 from ablations.grid import expand, load_grid
 from ablations.migrate import migrate_store, open_store, v1_run_id
 from ablations.runner import run_grid
-from ablations.store import FORMAT_FILE, ResultsStore, store_format
+from ablations.store import FORMAT_FILE, ResultsStore, StoreWarning, store_format
 from tripletlab.cli import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -246,6 +246,27 @@ def test_an_interrupted_migration_resumes_and_loses_no_run(tmp_path, monkeypatch
         {k: v for k, v in _files(clean).items() if not k.endswith(".parquet")}
     assert sorted(pd.read_parquet(root / "search" / "trials.parquet")["run_ids"]) == \
         sorted(pd.read_parquet(clean / "search" / "trials.parquet")["run_ids"])
+
+
+def test_folders_that_are_not_runs_of_the_store_are_left_and_duplicates_kept(tmp_path):
+    root = _copy("store_v1", tmp_path)
+    first = sorted(_runs(root))[0]
+    forged = root / "runs" / "0123456789ab"   # a copy under a name that is not its config's id
+    shutil.copytree(root / "runs" / first, forged)
+    config = json.loads((root / "runs" / first / "config.json").read_text())
+    unused = {**config, "w_pos": 3.0}         # a key its loss does not use: the same new id
+    twin = root / "runs" / v1_run_id(unused)
+    shutil.copytree(root / "runs" / first, twin)
+    (twin / "config.json").write_text(json.dumps({**unused, "run_id": twin.name}))
+    result = json.loads((twin / "result.json").read_text())
+    (twin / "result.json").write_text(json.dumps({**result, "run_id": twin.name, "wall_time_s": -1.0}))
+    forged_files = _files(forged)
+    with pytest.warns(StoreWarning, match="0123456789ab"):   # the store still names it
+        assert migrate_store(root) == 8
+    assert _files(forged) == forged_files
+    # the twin migrated second (runs/ in name order) finds its new id taken: kept aside
+    assert [d.name for d in (root / migrate.DUPLICATES_DIR).iterdir()] == [max(first, twin.name)]
+    assert len(_runs(root)) == 8   # 7 runs and the forged folder
 
 
 def test_a_format_1_store_is_not_written_to_before_it_is_migrated(tmp_path):
