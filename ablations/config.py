@@ -11,10 +11,12 @@ seed for "untrained", the one baseline not in SEED_FREE_BASELINES); and the
 losses defined on cosine similarity (multi_similarity, circle) get
 metric = "cosine", which evaluation then uses too.
 
-`config_hash` is the first 12 hex digits of the sha256 of the canonical JSON of
-the resolved configuration (sorted keys, no whitespace); it is the run's id. Keys
-added after the first store format (not in `HASHED_ALWAYS`) enter it only when
-they differ from their default, so existing stores keep their run ids.
+`config_hash` is the run's id: the first 12 hex digits of the sha256 of the
+canonical JSON (sorted keys, no whitespace) of every key of the resolved
+configuration plus `store_format` (STORE_FORMAT). Every key enters, whatever its
+value: a changed default changes the id of the runs made with it (an old run is never
+taken for a new one), and a new key or a new meaning of a value changes every id, a
+new store format to which existing stores are migrated once (ablations/migrate.py).
 """
 
 from __future__ import annotations
@@ -65,10 +67,13 @@ MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
 CE_KINDS = ("ce", "focal")
 ENCODERS = tuple(ENCODER_KEYS)
-# Every run stored before `split_protocol` existed used "rotated" folds: the key enters the
-# run id only where it changes the split of such a run (class_folds > 1 and not "rotated"),
-# so old stores keep their ids and a new fixed-test fold never takes an old rotated fold's id.
+# Every run stored before `split_protocol` existed used "rotated" folds (a stored config
+# without the key: ablations/migrate.py fills it in).
 LEGACY_SPLIT_PROTOCOL = "rotated"
+# The version of the store layout and of the run ids (written to DIR/store.json). Adding a
+# key to RunConfig, or changing what a value means, changes run ids: bump it and add the step
+# that rewrites older stores to ablations/migrate.py.
+STORE_FORMAT = 2
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS, "loss": LOSSES + BASELINES, "metric": METRICS, "weighting": WEIGHTINGS,
@@ -132,7 +137,7 @@ class RunConfig:
     mining_hard_end: float = 1.0        # ... ramped linearly to this at the last epoch
     # --- evaluation -------------------------------------------------------
     eval_every: int = 10                # validation every N epochs, and always after the last
-    # --- keys added after the first store format (hashed only when not default) ---
+    # --- keys added after the first store format ---
     encoder: str = "mlp"                # mlp | conv (ablations/model.py)
     image_shape: str = ""               # conv: "CxHxW" of each row of X; "" = 1 x s x s for F = s^2 features
     conv_channels: int = 32             # conv: channels of the first block (doubled once)
@@ -176,20 +181,6 @@ DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 # Keys set by the grid (fold) or by resolve_config (data_fingerprint), not by users: valid, but
 # left out of the key list an unknown key's error shows.
 INTERNAL_KEYS = ("data_fingerprint", "fold")
-# The keys of the first store format. A key added later enters the run id only when
-# it differs from its default, so every existing store keeps its run ids.
-# Adding a key: append it to RunConfig and do NOT list it here.
-HASHED_ALWAYS = frozenset((
-    "dataset", "blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread",
-    "blobs_label_noise", "data_seed", "npz_path", "loss", "metric", "margin",
-    "margin_schedule", "margin_start", "margin_ramp_epochs", "id_variant", "ce_input",
-    "weighting", "w_triplet", "w_pos", "w_neg", "w_ce", "ema_momentum", "uncertainty_init",
-    "gradnorm_alpha", "gradnorm_lr", "dwa_temperature", "lr", "lr_schedule", "warmup_epochs",
-    "epochs", "seed", "sampler_p", "sampler_k", "hidden_layers", "width", "embedding_dim",
-    "normalize", "mining", "mining_refresh_epochs", "mining_neighbours", "mining_random_rate",
-    "mining_hard_start", "mining_hard_end", "eval_every",
-))
-
 # The keys that make the encoder at initialisation: with DATA_KEYS and the seed, what an
 # `untrained` baseline depends on.
 MODEL_KEYS = ("encoder", "hidden_layers", "width", "embedding_dim", "normalize", "image_shape",
@@ -282,6 +273,14 @@ def loss_spec(loss: str) -> LossSpec:
         return LOSS_SPECS[loss]
     plugin = loss_plugin(loss)  # imports the user's loss (ablations.plugins)
     return LossSpec(takes_margin="margin" in plugin.keywords, components=plugin.components)
+
+
+def canonical(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Every key's value -> a copy with the keys `cfg` does not use reset to their defaults."""
+    out = dict(cfg)
+    for key in _keys_to_reset(out):
+        out[key] = DEFAULTS[key]
+    return out
 
 
 def check_value(key: str, value: Any) -> Any:
@@ -419,8 +418,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     if cfg["fold"] >= cfg["class_folds"]:
         raise ValueError(f"key 'fold' must be in 0..class_folds-1 = 0..{cfg['class_folds'] - 1}, "
                          f"got {cfg['fold']!r}")
-    for key in _keys_to_reset(cfg):
-        cfg[key] = DEFAULTS[key]
+    cfg = canonical(cfg)
     _check_schedules(cfg)
     _check_sizes(cfg)
     _check_memory(cfg)
@@ -449,15 +447,8 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _hashed(key: str, values: dict[str, Any]) -> bool:
-    """Whether `key` enters the run id of the resolved config `values` (see HASHED_ALWAYS)."""
-    if key == "split_protocol":
-        return values["class_folds"] > 1 and values[key] != LEGACY_SPLIT_PROTOCOL
-    return key in HASHED_ALWAYS or values[key] != DEFAULTS[key]
-
-
 def config_hash(config: RunConfig | dict[str, Any]) -> str:
-    """First 12 hex digits of sha256 over the canonical JSON of the resolved config."""
+    """The run id: first 12 hex digits of sha256 over the canonical JSON of the resolved config."""
     if not isinstance(config, RunConfig):
         config = resolve_config(config)
     return _hash_fields(config_to_dict(config))
@@ -466,17 +457,15 @@ def config_hash(config: RunConfig | dict[str, Any]) -> str:
 def stored_config_hash(stored: dict[str, Any]) -> str:
     """The run id of a config as a store holds it (config.json), without re-validating it.
 
-    Keys that are not RunConfig fields (e.g. "run_id") are left out; a missing key
-    counts as its default, except `split_protocol`: a config stored before it existed
-    had rotated folds (LEGACY_SPLIT_PROTOCOL). Equals `config_hash` for the config that
-    was written.
+    Keys that are not RunConfig fields (e.g. "run_id") are left out; a missing key is
+    not filled in (a config stored by an older store format has the id of that format
+    until ablations/migrate.py rewrites it). Equals `config_hash` for the config that was
+    written.
     """
-    legacy = {"split_protocol": LEGACY_SPLIT_PROTOCOL} if "split_protocol" not in stored else {}
-    return _hash_fields({**DEFAULTS, **legacy, **{k: v for k, v in stored.items() if k in FIELDS}})
+    return _hash_fields({k: v for k, v in stored.items() if k in FIELDS})
 
 
 def _hash_fields(values: dict[str, Any]) -> str:
-    """Every RunConfig field -> first 12 hex digits of the sha256 of its canonical JSON."""
-    hashed = {key: value for key, value in values.items() if _hashed(key, values)}
-    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+    """RunConfig fields -> first 12 hex digits of the sha256 of their canonical JSON with the store format."""
+    text = json.dumps({"store_format": STORE_FORMAT, **values}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

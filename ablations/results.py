@@ -1,8 +1,8 @@
 """The read side of ablations that reports use, and the only module of ablations they import.
 
-Reports read a results store (`ResultsStore`), the schema of run configs (defaults, the data
-keys, the baseline names, the rule that names the keys a config does not use) and the run ids a
-store's grid.toml expects. Training, data loading and executors stay behind this module.
+Reports read a results store (`open_store`: a `ResultsStore`, migrated first when it is of an
+older format), the schema of run configs (defaults, the data keys, the baseline names, the rule
+that names the keys a config does not use) and the run ids a store's grid.toml expects. Training, data loading and executors stay behind this module.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from ablations.baselines import with_baselines
 from ablations.config import (BASELINES, CLASSICAL_BASELINES, DATA_KEYS, DEFAULTS, LEGACY_SPLIT_PROTOCOL,
                               SEED_FREE_BASELINES, _keys_to_reset, config_hash)
 from ablations.grid import expand, parse_grid_text
+from ablations.migrate import open_store
 from ablations.store import ResultsStore
 
 __all__ = ["BASELINES", "CLASSICAL_BASELINES", "DATA_KEYS", "DEFAULTS", "LEGACY_SPLIT_PROTOCOL",
-           "SEED_FREE_BASELINES", "ResultsStore", "expected_run_ids", "keys_not_used"]
+           "SEED_FREE_BASELINES", "ResultsStore", "expected_run_ids", "keys_not_used", "open_store"]
 
 
 def keys_not_used(config: dict[str, Any]) -> list[str]:

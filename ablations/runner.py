@@ -21,6 +21,7 @@ from ablations.batch import check_runnable, execute_runs, make_executor, write_i
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
 from ablations.grid import MAX_RUNS, Grid, describe_dropped, dropped_keys, expand, load_grid
 from ablations.search import run_search
+from ablations.migrate import open_store
 from ablations.store import ResultsStore
 from ablations import train  # run_one looked up at call time: tests spy on it
 
@@ -64,7 +65,7 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     if dry_run:
         print(describe(grid, configs))
         return None
-    store = ResultsStore(out_dir)
+    store = open_store(out_dir)
     store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     done = store.done_ids()
     todo = [c for c in configs if config_hash(c) not in done]

@@ -43,6 +43,7 @@ from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict, 
 from ablations.grid import Grid
 from ablations.batch import check_runnable, execute_runs, make_executor, write_ideal
 from ablations.search_section import Range, SearchSection, Variant
+from ablations.migrate import open_store
 from ablations.store import ResultsStore, atomic_write_json, atomic_write_parquet
 from ablations import train  # run_one looked up at call time: tests spy on it
 
@@ -86,7 +87,7 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
         print(describe_search(grid, n_baselines))
         return None
     check_runnable([v.reference for v in section.variants])
-    store = ResultsStore(out_dir)
+    store = open_store(out_dir)
     store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     folder = store.root / SEARCH_DIR
     folder.mkdir(exist_ok=True)

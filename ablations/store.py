@@ -2,6 +2,7 @@
 
 Layout (the contract with reports/, see ARCHITECTURE.md):
 
+    DIR/store.json                  {"store_format": N}: the format of the store and its run ids
     DIR/grid.toml                   the grid file that created the store
     DIR/runs/<run_id>/config.json   resolved config + run_id
     DIR/runs/<run_id>/steps.parquet, epochs.parquet, embeddings.npz
@@ -18,6 +19,9 @@ The store heals (a `StoreWarning` names each damaged file, never a raw parser
 error): a consolidated table that is missing or unreadable is rebuilt from the
 run folders; a run whose result.json, config.json or per-run table cannot be
 read counts as missing, so the next `run_grid` runs it again.
+
+A store of an older format (no store.json, but run folders) is refused for writing
+until ablations/migrate.py has rewritten it (`open_store` does it on first open).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablations.config import FIELDS, stored_config_hash
+from ablations.config import FIELDS, STORE_FORMAT, stored_config_hash
 
 METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
                   for m in ("precision_at_1", "r_precision", "map_at_r", "nmi", "recall_at_1",
@@ -55,10 +59,11 @@ STATUSES = ("finished", "diverged", "failed")
 # per-run files that must be readable for a run to count as stored (result.json aside)
 RUN_FILES = ("config.json", "steps.parquet", "epochs.parquet")
 SOURCE_FILE = "grid_source.json"  # where the grid file of grid.toml lives (resolved path)
+FORMAT_FILE = "store.json"  # {"store_format": STORE_FORMAT} (ablations/config.py)
 RUN_ID = re.compile(r"[0-9a-f]{12}")  # a run folder's name: its config's hash (config_hash)
 # the files the store writes (atomic_write_bytes: temporary ".<name>.<8 random>.tmp" beside them)
 ROOT_FILES = re.compile(r"grid(\.\d+)?\.toml|grid_source\.json|(runs|steps|epochs)\.parquet"
-                        r"|write-probe")
+                        r"|write-probe|store\.json|migration\.json")
 RUN_DIR_FILES = re.compile(r"config\.json|result\.json|(steps|epochs)\.parquet|embeddings\.npz")
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's random part
 _UMASK_LOCK = threading.Lock()
@@ -82,6 +87,23 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise ValueError(f"{str(path)!r} is not a readable parquet file ({err})") from err
+
+
+def store_format(root: str | Path) -> int | None:
+    """The store format of the store at `root`: its store.json's, else 1 when runs/ holds a
+    run folder (a store older than the file), else None (no store yet, or an empty one)."""
+    root = Path(root)
+    path = root / FORMAT_FILE
+    if path.is_file():
+        found = _read_json(path)
+        if not isinstance(found, dict) or not isinstance(found.get("store_format"), int):
+            raise ValueError(f"{str(path)!r} holds no store format (expected "
+                             f'{{"store_format": {STORE_FORMAT}}})')
+        return found["store_format"]
+    runs = root / "runs"
+    if runs.is_dir() and any(RUN_ID.fullmatch(d.name) for d in runs.iterdir()):
+        return 1
+    return None
 
 
 def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
@@ -194,6 +216,14 @@ class ResultsStore:
         """
         ensure_writable_dir(self.root, what="--out")
         self._check_layout()
+        found = store_format(self.root)
+        if found != STORE_FORMAT:
+            if found is not None:
+                fix = (f"run `tripletlab migrate {self.root}` first" if found < STORE_FORMAT
+                       else "upgrade tripletlab to write to it")
+                raise ValueError(f"store {str(self.root)!r} is of store format {found}, this "
+                                 f"tripletlab writes format {STORE_FORMAT}; {fix}")
+            atomic_write_json(self.root / FORMAT_FILE, {"store_format": STORE_FORMAT})
         old = self.grid_text()
         source = str(Path(grid_path).resolve()) if grid_path is not None else None
         same_file = source is not None and source == self.grid_source()

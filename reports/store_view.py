@@ -33,12 +33,12 @@ class StoreView:
 
 def read_store(store_dir: str | Path) -> StoreView:
     """store_dir (a results-store directory) -> StoreView read through ResultsStore."""
-    from ablations.results import ResultsStore
+    from ablations.results import open_store
 
     path = Path(store_dir)
     if not path.is_dir():
         raise ValueError(f"store_dir must be an existing results-store directory, got {str(path)!r}")
-    store = ResultsStore(path)
+    store = open_store(path)  # a store of an older format is migrated first
     if store.grid_text() is None and not store.runs_dir.is_dir():
         raise ValueError(f"store_dir {str(path)!r} is not a results store (no grid.toml and no runs/ "
                          "inside); make one with `tripletlab run GRID.toml --out DIR`")

@@ -110,8 +110,8 @@ def test_help_and_version_import_neither_torch_nor_pandas_nor_our_packages():
 
 
 @pytest.mark.parametrize("argv, wrong, suggestion, listed", [
-    (["rn"], "rn", "run", "'run', 'report', 'check'"),
-    (["reprot", "x"], "reprot", "report", "'run', 'report', 'check'"),
+    (["rn"], "rn", "run", "'run', 'report', 'migrate', 'check'"),
+    (["reprot", "x"], "reprot", "report", "'run', 'report', 'migrate', 'check'"),
     (["check", "m:f", "--as", "batch_hrd"], "batch_hrd", "batch_hard", "'semi_hard_tf'"),
 ])
 def test_a_misspelt_command_or_variant_is_an_error_with_did_you_mean(argv, wrong, suggestion, listed, capsys):

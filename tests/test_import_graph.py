@@ -19,7 +19,7 @@ FLOORS = (
     ("models", ("model", "plugins", "loss_specs")),
     ("configuration", ("config", "grid", "search_section")),
     ("training", ("objectives", "train", "baselines", "classical", "ceiling")),
-    ("running", ("store", "dask_executor", "batch", "search", "runner", "results")),
+    ("running", ("store", "migrate", "dask_executor", "batch", "search", "runner", "results")),
 )
 
 

@@ -1,4 +1,5 @@
-"""The `tripletlab` command: `run` a grid into a results store, `report` on a store, `check` a loss.
+"""The `tripletlab` command: `run` a grid into a results store, `report` on a store, `migrate` a
+store of an older format, `check` a loss.
 
 Data flows one way (losses <- ablations <- reports); this module sits on top of
 both and imports each lazily, so `tripletlab run` never pays for UMAP or seaborn
@@ -95,6 +96,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_migrate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", type=Path, help="results store directory (from `tripletlab run`)")
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from ablations.config import STORE_FORMAT
+    from ablations.migrate import migrate_store
+
+    if migrate_store(args.store) == 0:
+        print(f"store {args.store} is of store format {STORE_FORMAT}: nothing to migrate")
+    return 0
+
+
 def _add_check(parser: argparse.ArgumentParser) -> None:
     from tripletlab import check
 
@@ -112,6 +126,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace], int]]] = {
     "run": ("train and evaluate every cell of a grid into a results store", _add_run, _run),
     "report": ("write the HTML report of a results store", _add_report, _report),
+    "migrate": ("rewrite a results store of an older store format (run ids) to the current one",
+                _add_migrate, _migrate),
     "check": ("check your own triplet-loss function against the reference, with diagnoses",
               _add_check, _check),
 }
