@@ -51,19 +51,20 @@ from ablations.executors import POLL_S
 __all__ = ["DaskExecutor", "task_key"]
 
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
-MAX_HANDSHAKE_BYTES = 64 * 2**20  # a scheduler's first message (its handshake) is a few hundred bytes
+MAX_HANDSHAKE_BYTES = 2**20  # a scheduler's first message (its handshake) is under 100 bytes
 
 
 def probe_scheduler(address: str, timeout_s: float) -> None:
     """ConnectionError naming `address` unless a tcp:// address answers like a Dask scheduler.
 
     A Dask server writes its handshake as soon as a connection opens: an 8-byte
-    native-order length ("Q", as distributed.comm.tcp packs it), then the message.
+    native-order length ("Q", as distributed.comm.tcp packs it), then that many
+    bytes of frames holding a msgpack dict with "compression" and "python".
     Something else (an HTTP server waits for a request; a random service sends
-    other bytes) would leave
-    `distributed.Client` waiting past its timeout, or allocating what it takes
-    for a length: this checks the first 8 bytes within `timeout_s`. Other
-    schemes are left to the client.
+    other bytes) would leave `distributed.Client` waiting past its timeout, or
+    allocating what it takes for a length, or failing with a traceback on the
+    frames: this reads and decodes the whole greeting (at most
+    MAX_HANDSHAKE_BYTES) within `timeout_s`. Other schemes are left to the client.
     """
     if not address.startswith("tcp://"):
         return
@@ -73,25 +74,60 @@ def probe_scheduler(address: str, timeout_s: float) -> None:
         raise ConnectionError(f"Dask scheduler address {address!r} has no port "
                               f"(expected tcp://HOST:PORT)")
     deadline = time.monotonic() + timeout_s
-    head, closed = b"", False
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
-            while len(head) < 8 and not closed and time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = sock.recv(8 - len(head))
-                head, closed = head + chunk, not chunk
-    except socket.timeout:
-        pass
+            head, closed = _receive(sock, 8, deadline)
+            length = struct.unpack("Q", head)[0] if len(head) == 8 else 0
+            body = b""
+            if 0 < length <= MAX_HANDSHAKE_BYTES:
+                body, closed = _receive(sock, length, deadline)
     except OSError as exc:
         raise ConnectionError(f"could not connect to the Dask scheduler at {address} "
                               f"within {timeout_s:g} s: {exc.strerror or exc}") from exc
-    if len(head) == 8 and 0 < struct.unpack("Q", head)[0] <= MAX_HANDSHAKE_BYTES:
-        return
-    what = (f"sent {head!r}, not a Dask message" if head else
-            "closed the connection without a word" if closed else
-            f"sent nothing within {timeout_s:g} s")
+    if len(head) == 8 and 0 < length <= MAX_HANDSHAKE_BYTES and len(body) == length:
+        if _is_handshake(body):
+            return
+        what = f"sent {length} bytes that are not a Dask handshake ({body[:16]!r}...)"
+    elif len(head) == 8 and length > MAX_HANDSHAKE_BYTES:
+        what = (f"announced a first message of {length} bytes (a Dask handshake is under "
+                f"{MAX_HANDSHAKE_BYTES} bytes; {head!r} is not a Dask message)")
+    elif len(head) == 8:
+        what = (f"announced a {length}-byte handshake and sent {len(body)} bytes of it "
+                + ("before closing the connection" if closed else f"within {timeout_s:g} s"))
+    else:
+        what = (f"sent {head!r}, not a Dask message" if head else
+                "closed the connection without a word" if closed else
+                f"sent nothing within {timeout_s:g} s")
     raise ConnectionError(f"{address} is not a Dask scheduler: it {what} "
                           f"(a scheduler greets every connection); check --scheduler")
+
+
+def _receive(sock: socket.socket, n: int, deadline: float) -> tuple[bytes, bool]:
+    """Up to n bytes from sock before `deadline` (time.monotonic) -> (bytes, peer closed)."""
+    data = bytearray()
+    try:
+        while len(data) < n and time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(min(n - len(data), 2**16))
+            if not chunk:
+                return bytes(data), True
+            data += chunk
+    except socket.timeout:
+        pass
+    return bytes(data), False
+
+
+def _is_handshake(body: bytes) -> bool:
+    """Whether `body` (a message after its length) decodes as a Dask handshake dict."""
+    from distributed.protocol import loads
+    from distributed.protocol.utils import unpack_frames
+
+    try:
+        frames, rest = unpack_frames(body, partial=True)
+        message = loads(frames, deserialize=False) if not rest else None
+    except Exception:  # noqa: BLE001 - any decoding failure means "not a handshake"
+        return False
+    return isinstance(message, dict) and {"compression", "python"} <= message.keys()
 
 
 def task_key(fn: Callable[[dict], dict], item: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -145,23 +146,40 @@ def test_unreachable_scheduler_is_a_connection_error_naming_it():
 
 class _FakeScheduler:
     """A TCP server on 127.0.0.1 that is no Dask scheduler: "http" waits for a request that
-    never comes (as an HTTP server does), "garbage" greets every connection with random bytes."""
+    never comes (as an HTTP server does); the others greet every connection with bytes of
+    GREETINGS (random bytes, a Dask-like length then random frames, a length then a stall)."""
+
+    GREETINGS = {
+        "garbage": np.random.default_rng(0).bytes(4096),
+        "frames": struct.pack("Q", 100) + np.random.default_rng(1).bytes(100),
+        "truncated": struct.pack("Q", 50_000) + b"\x01" * 10,
+        "huge": struct.pack("Q", 3 * 2**60) + b"\x00" * 64,
+    }
 
     def __init__(self, kind: str):
         import http.server
 
+        self.connected = threading.Event()  # a client has opened a connection
+        connected = self.connected
         if kind == "http":
-            self.server = http.server.ThreadingHTTPServer(
-                ("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+            class Silent(http.server.BaseHTTPRequestHandler):
+                def setup(self):
+                    connected.set()
+                    super().setup()
+
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Silent)
         else:
             import socketserver
 
-            class Garbage(socketserver.BaseRequestHandler):
-                def handle(self):
-                    self.request.sendall(np.random.default_rng(0).bytes(4096))
-                    time.sleep(1)
+            greeting = self.GREETINGS[kind]
 
-            self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Garbage)
+            class Greeter(socketserver.BaseRequestHandler):
+                def handle(self):
+                    connected.set()
+                    self.request.sendall(greeting)
+                    time.sleep(3)
+
+            self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Greeter)
         self.server.daemon_threads = True
         self.address = f"tcp://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -171,7 +189,7 @@ class _FakeScheduler:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("kind", ["http", "garbage"])
+@pytest.mark.parametrize("kind", ["http", "garbage", "frames", "truncated", "huge"])
 def test_a_server_that_is_no_scheduler_is_a_clear_error_within_the_timeout(kind):
     fake = _FakeScheduler(kind)
     try:
@@ -196,6 +214,33 @@ def test_the_command_names_a_garbage_scheduler_in_one_line_and_exits_2(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"tripletlab run: error: {fake.address} is not a Dask scheduler")
     assert "Traceback" not in "\n".join(err)
+
+
+def test_the_command_waiting_on_an_http_server_ends_on_sigterm(tmp_path):
+    """`tripletlab run --scheduler` at an HTTP server, killed with SIGTERM while it waits for
+    the greeting: exit 143 at once (well within the 30 s connect timeout), no traceback."""
+    import os
+    import signal
+    import subprocess
+
+    fake = _FakeScheduler("http")
+    grid = tmp_path / "g.toml"
+    grid.write_text("[base]\nepochs = 1\nsampler_k = 8\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, "-m", "tripletlab", "run", str(grid), "--out",
+                             str(tmp_path / "out"), "--scheduler", fake.address],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fake.connected.wait(timeout=120), "the command never connected"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)  # the connect timeout is 30 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        fake.close()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "interrupted by SIGTERM" in err
 
 
 # ---------------------------------------------------------------- against a real cluster
