@@ -36,6 +36,7 @@ on every worker.
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
@@ -172,6 +173,19 @@ def _call_with_torch_threads(item: dict, *, fn: Callable[..., dict], torch_threa
     return fn(item, progress=progress)
 
 
+class _QuietOnceLost(logging.Filter):
+    """Drops the records of `distributed.client` once the scheduler is known lost (`lost`):
+    its failed reconnection, and the traceback of the reconnection cancelled when the
+    client closes, say again what the ConnectionError raised here says in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.lost
+
+
 class DaskExecutor:
     """Executor over a running Dask scheduler at ``address`` ("tcp://HOST:PORT").
 
@@ -238,7 +252,7 @@ class DaskExecutor:
                  keys: list[str], progress=None) -> Iterator[dict]:
         if not items:
             return
-        from distributed import Client, as_completed
+        from distributed import Client
 
         probe_scheduler(self.address, self.connect_timeout_s)
         try:
@@ -248,6 +262,18 @@ class DaskExecutor:
                 f"could not connect to the Dask scheduler at {self.address} "
                 f"within {self.connect_timeout_s:g} s: {exc}"
             ) from exc
+        quiet = _QuietOnceLost()
+        client_logger = logging.getLogger("distributed.client")
+        client_logger.addFilter(quiet)
+        try:
+            yield from self._results(client, fn, items, keys, progress, quiet)
+        finally:
+            client_logger.removeFilter(quiet)
+
+    def _results(self, client, fn, items, keys, progress, quiet) -> Iterator[dict]:
+        """Submit `items` on `client`, yield their results; closes the client at the end."""
+        from distributed import as_completed
+
         with client:
             futures: dict[Any, Any] = {}
             topic = None
@@ -280,16 +306,24 @@ class DaskExecutor:
                     for future in batch:
                         try:
                             result = future.result()
-                        except CancelledError as exc:  # the scheduler cancelled it: it is gone
+                        except (CancelledError, OSError) as exc:
+                            # OSError: distributed's CommClosedError, the scheduler gone while
+                            # it sent a finished run's result (that run runs again)
+                            lost = (isinstance(exc, OSError)
+                                    or getattr(exc, "reason", "") == "scheduler-connection-lost")
+                            quiet.lost = lost
+                            what = (f"lost the Dask scheduler at {self.address} mid-grid"
+                                    if lost else
+                                    f"the Dask scheduler at {self.address} cancelled run "
+                                    f"{future.key!r} ({getattr(exc, 'reason', 'no reason')})")
                             raise ConnectionError(
-                                f"lost the Dask scheduler at {self.address} mid-grid "
-                                f"({type(exc).__name__}); every run that finished is stored; "
-                                f"run the same command again to run the rest") from None
+                                f"{what}; every run that finished is stored; run the same "
+                                f"command again to run the rest") from None
                         futures.pop(future.key, None)
                         future.release()
                         yield result
             finally:
-                if futures:
+                if futures and not quiet.lost:
                     client.cancel(list(futures.values()))
-                if topic is not None:
+                if topic is not None and not quiet.lost:
                     client.unsubscribe_topic(topic)

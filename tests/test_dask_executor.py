@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import struct
 import sys
@@ -444,3 +445,62 @@ def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(cluster, tm
     steps = store.steps()
     assert set(steps["run_id"]) == set(_expected_run_ids(grid, baselines=False))
     assert not steps.duplicated(["run_id", "step"]).any()
+
+
+def _kill_after_the_first_result(cluster, store_dir: Path, killed: dict,
+                                 stop: threading.Event) -> None:
+    """Wait (bounded) for the first stored run, then SIGKILL the scheduler."""
+    deadline = time.monotonic() + 90
+    while not any((store_dir / "runs").glob("*/result.json")):
+        if time.monotonic() > deadline or stop.is_set():
+            killed["error"] = "no run was stored within 90 s, or before the grid ended"
+            return
+        time.sleep(0.02)
+    cluster.kill("scheduler")
+    killed["at"] = len(list((store_dir / "runs").glob("*/result.json")))
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.slow
+def test_a_killed_scheduler_is_one_clear_error_and_a_rerun_resumes(tmp_path):
+    """The scheduler SIGKILLed mid-grid: a ConnectionError naming its address, nothing logged by
+    the client (no FutureCancelledError, no reconnection traceback), the finished runs kept;
+    the same grid run again runs only the rest, each run once."""
+    grid = _write_grid(tmp_path / "grid.toml", epochs=2, losses=["batch_hard", "naive"],
+                       margins=[0.2])
+    out = tmp_path / "store"
+    records = _Records()
+    logging.getLogger("distributed.client").addHandler(records)
+    killed: dict = {}
+    stop = threading.Event()
+    (tmp_path / "first").mkdir()
+    try:
+        with running_cluster(tmp_path / "first", n_workers=1) as first:
+            killer = threading.Thread(target=_kill_after_the_first_result,
+                                      args=(first, out, killed, stop), daemon=True)
+            killer.start()
+            with pytest.raises(ConnectionError,
+                               match=f"lost the Dask scheduler at {first.address} mid-grid"):
+                run_grid(grid, out, scheduler=first.address)
+            stop.set()
+            killer.join(timeout=30)
+    finally:
+        logging.getLogger("distributed.client").removeHandler(records)
+    assert "error" not in killed, killed["error"]
+    assert [r.getMessage() for r in records.records] == []
+    kept = sorted(p.parent.name for p in (out / "runs").glob("*/result.json"))
+    run_ids = _expected_run_ids(grid)
+    assert 1 <= len(kept) < len(run_ids)
+    store = run_grid(grid, out, workers=1)  # the rerun (here in this process)
+    assert sum(store.written.values()) == len(run_ids) - len(kept)  # only the rest ran
+    consolidated = pd.read_parquet(out / "runs.parquet")
+    assert sorted(consolidated["run_id"]) == run_ids  # each run once
+    assert (consolidated["status"] == "finished").all()
