@@ -390,17 +390,26 @@ def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_pa
             np.testing.assert_array_equal(dask_array, local_array)
 
 
+def _first_run_stored(store_dir: Path, stop: threading.Event, killed: dict,
+                      within_s: float = 90.0) -> bool:
+    """Wait until a run of `store_dir` is stored -> True; False (and killed["error"]) when
+    none is within `within_s` or `stop` is set first (the grid ended)."""
+    deadline = time.monotonic() + within_s
+    while not any((store_dir / "runs").glob("*/result.json")):
+        if time.monotonic() > deadline or stop.is_set():
+            killed["error"] = f"no run was stored within {within_s:g} s, or before the grid ended"
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _kill_a_busy_worker_after_the_first_result(cluster, store_dir: Path, killed: dict,
                                                stop: threading.Event) -> None:
     """Wait (bounded) for the first stored run, then SIGKILL a worker that has a run in flight."""
     try:
         with cluster.client() as client:
-            deadline = time.monotonic() + 60
-            while not any((store_dir / "runs").glob("*/result.json")):
-                if time.monotonic() > deadline or stop.is_set():
-                    killed["error"] = "no run was stored within 60 s, or before the grid ended"
-                    return
-                time.sleep(0.02)
+            if not _first_run_stored(store_dir, stop, killed):
+                return
             names = {addr: name for name, addr in cluster.worker_addresses(client).items()}
             for address, keys in client.processing().items():
                 if keys:
@@ -450,14 +459,8 @@ def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(cluster, tm
 def _kill_after_the_first_result(cluster, store_dir: Path, killed: dict,
                                  stop: threading.Event) -> None:
     """Wait (bounded) for the first stored run, then SIGKILL the scheduler."""
-    deadline = time.monotonic() + 90
-    while not any((store_dir / "runs").glob("*/result.json")):
-        if time.monotonic() > deadline or stop.is_set():
-            killed["error"] = "no run was stored within 90 s, or before the grid ended"
-            return
-        time.sleep(0.02)
-    cluster.kill("scheduler")
-    killed["at"] = len(list((store_dir / "runs").glob("*/result.json")))
+    if _first_run_stored(store_dir, stop, killed):
+        cluster.kill("scheduler")
 
 
 class _Records(logging.Handler):
