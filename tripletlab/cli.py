@@ -184,7 +184,12 @@ def _interruptible() -> Iterator[None]:
         raise Terminated()
 
     def one_line(message, category, filename, lineno, file=None, line=None):
-        print(f"tripletlab: warning: {message}", file=sys.stderr if file is None else file)
+        text, file = f"tripletlab: warning: {message}", sys.stderr if file is None else file
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is not None:  # on a line of its own, above the progress bar
+            tqdm.tqdm.write(text, file=file)
+        else:
+            print(text, file=file)
 
     previous_show = warnings.showwarning
     previous = None
