@@ -292,3 +292,19 @@ def test_a_killed_worker_of_the_command_costs_its_run_only_and_says_so(tmp_path)
     runs = pd.read_parquet(tmp_path / "worker" / "runs.parquet")
     assert runs["run_id"].is_unique and (runs["status"] == "finished").all()
     assert len(runs) == 10  # the 3 cells and their baselines
+
+
+def test_ctrl_c_while_the_command_module_imports_is_one_line_and_130(monkeypatch, capsys):
+    """The entry point (`tripletlab` and `python -m tripletlab`) imports tripletlab.cli inside its
+    Ctrl-C guard: a KeyboardInterrupt there (here raised by the import itself) is one line."""
+    import types
+
+    import tripletlab
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "tripletlab.cli", Importing("tripletlab.cli"))
+    assert tripletlab.main(["--version"]) == 130
+    assert capsys.readouterr().err == "tripletlab: interrupted by SIGINT (while starting)\n"
