@@ -36,6 +36,7 @@ on every worker.
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
@@ -51,19 +52,20 @@ from ablations.executors import POLL_S
 __all__ = ["DaskExecutor", "task_key"]
 
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
-MAX_HANDSHAKE_BYTES = 64 * 2**20  # a scheduler's first message (its handshake) is a few hundred bytes
+MAX_HANDSHAKE_BYTES = 2**20  # a scheduler's first message (its handshake) is under 100 bytes
 
 
 def probe_scheduler(address: str, timeout_s: float) -> None:
     """ConnectionError naming `address` unless a tcp:// address answers like a Dask scheduler.
 
     A Dask server writes its handshake as soon as a connection opens: an 8-byte
-    native-order length ("Q", as distributed.comm.tcp packs it), then the message.
+    native-order length ("Q", as distributed.comm.tcp packs it), then that many
+    bytes of frames holding a msgpack dict with "compression" and "python".
     Something else (an HTTP server waits for a request; a random service sends
-    other bytes) would leave
-    `distributed.Client` waiting past its timeout, or allocating what it takes
-    for a length: this checks the first 8 bytes within `timeout_s`. Other
-    schemes are left to the client.
+    other bytes) would leave `distributed.Client` waiting past its timeout, or
+    allocating what it takes for a length, or failing with a traceback on the
+    frames: this reads and decodes the whole greeting (at most
+    MAX_HANDSHAKE_BYTES) within `timeout_s`. Other schemes are left to the client.
     """
     if not address.startswith("tcp://"):
         return
@@ -73,25 +75,60 @@ def probe_scheduler(address: str, timeout_s: float) -> None:
         raise ConnectionError(f"Dask scheduler address {address!r} has no port "
                               f"(expected tcp://HOST:PORT)")
     deadline = time.monotonic() + timeout_s
-    head, closed = b"", False
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
-            while len(head) < 8 and not closed and time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = sock.recv(8 - len(head))
-                head, closed = head + chunk, not chunk
-    except socket.timeout:
-        pass
+            head, closed = _receive(sock, 8, deadline)
+            length = struct.unpack("Q", head)[0] if len(head) == 8 else 0
+            body = b""
+            if 0 < length <= MAX_HANDSHAKE_BYTES:
+                body, closed = _receive(sock, length, deadline)
     except OSError as exc:
         raise ConnectionError(f"could not connect to the Dask scheduler at {address} "
                               f"within {timeout_s:g} s: {exc.strerror or exc}") from exc
-    if len(head) == 8 and 0 < struct.unpack("Q", head)[0] <= MAX_HANDSHAKE_BYTES:
-        return
-    what = (f"sent {head!r}, not a Dask message" if head else
-            "closed the connection without a word" if closed else
-            f"sent nothing within {timeout_s:g} s")
+    if len(head) == 8 and 0 < length <= MAX_HANDSHAKE_BYTES and len(body) == length:
+        if _is_handshake(body):
+            return
+        what = f"sent {length} bytes that are not a Dask handshake ({body[:16]!r}...)"
+    elif len(head) == 8 and length > MAX_HANDSHAKE_BYTES:
+        what = (f"announced a first message of {length} bytes (a Dask handshake is under "
+                f"{MAX_HANDSHAKE_BYTES} bytes; {head!r} is not a Dask message)")
+    elif len(head) == 8:
+        what = (f"announced a {length}-byte handshake and sent {len(body)} bytes of it "
+                + ("before closing the connection" if closed else f"within {timeout_s:g} s"))
+    else:
+        what = (f"sent {head!r}, not a Dask message" if head else
+                "closed the connection without a word" if closed else
+                f"sent nothing within {timeout_s:g} s")
     raise ConnectionError(f"{address} is not a Dask scheduler: it {what} "
                           f"(a scheduler greets every connection); check --scheduler")
+
+
+def _receive(sock: socket.socket, n: int, deadline: float) -> tuple[bytes, bool]:
+    """Up to n bytes from sock before `deadline` (time.monotonic) -> (bytes, peer closed)."""
+    data = bytearray()
+    try:
+        while len(data) < n and time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(min(n - len(data), 2**16))
+            if not chunk:
+                return bytes(data), True
+            data += chunk
+    except socket.timeout:
+        pass
+    return bytes(data), False
+
+
+def _is_handshake(body: bytes) -> bool:
+    """Whether `body` (a message after its length) decodes as a Dask handshake dict."""
+    from distributed.protocol import loads
+    from distributed.protocol.utils import unpack_frames
+
+    try:
+        frames, rest = unpack_frames(body, partial=True)
+        message = loads(frames, deserialize=False) if not rest else None
+    except Exception:  # noqa: BLE001 - any decoding failure means "not a handshake"
+        return False
+    return isinstance(message, dict) and {"compression", "python"} <= message.keys()
 
 
 def task_key(fn: Callable[[dict], dict], item: dict) -> str:
@@ -134,6 +171,19 @@ def _call_with_torch_threads(item: dict, *, fn: Callable[..., dict], torch_threa
         worker.log_event(progress_topic, [run_id, int(epoch), int(epochs)])
 
     return fn(item, progress=progress)
+
+
+class _QuietOnceLost(logging.Filter):
+    """Drops the records of `distributed.client` once the scheduler is known lost (`lost`):
+    its failed reconnection, and the traceback of the reconnection cancelled when the
+    client closes, say again what the ConnectionError raised here says in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.lost
 
 
 class DaskExecutor:
@@ -202,7 +252,7 @@ class DaskExecutor:
                  keys: list[str], progress=None) -> Iterator[dict]:
         if not items:
             return
-        from distributed import Client, as_completed
+        from distributed import Client
 
         probe_scheduler(self.address, self.connect_timeout_s)
         try:
@@ -212,6 +262,18 @@ class DaskExecutor:
                 f"could not connect to the Dask scheduler at {self.address} "
                 f"within {self.connect_timeout_s:g} s: {exc}"
             ) from exc
+        quiet = _QuietOnceLost()
+        client_logger = logging.getLogger("distributed.client")
+        client_logger.addFilter(quiet)
+        try:
+            yield from self._results(client, fn, items, keys, progress, quiet)
+        finally:
+            client_logger.removeFilter(quiet)
+
+    def _results(self, client, fn, items, keys, progress, quiet) -> Iterator[dict]:
+        """Submit `items` on `client`, yield their results; closes the client at the end."""
+        from distributed import as_completed
+
         with client:
             futures: dict[Any, Any] = {}
             topic = None
@@ -244,16 +306,24 @@ class DaskExecutor:
                     for future in batch:
                         try:
                             result = future.result()
-                        except CancelledError as exc:  # the scheduler cancelled it: it is gone
+                        except (CancelledError, OSError) as exc:
+                            # OSError: distributed's CommClosedError, the scheduler gone while
+                            # it sent a finished run's result (that run runs again)
+                            lost = (isinstance(exc, OSError)
+                                    or getattr(exc, "reason", "") == "scheduler-connection-lost")
+                            quiet.lost = lost
+                            what = (f"lost the Dask scheduler at {self.address} mid-grid"
+                                    if lost else
+                                    f"the Dask scheduler at {self.address} cancelled run "
+                                    f"{future.key!r} ({getattr(exc, 'reason', 'no reason')})")
                             raise ConnectionError(
-                                f"lost the Dask scheduler at {self.address} mid-grid "
-                                f"({type(exc).__name__}); every run that finished is stored; "
-                                f"run the same command again to run the rest") from None
+                                f"{what}; every run that finished is stored; run the same "
+                                f"command again to run the rest") from None
                         futures.pop(future.key, None)
                         future.release()
                         yield result
             finally:
-                if futures:
+                if futures and not quiet.lost:
                     client.cancel(list(futures.values()))
-                if topic is not None:
+                if topic is not None and not quiet.lost:
                     client.unsubscribe_topic(topic)

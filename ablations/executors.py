@@ -155,10 +155,12 @@ class LocalExecutor:
     flight, so an interrupt (Ctrl-C) loses at most the runs in progress; the
     pool is shut down and its processes ended when the iteration stops.
 
-    A worker that dies (SIGKILL, SIGTERM, out of memory) breaks the pool: its runs
-    in flight are re-run on a new pool, each at most `retries` more times, and a
-    `WorkerLost` warning says so in one line; a run lost more often is given up
-    (ChildProcessError naming it, raised after every other run has been yielded).
+    Each worker is a pool of one process (`_Worker`) given one run at a time, so a
+    worker that dies (SIGKILL, SIGTERM, out of memory) loses only its own run: that
+    run is re-run on a new worker, at most `retries` more times, while the other
+    workers go on, and a `WorkerLost` warning says so in one line; a run lost more
+    often is given up (ChildProcessError naming it, raised after every other run
+    has been yielded).
     """
 
     def __init__(self, workers: int | None = None, *, torch_threads: int = 1, retries: int = 2):
@@ -199,85 +201,100 @@ class LocalExecutor:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs
         todo = deque(items)  # not submitted yet, or lost with a dead worker
-        tries: Counter[int] = Counter()  # index in items -> pools it was lost with
+        tries: Counter[int] = Counter()  # index in items -> workers it was lost with
         index = {id(item): i for i, item in enumerate(items)}
         given_up: list[tuple[dict, str]] = []
-        while todo:
-            lost, why = yield from self._one_pool(ctx, fn, todo, progress)
-            for item in lost:
-                tries[index[id(item)]] += 1
-            again = [it for it in lost if tries[index[id(it)]] <= self.retries]
-            dropped = [it for it in lost if tries[index[id(it)]] > self.retries]
-            given_up += [(it, why) for it in dropped]
-            todo.extendleft(reversed(again))
-            if lost:
-                warnings.warn(
-                    f"a pool worker died ({why}); {len(again)} run(s) in flight re-run on a new "
-                    f"pool{_named(again)}" + (f"; {len(dropped)} given up after "
-                                              f"{self.retries + 1} tries{_named(dropped)}"
-                                              if dropped else ""), WorkerLost, stacklevel=2)
+        call = functools.partial(_call_in_worker, fn=fn)
+        workers = [_Worker(ctx, self.torch_threads, progress is not None)
+                   for _ in range(min(self.workers, len(items)))]
+        running: dict = {}  # future -> (worker, item)
+        try:
+            while todo or running:
+                busy = {id(worker) for worker, _ in running.values()}
+                for worker in [w for w in workers if id(w) not in busy]:
+                    if not todo:
+                        break
+                    item = todo.popleft()
+                    try:
+                        future = worker.submit(call, item)
+                    except BrokenProcessPool:  # its process died while idle: no run lost
+                        worker = workers[workers.index(worker)] = worker.replaced()
+                        future = worker.submit(call, item)
+                    running[future] = (worker, item)
+                done, _ = wait(running, timeout=None if progress is None else POLL_S,
+                               return_when=FIRST_COMPLETED)
+                if progress is not None:  # a run's progress before its result
+                    for worker in workers:
+                        _drain(worker.queue, progress)
+                for future in done:
+                    worker, item = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:  # its process died: only its run is lost
+                        why = worker.exit_status()
+                        workers[workers.index(worker)] = worker.replaced()
+                        tries[index[id(item)]] += 1
+                        again = tries[index[id(item)]] <= self.retries
+                        if again:
+                            todo.appendleft(item)
+                        else:
+                            given_up.append((item, why))
+                        warnings.warn(
+                            f"a pool worker died ({why}) with run {_named([item])[2:]} in flight; "
+                            + ("it runs again on a new worker" if again else
+                               f"given up after {self.retries + 1} tries")
+                            + "; the other runs go on", WorkerLost, stacklevel=2)
+                        continue
+                    yield result
+        finally:
+            for future in running:
+                future.cancel()
+            for worker in workers:
+                worker.pool.shutdown(wait=False, cancel_futures=True)
+            _stop([proc for worker in workers for proc in worker.processes])
+            for worker in workers:
+                worker.close_queue()
         if given_up:
             raise ChildProcessError(
                 f"{len(given_up)} run(s) lost their worker process {self.retries + 1} times "
                 f"({given_up[-1][1]}){_named([it for it, _ in given_up])}; every other run "
                 f"finished; run the same command again to retry them")
 
-    def _one_pool(self, ctx, fn, todo, progress):
-        """Run `todo` (a deque, consumed) on one new pool, yielding results; return (lost, why).
 
-        lost: the items in flight when a worker died (BrokenProcessPool), `why` its
-        exit status; the pool is then ended, and the caller decides what runs again.
-        Each pool has its own progress queue (a killed worker may hold a queue's lock).
-        """
-        progress_queue = ctx.SimpleQueue() if progress is not None else None
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=ctx,
-                                   initializer=_init_worker,
-                                   initargs=(self.torch_threads, progress_queue, os.getpid()))
-        call = functools.partial(_call_in_worker, fn=fn)
-        running: dict = {}  # future -> item
-        lost: list[dict] = []
-        processes = list(getattr(pool, "_processes", {}).values())
-        try:
-            while todo and len(running) < 2 * self.workers:  # keep the pool queue fed
-                item = todo.popleft()
-                running[pool.submit(call, item)] = item
-            processes = list(getattr(pool, "_processes", {}).values())
-            while running:
-                done, _ = wait(running, timeout=None if progress is None else POLL_S,
-                               return_when=FIRST_COMPLETED)
-                if progress is not None:
-                    _drain(progress_queue, progress)
-                for future in done:
-                    item = running.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        lost.append(item)
-                        continue
-                    if todo and not lost:
-                        nxt = todo.popleft()
-                        running[pool.submit(call, nxt)] = nxt
-                    yield result
-                if lost:  # every future of a broken pool fails: keep what finished before
-                    for future in list(running):
-                        item = running.pop(future)
-                        if future.done() and not future.cancelled() and future.exception() is None:
-                            yield future.result()
-                        else:
-                            lost.append(item)
-            for proc in processes if lost else ():  # their exit status, once ended
-                proc.join(timeout=5.0)
-            why = ", ".join(dict.fromkeys(_exit_status(p.exitcode) for p in processes
-                                          if p.exitcode not in (None, 0))) or "no exit status"
-            return lost, why
-        finally:
-            for future in running:
-                future.cancel()
-            processes = list(getattr(pool, "_processes", {}).values()) or processes
-            pool.shutdown(wait=False, cancel_futures=True)
-            _stop(processes)
-            if progress_queue is not None:
-                progress_queue.close()
+class _Worker:
+    """One pool worker process: a ProcessPoolExecutor of one process, with its own progress
+    queue, so that a worker that dies breaks only its own pool and loses only its own run
+    (a killed writer may also hold a queue's lock: no other worker shares it)."""
+
+    def __init__(self, ctx, torch_threads: int, with_progress: bool):
+        self._args = (ctx, torch_threads, with_progress)
+        self.queue = ctx.SimpleQueue() if with_progress else None
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(torch_threads, self.queue, os.getpid()))
+        self.processes: list = []  # its process, once started by the first submit
+
+    def submit(self, call, item):
+        future = self.pool.submit(call, item)
+        self.processes = list(getattr(self.pool, "_processes", {}).values()) or self.processes
+        return future
+
+    def exit_status(self) -> str:
+        """How its process ended ("killed by SIGKILL"), once it has (waits up to 5 s)."""
+        for proc in self.processes:
+            proc.join(timeout=5.0)
+        return ", ".join(dict.fromkeys(_exit_status(p.exitcode) for p in self.processes
+                                       if p.exitcode not in (None, 0))) or "no exit status"
+
+    def replaced(self) -> "_Worker":
+        """Shut this broken worker down -> a new one with the same settings."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        _stop(self.processes)
+        self.close_queue()
+        return _Worker(*self._args)
+
+    def close_queue(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
 
 
 class WorkerLost(UserWarning):

@@ -502,6 +502,9 @@ def test_a_store_entry_of_the_wrong_kind_is_an_error_naming_it(tmp_path, calls, 
 def _dies(item: dict) -> dict:
     """A pool task that kills its own worker with item["signal"] (once, or every time)."""
     marker = Path(item["marker"])
+    with open(marker.with_suffix(".calls"), "a") as calls:  # one line a call
+        calls.write("call\n")
+    time.sleep(0.5)  # runs overlap: the other worker has one in flight when one dies
     if item["signal"] and (item["always"] or not marker.exists()):
         marker.touch()
         os.kill(os.getpid(), item["signal"])
@@ -514,13 +517,19 @@ def test_a_killed_pool_worker_costs_a_retried_run_and_the_grid_finishes(tmp_path
 
     items = [{"run_id": f"run{i}", "marker": str(tmp_path / f"m{i}"), "always": False,
               "signal": int(signal.SIGKILL) if i == 1 else 0} for i in range(5)]
-    with pytest.warns(WorkerLost, match=r"worker died \(.*killed by SIGKILL.*re-run on a new pool"):
+    with pytest.warns(WorkerLost) as lost:
         results = list(LocalExecutor(2).map_unordered(_dies, items))
     assert sorted(r["run_id"] for r in results) == [f"run{i}" for i in range(5)]  # each once
+    calls = {i: len((tmp_path / f"m{i}.calls").read_text().splitlines()) for i in range(5)}
+    assert calls == {0: 1, 1: 2, 2: 1, 3: 1, 4: 1}  # the other worker's run was not lost
+    # one death, one warning, naming only the run of the worker that died
+    assert [str(w.message) for w in lost] == [
+        "a pool worker died (killed by SIGKILL) with run run1 in flight; it runs again on a "
+        "new worker; the other runs go on"]
     # a worker that dies every time is given up after its retries; every other run is yielded
     items[3].update(signal=int(signal.SIGTERM), always=True)
     results = []
-    with pytest.warns(WorkerLost, match="given up after 2 tries: run3"):
+    with pytest.warns(WorkerLost, match=r"killed by SIGTERM\) with run run3 in flight; given up after 2 tries"):
         with pytest.raises(ChildProcessError, match=r"run3; every other run finished"):
             for result in LocalExecutor(2, retries=1).map_unordered(_dies, items):
                 results.append(result["run_id"])

@@ -164,15 +164,17 @@ def test_a_damaged_runs_parquet_is_a_warning_naming_it_and_the_command_goes_on(t
 LONG_GRID = "[base]\nepochs = 500\neval_every = 500\nsampler_k = 8\n[grid]\nseed = [0, 1, 2]\n"
 
 
-def _start_long_runs(tmp_path, names):
-    """One `tripletlab run --workers 2` of LONG_GRID per name, each in its own session, and
-    its log, once a run is in flight -> procs, logs, children (psutil, before any signal)."""
+def _start_long_runs(tmp_path, names, grid=None):
+    """One `tripletlab run --workers 2` of `grid` (default LONG_GRID) per name, each in its own
+    session, and its log, once a run is in flight -> procs, logs, children (psutil, before
+    any signal)."""
     import time
 
     import psutil
 
-    grid = tmp_path / "long.toml"
-    grid.write_text(LONG_GRID)
+    if grid is None:
+        grid = tmp_path / "long.toml"
+        grid.write_text(LONG_GRID)
     procs, logs, children = {}, {}, {}
     for name in names:
         logs[name] = tmp_path / f"{name}.txt"
@@ -260,3 +262,49 @@ def test_ctrl_c_while_the_command_imports_torch_exits_130_without_a_traceback(tm
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err and "interrupted by SIGINT" in err
+
+
+def test_a_killed_worker_of_the_command_costs_its_run_only_and_says_so(tmp_path):
+    """SIGKILL to one of the two pool workers of `tripletlab run` with runs in flight: a
+    one-line warning naming the run it had, that run re-run, the grid finishes (exit 0),
+    every cell stored once."""
+    import os
+    import signal
+
+    import psutil
+
+    procs = {}
+    grid = tmp_path / "g.toml"
+    grid.write_text("[base]\nepochs = 40\neval_every = 40\nsampler_k = 8\n[grid]\n"
+                    "seed = [0, 1, 2]\n")
+    try:
+        procs, logs, children = _start_long_runs(tmp_path, ["worker"], grid=grid)
+        pids = {p.pid for p in children["worker"]}
+        workers = [p for p in children["worker"] if p.ppid() in pids]  # the fork server's
+        os.kill(workers[0].pid, signal.SIGKILL)
+        assert procs["worker"].wait(timeout=300) == 0, logs["worker"].read_text()
+    finally:
+        _kill_sessions(procs)
+    text = logs["worker"].read_text()
+    assert re.search(r"(^|\n)tripletlab: warning: a pool worker died \(killed by SIGKILL\) "
+                     r"with run [0-9a-f]{12} in flight; it runs again on a new worker", text), text
+    assert "Traceback" not in text and text.count("pool worker died") == 1
+    runs = pd.read_parquet(tmp_path / "worker" / "runs.parquet")
+    assert runs["run_id"].is_unique and (runs["status"] == "finished").all()
+    assert len(runs) == 10  # the 3 cells and their baselines
+
+
+def test_ctrl_c_while_the_command_module_imports_is_one_line_and_130(monkeypatch, capsys):
+    """The entry point (`tripletlab` and `python -m tripletlab`) imports tripletlab.cli inside its
+    Ctrl-C guard: a KeyboardInterrupt there (here raised by the import itself) is one line."""
+    import types
+
+    import tripletlab
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "tripletlab.cli", Importing("tripletlab.cli"))
+    assert tripletlab.main(["--version"]) == 130
+    assert capsys.readouterr().err == "tripletlab: interrupted by SIGINT (while starting)\n"

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import struct
 import sys
 import threading
 import time
@@ -145,23 +147,40 @@ def test_unreachable_scheduler_is_a_connection_error_naming_it():
 
 class _FakeScheduler:
     """A TCP server on 127.0.0.1 that is no Dask scheduler: "http" waits for a request that
-    never comes (as an HTTP server does), "garbage" greets every connection with random bytes."""
+    never comes (as an HTTP server does); the others greet every connection with bytes of
+    GREETINGS (random bytes, a Dask-like length then random frames, a length then a stall)."""
+
+    GREETINGS = {
+        "garbage": np.random.default_rng(0).bytes(4096),
+        "frames": struct.pack("Q", 100) + np.random.default_rng(1).bytes(100),
+        "truncated": struct.pack("Q", 50_000) + b"\x01" * 10,
+        "huge": struct.pack("Q", 3 * 2**60) + b"\x00" * 64,
+    }
 
     def __init__(self, kind: str):
         import http.server
 
+        self.connected = threading.Event()  # a client has opened a connection
+        connected = self.connected
         if kind == "http":
-            self.server = http.server.ThreadingHTTPServer(
-                ("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+            class Silent(http.server.BaseHTTPRequestHandler):
+                def setup(self):
+                    connected.set()
+                    super().setup()
+
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Silent)
         else:
             import socketserver
 
-            class Garbage(socketserver.BaseRequestHandler):
-                def handle(self):
-                    self.request.sendall(np.random.default_rng(0).bytes(4096))
-                    time.sleep(1)
+            greeting = self.GREETINGS[kind]
 
-            self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Garbage)
+            class Greeter(socketserver.BaseRequestHandler):
+                def handle(self):
+                    connected.set()
+                    self.request.sendall(greeting)
+                    time.sleep(3)
+
+            self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Greeter)
         self.server.daemon_threads = True
         self.address = f"tcp://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -171,7 +190,7 @@ class _FakeScheduler:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("kind", ["http", "garbage"])
+@pytest.mark.parametrize("kind", ["http", "garbage", "frames", "truncated", "huge"])
 def test_a_server_that_is_no_scheduler_is_a_clear_error_within_the_timeout(kind):
     fake = _FakeScheduler(kind)
     try:
@@ -196,6 +215,33 @@ def test_the_command_names_a_garbage_scheduler_in_one_line_and_exits_2(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"tripletlab run: error: {fake.address} is not a Dask scheduler")
     assert "Traceback" not in "\n".join(err)
+
+
+def test_the_command_waiting_on_an_http_server_ends_on_sigterm(tmp_path):
+    """`tripletlab run --scheduler` at an HTTP server, killed with SIGTERM while it waits for
+    the greeting: exit 143 at once (well within the 30 s connect timeout), no traceback."""
+    import os
+    import signal
+    import subprocess
+
+    fake = _FakeScheduler("http")
+    grid = tmp_path / "g.toml"
+    grid.write_text("[base]\nepochs = 1\nsampler_k = 8\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, "-m", "tripletlab", "run", str(grid), "--out",
+                             str(tmp_path / "out"), "--scheduler", fake.address],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fake.connected.wait(timeout=120), "the command never connected"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)  # the connect timeout is 30 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        fake.close()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "interrupted by SIGTERM" in err
 
 
 # ---------------------------------------------------------------- against a real cluster
@@ -344,17 +390,26 @@ def test_a_grid_on_dask_stores_exactly_what_the_local_run_stores(cluster, tmp_pa
             np.testing.assert_array_equal(dask_array, local_array)
 
 
+def _first_run_stored(store_dir: Path, stop: threading.Event, killed: dict,
+                      within_s: float = 90.0) -> bool:
+    """Wait until a run of `store_dir` is stored -> True; False (and killed["error"]) when
+    none is within `within_s` or `stop` is set first (the grid ended)."""
+    deadline = time.monotonic() + within_s
+    while not any((store_dir / "runs").glob("*/result.json")):
+        if time.monotonic() > deadline or stop.is_set():
+            killed["error"] = f"no run was stored within {within_s:g} s, or before the grid ended"
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _kill_a_busy_worker_after_the_first_result(cluster, store_dir: Path, killed: dict,
                                                stop: threading.Event) -> None:
     """Wait (bounded) for the first stored run, then SIGKILL a worker that has a run in flight."""
     try:
         with cluster.client() as client:
-            deadline = time.monotonic() + 60
-            while not any((store_dir / "runs").glob("*/result.json")):
-                if time.monotonic() > deadline or stop.is_set():
-                    killed["error"] = "no run was stored within 60 s, or before the grid ended"
-                    return
-                time.sleep(0.02)
+            if not _first_run_stored(store_dir, stop, killed):
+                return
             names = {addr: name for name, addr in cluster.worker_addresses(client).items()}
             for address, keys in client.processing().items():
                 if keys:
@@ -399,3 +454,56 @@ def test_a_killed_worker_still_leaves_every_cell_stored_exactly_once(cluster, tm
     steps = store.steps()
     assert set(steps["run_id"]) == set(_expected_run_ids(grid, baselines=False))
     assert not steps.duplicated(["run_id", "step"]).any()
+
+
+def _kill_after_the_first_result(cluster, store_dir: Path, killed: dict,
+                                 stop: threading.Event) -> None:
+    """Wait (bounded) for the first stored run, then SIGKILL the scheduler."""
+    if _first_run_stored(store_dir, stop, killed):
+        cluster.kill("scheduler")
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.slow
+def test_a_killed_scheduler_is_one_clear_error_and_a_rerun_resumes(tmp_path):
+    """The scheduler SIGKILLed mid-grid: a ConnectionError naming its address, nothing logged by
+    the client (no FutureCancelledError, no reconnection traceback), the finished runs kept;
+    the same grid run again runs only the rest, each run once."""
+    grid = _write_grid(tmp_path / "grid.toml", epochs=2, losses=["batch_hard", "naive"],
+                       margins=[0.2])
+    out = tmp_path / "store"
+    records = _Records()
+    logging.getLogger("distributed.client").addHandler(records)
+    killed: dict = {}
+    stop = threading.Event()
+    (tmp_path / "first").mkdir()
+    try:
+        with running_cluster(tmp_path / "first", n_workers=1) as first:
+            killer = threading.Thread(target=_kill_after_the_first_result,
+                                      args=(first, out, killed, stop), daemon=True)
+            killer.start()
+            with pytest.raises(ConnectionError,
+                               match=f"lost the Dask scheduler at {first.address} mid-grid"):
+                run_grid(grid, out, scheduler=first.address)
+            stop.set()
+            killer.join(timeout=30)
+    finally:
+        logging.getLogger("distributed.client").removeHandler(records)
+    assert "error" not in killed, killed["error"]
+    assert [r.getMessage() for r in records.records] == []
+    kept = sorted(p.parent.name for p in (out / "runs").glob("*/result.json"))
+    run_ids = _expected_run_ids(grid)
+    assert 1 <= len(kept) < len(run_ids)
+    store = run_grid(grid, out, workers=1)  # the rerun (here in this process)
+    assert sum(store.written.values()) == len(run_ids) - len(kept)  # only the rest ran
+    consolidated = pd.read_parquet(out / "runs.parquet")
+    assert sorted(consolidated["run_id"]) == run_ids  # each run once
+    assert (consolidated["status"] == "finished").all()

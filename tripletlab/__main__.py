@@ -1,3 +1,5 @@
-from tripletlab.cli import main
 import sys
+
+from tripletlab import main
+
 sys.exit(main())

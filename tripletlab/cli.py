@@ -10,8 +10,9 @@ arguments to its parser (imports allowed: it runs only for the command invoked) 
 a handler `(args) -> exit status`. `run` and `check` import users' modules from the
 current directory (tripletlab/imports.py). Exit status: 0 done; 1 runs failed
 (their count is printed); 2 bad input (a message naming the argument, key or file,
-or the module that shadows one of ours); 130 / 143 interrupted by SIGINT / SIGTERM
-(workers stopped, finished runs kept).
+or the module that shadows one of ours), an unusable or lost Dask scheduler, or a run
+whose worker died more often than it is retried; 130 / 143 interrupted by SIGINT /
+SIGTERM (workers stopped, finished runs kept). `tripletlab run --help` lists them.
 """
 
 from __future__ import annotations
@@ -131,6 +132,21 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "check": ("check your own triplet-loss function against the reference, with diagnoses",
               _add_check, _check),
 }
+# name -> the end of its --help: what each exit status means
+EPILOGS = {
+    "run": """exit status:
+  0    every run finished or diverged (also when a pool worker died and its run was
+       re-run: a warning names the run)
+  1    some runs failed: their count is printed, their errors are in runs.parquet;
+       the same command retries them
+  2    the grid, a key, a file or an argument is wrong; the --scheduler address is no
+       Dask scheduler, cannot be reached, or was lost mid-grid; a run lost its worker
+       process more often than it is retried (one line names what; finished runs kept)
+  130  interrupted by SIGINT (Ctrl-C), also while starting; 143 by SIGTERM: every
+       worker stopped, finished runs kept, the same command resumes
+  SIGKILL (shell status 137) stores nothing more, keeps what is stored, and leaves no
+  worker, fork server or resource tracker behind""",
+}
 IMPORTS_FROM_CWD = ("run", "check")  # the commands that import users' modules ("mypkg.data:load")
 
 
@@ -181,7 +197,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add, _) in COMMANDS.items():
         if command in (None, name):
-            add(sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."))
+            add(sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                               epilog=EPILOGS.get(name),
+                               formatter_class=argparse.RawDescriptionHelpFormatter))
         else:
             sub.add_parser(name, help=help_text)
     return parser
@@ -200,7 +218,12 @@ def _interruptible() -> Iterator[None]:
         raise Terminated()
 
     def one_line(message, category, filename, lineno, file=None, line=None):
-        print(f"tripletlab: warning: {message}", file=sys.stderr if file is None else file)
+        text, file = f"tripletlab: warning: {message}", sys.stderr if file is None else file
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is not None:  # on a line of its own, above the progress bar
+            tqdm.tqdm.write(text, file=file)
+        else:
+            print(text, file=file)
 
     previous_show = warnings.showwarning
     previous = None
