@@ -257,7 +257,14 @@ def test_ctrl_c_while_the_command_imports_torch_exits_130_without_a_traceback(tm
     proc = subprocess.Popen([sys.executable, "-m", "tripletlab", "run", str(SMOKE), "--out",
                              str(tmp_path / "out"), "--dry-run"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.4)  # past the interpreter's start-up, within the imports (torch: seconds)
+    # Past the interpreter's start-up (a signal there is Python's, not ours) and within the
+    # imports: once torch's shared library is mapped, torch is being imported (seconds).
+    import psutil
+
+    deadline = time.monotonic() + 60
+    while not any("torch" in m.path for m in psutil.Process(proc.pid).memory_maps()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the command never imported torch"
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
