@@ -121,35 +121,6 @@ def _data_files(runs: pd.DataFrame) -> str:
     return ", ".join(sorted(files)) or "none (built-in datasets)"
 
 
-SOURCE_KEYS = ("dataset", "npz_path", "idx_images", "idx_labels", "data_fingerprint")
-
-
-def data_sources(runs: pd.DataFrame) -> list[str]:
-    """The distinct data the store's runs were trained or evaluated on, e.g. "npz d.npz (sha256 ab12...)"."""
-    if runs.empty:
-        return []
-    keys = [k for k in SOURCE_KEYS if k in runs]
-    out = set()
-    for values in runs[keys].drop_duplicates().itertuples(index=False):
-        row = dict(zip(keys, values))
-        path = row.get("npz_path") or row.get("idx_images") or ""
-        digest = row.get("data_fingerprint") or ""
-        out.add(" ".join(str(p) for p in (row["dataset"], path) if p)
-                + (f" (sha256 {digest[:16]}...)" if isinstance(digest, str) and digest else ""))
-    return sorted(out)
-
-
-def mixed_data_warning(runs: pd.DataFrame) -> str | None:
-    """A warning when the runs pooled in one leaderboard come from several datasets or data
-    versions (e.g. after --extend with another dataset, or an edited data file), else None."""
-    sources = data_sources(runs)
-    if len(sources) < 2:
-        return None
-    return (f"this store mixes runs on {len(sources)} different data sources ("
-            + "; ".join(sources) + "): the leaderboard and the verdict pool them as one; "
-            "compare them in separate stores (one --out per dataset or data version).")
-
-
 def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
     """The store's grid.toml and its runs -> a sentence on the grid's runs that are not stored."""
     if not grid_text:

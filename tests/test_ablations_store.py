@@ -271,14 +271,19 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
 # ------------------------------------------------------------ faults and odd input
 
 
-def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path, calls):
+def npz_grid(tmp_path: Path, axes: str) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """A 6-class data.npz and a grid of one-epoch runs on it with `axes` -> (grid, data, X, y)."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(36, 4)), np.repeat(np.arange(6), 6)
     data = tmp_path / "data.npz"
     np.savez(data, X=x, y=y)
     grid = write(tmp_path / "g.toml", f'[base]\ndataset = "npz"\nnpz_path = "{data}"\nepochs = 1\n'
-                                      f'eval_every = 1\nsampler_p = 2\nsampler_k = 4\n'
-                                      f'[grid]\nseed = [0]\n')
+                                      f'eval_every = 1\nsampler_p = 2\nsampler_k = 4\n{axes}')
+    return grid, data, x, y
+
+
+def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path, calls):
+    grid, data, x, y = npz_grid(tmp_path, '[grid]\nseed = [0]\n')
     store = run_grid(grid, tmp_path / "out", workers=1)
     first = store.runs()
     np.savez(data, X=x[::-1].copy(), y=y)  # same path, new contents
@@ -293,6 +298,36 @@ def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path,
     now = hashlib.sha256(data.read_bytes()).hexdigest()
     assert (runs.loc[calls[len(first):], "data_fingerprint"] == now).all()
     assert (runs.loc[first["run_id"], "data_fingerprint"] != now).all()
+
+
+def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls):
+    from reports.build import write_report
+    from reports.store_view import read_store
+
+    grid, data, x, y = npz_grid(tmp_path, '[grid]\nloss = ["batch_hard", "naive"]\n'
+                                          '[baselines]\ninclude = ["raw"]\n')
+    out = tmp_path / "out"
+    old = run_grid(grid, out, workers=1).runs()
+    failed = old.loc[old["loss"] == "naive", "run_id"].iloc[0]  # an old run that failed
+    path = out / "runs" / failed / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "failed",
+                                "error": "RuntimeError: out of luck"}))
+    np.savez(data, X=x[::-1].copy(), y=y)  # same path, new contents
+    runs = run_grid(grid, out, workers=1).runs()
+    assert len(runs) == 2 * len(old)
+    report = tmp_path / "report"
+    page = write_report(read_store(out), report, umap_epochs=5, umap_max_points=100,
+                        random_state=0, max_curve_points=20,
+                        umap_project=lambda e: np.asarray(e, dtype=float)[:, :2]).read_text()
+    board = pd.read_csv(report / "tables" / "leaderboard.csv")
+    assert (board["val_map_at_r_n"] == 1).all() and len(board) == len(old)  # one version each
+    status = pd.read_csv(report / "tables" / "runs_status.csv")
+    assert set(status["run_id"]) == set(runs["run_id"]) - set(old["run_id"])
+    missing = pd.read_csv(report / "tables" / "missing.csv")["missing"]
+    other = missing[missing.str.contains("on other data")]
+    assert len(other) == 1 and "an earlier version of the file" in other.iloc[0]
+    assert all(rid in other.iloc[0] for rid in old["run_id"])
+    assert not missing.str.contains("out of luck").any() and "out of luck" not in page
 
 
 def test_damaged_consolidated_tables_are_rebuilt_with_a_warning_naming_them(tmp_path, calls):
