@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ablations.data import SPLIT_PROTOCOLS, files_fingerprint
+from ablations.data import SPLIT_PROTOCOLS, files_fingerprint, plugin_fingerprint
 from ablations.model import parse_image_shape
 from ablations.plugin_import import is_import_string
 from ablations.plugins import PLUGIN_KEYS, check_plugin, loss_plugin
@@ -147,7 +147,7 @@ class RunConfig:
     idx_labels: str = ""                # idx: MNIST-format label file (.gz or not)
     class_folds: int = 1                # K class partitions; a grid runs folds 0..K-1 of each cell
     fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
-    data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), filled by resolve_config (changed data = new run id)
+    data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), a loader's: of its arrays; filled by resolve_config (changed data = new run id)
     temperature: float = 0.07           # ntxent: temperature t of the softmax over s / t (PML's default)
     ce: str = "ce"                      # combined/triplet_ce: "ce" | "focal" for the cross-entropy terms
     focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
@@ -251,7 +251,7 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
         reset += ["idx_images", "idx_labels"]
     if cfg["encoder"] != "conv":
         reset += ["image_shape", "conv_channels"]
-    if cfg["dataset"] not in FILE_DATASETS:
+    if cfg["dataset"] not in FILE_DATASETS and not is_import_string(cfg["dataset"]):
         reset.append("data_fingerprint")
     margin_unused = loss in RIVALS or loss == "batch_hard_soft" or (
         loss == "triplet_ce" and cfg["id_variant"] == "batch_hard_soft") or (
@@ -448,6 +448,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
         cfg["data_fingerprint"] = files_fingerprint(
             {key: cfg[key] for key in FILE_DATASETS[cfg["dataset"]]})
+    elif is_import_string(cfg["dataset"]) and not cfg["data_fingerprint"]:
+        cfg["data_fingerprint"] = plugin_fingerprint(cfg["dataset"])  # the loader's arrays
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)

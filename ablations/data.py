@@ -46,7 +46,8 @@ folds existed); fold 0 of "fixed_test" with K >= 2 is not.
   `ablations.config`): changed data means new runs; a run whose file changed
   after its grid was resolved fails with an error naming the file.
 - "package.module:loader": the user's loader() -> (X, y), checked as npz arrays
-  (ablations.plugins).
+  (ablations.plugins); the sha256 of the arrays is the run's `data_fingerprint`, so a
+  loader that returns other data (changed, or differing between processes) is named.
 
 Features are standardised with the training split's mean and standard deviation.
 Model selection uses the validation split only; test metrics are computed for
@@ -308,7 +309,15 @@ def load_split(config) -> Split:
         check_xy(x, y, source=f"idx_images {config.idx_images!r}, idx_labels {config.idx_labels!r}")
         return split_by_class(x, y, **folds)
     if is_import_string(config.dataset):  # a user's loader, "package.module:function"
-        return split_by_class(*load_plugin_xy(config.dataset), **folds)
+        x, y = load_plugin_xy(config.dataset)
+        expected = getattr(config, "data_fingerprint", "")
+        if expected and plugin_fingerprint(config.dataset) != expected:
+            raise ValueError(f"key 'dataset': {config.dataset!r} returned other data in this "
+                             f"process (sha256 {plugin_fingerprint(config.dataset)[:16]}...) than "
+                             f"when the grid was resolved (data_fingerprint {expected[:16]}...); a "
+                             f"loader must return the same X and y on every call (fix its random "
+                             f"seed, read a fixed file)")
+        return split_by_class(x, y, **folds)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx, pose")
 
 
@@ -320,6 +329,23 @@ def files_fingerprint(files: dict[str, str]) -> str:
         return next(iter(digests.values()))
     text = "".join(f"{key}={digest};" for key, digest in digests.items())
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def arrays_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """x (N, D), y (N,) -> sha256 over their dtypes, shapes and bytes (a loader's data, as a
+    file's sha256 is an npz's)."""
+    digest = hashlib.sha256()
+    for array in (x, y):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def plugin_fingerprint(text: str) -> str:
+    """"module:loader" -> the fingerprint of the (X, y) it returns in this process."""
+    return arrays_fingerprint(*load_plugin_xy(text))
 
 
 def _check_fingerprint(config, files: dict[str, str]) -> None:

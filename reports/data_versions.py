@@ -66,11 +66,11 @@ def split_by_data(runs: pd.DataFrame, grid_text: str) -> tuple[pd.DataFrame, lis
     if keep.all():
         return runs, []
     old = runs[~keep]
-    versions = {_file_of(s) for s in current} - {""}
+    names = {_name_of(s) for s in current}
     parts = []
     for source, n in sorted(Counter(sources[~keep]).items()):
-        reason = ("an earlier version of the file: it has changed since"
-                  if _file_of(source) in versions else
+        reason = ("an earlier version of the same data: it has changed since"
+                  if _name_of(source) in names else
                   "not the data of the store's grid.toml (e.g. runs of another grid added "
                   "with --extend)")
         parts.append(f"{n} on {source}: {reason}")
@@ -83,14 +83,12 @@ def split_by_data(runs: pd.DataFrame, grid_text: str) -> tuple[pd.DataFrame, lis
         f"{len(old)} of the store's {len(runs)} runs are on other data than the store's grid "
         f"reads now ({'; '.join(sorted(current))}) and are left out of the leaderboard, the "
         f"verdict and the figures ({'; '.join(parts)}); they stay in the store: {shown}; "
-        f"compare data versions in separate stores (one --out each).{none_left}"]
+        f"compare datasets or data versions in separate stores (one --out each).{none_left}"]
 
 
-def _file_of(source: str) -> str:
-    """A data source -> its dataset and path without the fingerprint ("npz d.npz"), "" for
-    a dataset of no file."""
-    name = source.split(" (sha256 ")[0]
-    return name if " (sha256 " in source else ""
+def _name_of(source: str) -> str:
+    """A data source -> its dataset and path without the fingerprint ("npz d.npz")."""
+    return source.split(" (sha256 ")[0]
 
 
 def mixed_data_warning(runs: pd.DataFrame) -> str | None:

@@ -325,7 +325,7 @@ def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls):
     assert set(status["run_id"]) == set(runs["run_id"]) - set(old["run_id"])
     missing = pd.read_csv(report / "tables" / "missing.csv")["missing"]
     other = missing[missing.str.contains("on other data")]
-    assert len(other) == 1 and "an earlier version of the file" in other.iloc[0]
+    assert len(other) == 1 and "an earlier version of the same data" in other.iloc[0]
     assert all(rid in other.iloc[0] for rid in old["run_id"])
     assert not missing.str.contains("out of luck").any() and "out of luck" not in page
 
