@@ -220,12 +220,9 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"npz_path: file not found: {str(path)!r}")
     where = f"npz_path {str(path)!r}"
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if not head.startswith((b"PK", b"\x93NUMPY")):  # neither a zip (.npz) nor a .npy
-        raise ValueError(f"{where}: not an .npz archive (a zip of arrays): it begins with "
-                         f"{head!r}{' (a text file?)' if _looks_like_text(head) else ''}; save X "
-                         f"and y with numpy.savez")
+    wrong = not_an_npz(path)
+    if wrong:
+        raise ValueError(f"{where}: {wrong}; save X and y with numpy.savez")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -246,6 +243,17 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{where}: not a readable .npz archive ({err})") from err
     check_xy(x, y, source=where)
     return x, y
+
+
+def not_an_npz(path: Path) -> str | None:
+    """A file -> why its first bytes are not those of an .npz archive (numpy would read them
+    as pickled data), or None when they may be."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith((b"PK", b"\x93NUMPY")):  # a zip (.npz), or a .npy
+        return None
+    return (f"not an .npz archive (a zip of arrays): it begins with {head!r}"
+            + (" (a text file?)" if _looks_like_text(head) else ""))
 
 
 def _looks_like_text(head: bytes) -> bool:

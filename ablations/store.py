@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ablations.config import FIELDS, stored_config_hash
+from ablations.data import not_an_npz
 
 METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
                   for m in ("precision_at_1", "r_precision", "map_at_r", "nmi", "recall_at_1",
@@ -435,6 +436,9 @@ class ResultsStore:
         if not path.is_file():
             raise ValueError(f"run_id {run_id!r}: no embeddings stored in {str(self.root)!r}")
         try:
+            wrong = not_an_npz(path)
+            if wrong:
+                raise ValueError(wrong)
             with np.load(path, allow_pickle=False) as data:
                 return data["X"], data["y"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
