@@ -194,7 +194,7 @@ class ResultsStore:
         directory (a file, under a file, not writable).
         """
         ensure_writable_dir(self.root, what="--out")
-        self._check_layout()
+        self.check_layout()
         old = self.grid_text()
         source = str(Path(grid_path).resolve()) if grid_path is not None else None
         same_file = source is not None and source == self.grid_source()
@@ -220,15 +220,16 @@ class ResultsStore:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
 
-    def _check_layout(self) -> None:
-        """ValueError naming a store entry of the wrong kind (runs/ a file, runs.parquet a folder)."""
+    def check_layout(self, *, files: bool = True) -> None:
+        """ValueError naming a store entry of the wrong kind: runs/ a file, or (`files`) a
+        file the store writes, e.g. runs.parquet, a directory."""
         if self.runs_dir.exists() and not self.runs_dir.is_dir():
             raise ValueError(f"{str(self.runs_dir)!r} is a file, but a results store keeps its "
                              f"runs in a directory of that name; move the file away or choose "
                              f"another --out directory")
         for name in ("grid.toml", SOURCE_FILE, "runs.parquet", "steps.parquet", "epochs.parquet"):
             path = self.root / name
-            if path.exists() and not path.is_file():
+            if files and path.exists() and not path.is_file():
                 raise ValueError(f"{str(path)!r} is a directory, but the results store writes a "
                                  f"file of that name; move it away (the store rebuilds its "
                                  f"tables from runs/) or choose another --out directory")
