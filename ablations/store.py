@@ -129,7 +129,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:  # e.g. a directory put where the file is: name it, not tmp
+            raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

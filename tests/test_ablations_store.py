@@ -533,6 +533,12 @@ def test_a_store_entry_of_the_wrong_kind_is_an_error_naming_it(tmp_path, calls, 
         run_grid(write(tmp_path / "g.toml", GRID), out, workers=1)
     assert str(bad) in str(err.value) and "choose another --out" in str(err.value)
     assert calls == []
+    if kind == "runs.parquet is a directory":  # made a directory while a run writes the store
+        from ablations.store import atomic_write_bytes
+
+        with pytest.raises(OSError) as err:
+            atomic_write_bytes(bad, b"table")
+        assert err.value.filename == str(bad) and not list(out.glob(".*.tmp"))
 
 
 def _dies(item: dict) -> dict:
