@@ -55,7 +55,7 @@ DONE_STATUSES = ("finished", "diverged")
 STATUSES = ("finished", "diverged", "failed")
 # per-run files that must be readable for a run to count as stored (result.json aside)
 RUN_FILES = ("config.json", "steps.parquet", "epochs.parquet")
-SOURCE_FILE = "grid_source.json"  # where the grid file of grid.toml lives (resolved path)
+SOURCE_FILE = "grid_source.json"  # where the grid file of grid.toml lives (resolved path), and the earlier ones
 RUN_ID = re.compile(r"[0-9a-f]{12}")  # a run folder's name: its config's hash (config_hash)
 # the files the store writes (atomic_write_bytes: temporary ".<name>.<8 random>.tmp" beside them)
 ROOT_FILES = re.compile(r"grid(\.\d+)?\.toml|grid_source\.json|(runs|steps|epochs)\.parquet"
@@ -179,11 +179,22 @@ class ResultsStore:
 
     def grid_source(self) -> str | None:
         """Resolved path of the grid file grid.toml was copied from (None: not recorded)."""
+        history = self.grid_history()
+        return history[-1] if history else None
+
+    def grid_history(self) -> list[str]:
+        """Resolved paths of the grid files the store was made from, then extended with, in
+        order (the last is grid.toml's); [] when not recorded."""
         path = self.root / SOURCE_FILE
         try:
-            return str(_read_json(path)["path"]) if path.is_file() else None
-        except (ValueError, KeyError, TypeError):
-            return None
+            record = _read_json(path) if path.is_file() else {}
+            history = [str(p) for p in record.get("history", [])]
+            latest = str(record["path"]) if "path" in record else None
+        except (ValueError, TypeError, AttributeError):
+            return []
+        if latest is not None and (not history or history[-1] != latest):
+            history.append(latest)  # a store made before the history was kept
+        return history
 
     def claim(self, grid_text: str, *, grid_name: str = "the grid file", extend: bool = False,
               grid_path: str | Path | None = None) -> None:
@@ -203,9 +214,11 @@ class ResultsStore:
         same_file = source is not None and source == self.grid_source()
         if old is not None and old != grid_text:
             if not (extend or same_file):
-                made_from = self.grid_source()
-                by = (f" ({made_from})" if made_from else
-                      " (or by an earlier text of it: this store predates grid_source.json)")
+                history = self.grid_history()
+                by = (" (or by an earlier text of it: this store predates grid_source.json)"
+                      if not history else f" ({history[0]})" if len(history) == 1 else
+                      f" ({history[0]}) and extended with {', '.join(history[1:])} (grid.toml "
+                      f"holds the last)")
                 raise ValueError(
                     f"store {str(self.root)!r} was created by a different grid file{by}; "
                     f"to add the runs of {grid_name} to it, run again with --extend "
@@ -219,7 +232,9 @@ class ResultsStore:
         # grid.toml's file: recorded when the text is (re)written, or by an older store's
         # first run with its own text; the same text from elsewhere does not move it
         if source is not None and (old != grid_text or self.grid_source() is None):
-            atomic_write_json(self.root / SOURCE_FILE, {"path": source})
+            history = self.grid_history()
+            history += [source] if history[-1:] != [source] else []
+            atomic_write_json(self.root / SOURCE_FILE, {"path": source, "history": history})
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
 

@@ -119,6 +119,20 @@ def test_foreign_grid_is_refused_before_anything_runs(tmp_path, calls):
     assert len(calls) == 7 and ResultsStore(tmp_path / "out").grid_text() == GRID
 
 
+def test_a_store_extended_twice_names_the_grid_it_was_made_from_and_each_extension(tmp_path, calls):
+    out = tmp_path / "out"
+    a, b, c, d = (write(tmp_path / f"{name}.toml", GRID + f"# {name}\n") for name in "abcd")
+    run_grid(a, out, workers=1)
+    run_grid(b, out, workers=1, extend=True)
+    run_grid(c, out, workers=1, extend=True)
+    assert len(calls) == 7  # a comment changes no run
+    with pytest.raises(ValueError) as err:
+        run_grid(d, out, workers=1)
+    assert (f"created by a different grid file ({a.resolve()}) and extended with {b.resolve()}, "
+            f"{c.resolve()} (grid.toml holds the last)") in str(err.value)
+    assert ResultsStore(out).grid_text() == c.read_text()
+
+
 def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
     import ablations.objectives as objectives
 
