@@ -25,7 +25,7 @@ from reports.flags import run_flags, selection_flags
 from reports.formatting import display_leaderboard, interval
 from reports.leaderboard import select
 from reports.data_versions import mixed_data_warning, split_by_data
-from reports.protocol import absent_runs, gaps, protocol_items
+from reports.protocol import absent_runs, gaps, grid_baselines, protocol_items
 from reports.search import read_search, search_report, trial_config_keys
 from reports.sensitivity import margin_lr_table, sensitivity_figures
 from reports.store_view import StoreView, read_store
@@ -111,7 +111,8 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     order = panel_order(picked, ranked=board.loc[board["kind"] == "variant", "variant"].tolist(),
                         baselines=bases["variant"].tolist())
     answer = verdict(board, runs, ideal=ideal_score(runs, view.ideal),
-                     class_counts=class_counts(runs, picked))
+                     class_counts=class_counts(runs, picked),
+                     grid_baselines=grid_baselines(view.grid_text))
     figures = [*curve_figures(_selected(view.steps, trained, needs=("step", "loss")),
                               out_dir=out / "figures", styles=styles, confidence=CONFIDENCE,
                               max_points=max_curve_points, progress=say),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pandas as pd
 
@@ -143,3 +145,16 @@ def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
     shown = ", ".join(absent[:20]) + (f" and {len(absent) - 20} more" if len(absent) > 20 else "")
     return [f"{len(absent)} of the {len(expected)} runs of the store's grid.toml are not in the "
             f"store (never run, or deleted): {shown}; run the same grid again to run them"]
+
+
+def grid_baselines(grid_text: str | None) -> tuple[str, ...] | None:
+    """The store's grid.toml -> the baselines it runs ([baselines] include), None when there
+    is none or it cannot be read."""
+    from ablations.grid import parse_baselines
+
+    if not grid_text:
+        return None
+    try:
+        return parse_baselines(tomllib.loads(grid_text).get("baselines", {}))
+    except ValueError:  # tomllib.TOMLDecodeError is one
+        return None

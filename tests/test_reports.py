@@ -241,8 +241,8 @@ def test_a_store_without_baselines_or_mixing_datasets_says_so(store_dir, tmp_pat
 
     table = view.runs[~view.runs["loss"].isin(BASELINES)].copy()  # every baseline deleted
     page = write_report(dataclasses.replace(view, runs=table), tmp_path / "a", **UMAP).read_text()
-    assert "This store has no finished baseline run" in page
-    assert "made before baselines existed" not in page
+    assert "This store has no finished baseline run: its baseline runs are not in the store" in page
+    assert "made before baselines existed" not in page and "predates" not in page
     table.loc[table["seed"] == 1, "dataset"] = "blobs"  # as if --extend added another dataset
     page = write_report(dataclasses.replace(view, runs=table), tmp_path, **UMAP).read_text()
     # the runs on other data than the grid's are left out, and listed once with why
