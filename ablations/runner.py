@@ -61,10 +61,11 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     if dropped:
         warnings.warn(describe_dropped(dropped), UserWarning, stacklevel=2)
     check_runnable(configs)  # a dry run validates what the real run does
-    if dry_run:
+    store = ResultsStore(out_dir)
+    if dry_run:  # the store too: a file as --out, or a store of another grid, is refused
+        store.check_claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
         print(describe(grid, configs))
         return None
-    store = ResultsStore(out_dir)
     store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     done = store.done_ids()
     todo = [c for c in configs if config_hash(c) not in done]

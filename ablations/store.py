@@ -85,11 +85,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise ValueError(f"{str(path)!r} is not a readable parquet file ({err})") from err
 
 
-def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
-    """Create directory `path` when needed; ValueError naming it when it cannot hold files.
-
-    `what` names the argument in the message (e.g. "--out").
-    """
+def check_out_dir(path: str | Path, *, what: str) -> Path:
+    """ValueError naming `path` when it is not, and cannot become, a writable directory;
+    creates nothing (a dry run's check). `what` names the argument (e.g. "--out")."""
     path = Path(path)
     for parent in (path, *path.parents):
         if parent.exists():
@@ -97,7 +95,19 @@ def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
                 where = "is a file" if parent == path else f"is under the file {str(parent)!r}"
                 raise ValueError(f"{what} {str(path)!r} {where}; expected a directory "
                                  f"(existing or to be created)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{what} {str(path)!r} is not a writable directory (no write "
+                                 f"permission on {str(parent)!r}); choose another directory")
             break
+    return path
+
+
+def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
+    """Create directory `path` when needed; ValueError naming it when it cannot hold files.
+
+    `what` names the argument in the message (e.g. "--out").
+    """
+    path = check_out_dir(path, what=what)
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
@@ -207,22 +217,11 @@ class ResultsStore:
         beside the existing ones. Raises ValueError when `root` cannot be a store
         directory (a file, under a file, not writable).
         """
+        self.check_claim(grid_text, grid_name=grid_name, extend=extend, grid_path=grid_path)
         ensure_writable_dir(self.root, what="--out")
-        self.check_layout()
         old = self.grid_text()
         source = str(Path(grid_path).resolve()) if grid_path is not None else None
-        same_file = source is not None and source == self.grid_source()
         if old is not None and old != grid_text:
-            if not (extend or same_file):
-                history = self.grid_history()
-                by = (" (or by an earlier text of it: this store predates grid_source.json)"
-                      if not history else f" ({history[0]})" if len(history) == 1 else
-                      f" ({history[0]}) and extended with {', '.join(history[1:])} (grid.toml "
-                      f"holds the last)")
-                raise ValueError(
-                    f"store {str(self.root)!r} was created by a different grid file{by}; "
-                    f"to add the runs of {grid_name} to it, run again with --extend "
-                    f"(run_grid(..., extend=True)), or choose another --out directory")
             n = 1
             while (self.root / f"grid.{n}.toml").exists():
                 n += 1
@@ -237,6 +236,27 @@ class ResultsStore:
             atomic_write_json(self.root / SOURCE_FILE, {"path": source, "history": history})
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
+
+    def check_claim(self, grid_text: str, *, grid_name: str = "the grid file",
+                    extend: bool = False, grid_path: str | Path | None = None) -> None:
+        """ValueError when `claim` with these arguments would refuse the store; reads only."""
+        check_out_dir(self.root, what="--out")
+        if not self.root.is_dir():
+            return  # a new store
+        self.check_layout()
+        old = self.grid_text()
+        source = str(Path(grid_path).resolve()) if grid_path is not None else None
+        same_file = source is not None and source == self.grid_source()
+        if old is not None and old != grid_text and not (extend or same_file):
+            history = self.grid_history()
+            by = (" (or by an earlier text of it: this store predates grid_source.json)"
+                  if not history else f" ({history[0]})" if len(history) == 1 else
+                  f" ({history[0]}) and extended with {', '.join(history[1:])} (grid.toml "
+                  f"holds the last)")
+            raise ValueError(
+                f"store {str(self.root)!r} was created by a different grid file{by}; "
+                f"to add the runs of {grid_name} to it, run again with --extend "
+                f"(run_grid(..., extend=True)), or choose another --out directory")
 
     def check_layout(self, *, files: bool = True) -> None:
         """ValueError naming a store entry of the wrong kind: runs/ a file, or (`files`) a

@@ -133,6 +133,20 @@ def test_a_store_extended_twice_names_the_grid_it_was_made_from_and_each_extensi
     assert ResultsStore(out).grid_text() == c.read_text()
 
 
+def test_a_dry_run_refuses_the_stores_the_run_refuses_and_writes_nothing(tmp_path, calls):
+    out, a_file = tmp_path / "out", write(tmp_path / "file", "x")
+    ResultsStore(out).claim(GRID, grid_path=write(tmp_path / "a.toml", GRID))
+    before = sorted(p.name for p in out.rglob("*"))
+    other = write(tmp_path / "b.toml", GRID.replace("epochs = 1", "epochs = 2"))
+    for target, words in ((out, "different grid file"), (a_file, "is a file"),
+                          (a_file / "store", "is under the file")):
+        with pytest.raises(ValueError, match=words):
+            run_grid(other, target, workers=1, dry_run=True)
+    assert run_grid(other, out, workers=1, dry_run=True, extend=True) is None
+    assert sorted(p.name for p in out.rglob("*")) == before and calls == []
+    assert ResultsStore(out).grid_text() == GRID
+
+
 def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
     import ablations.objectives as objectives
 
