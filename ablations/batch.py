@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ablations.ceiling import ideal_summary
-from ablations.config import BASELINES, DATA_KEYS, RunConfig
+from ablations.config import BASELINES, DATA_KEYS, RunConfig, check_input_layer
 from ablations.data import Split
 from ablations.executors import LocalExecutor
 from ablations.store import ResultsStore, atomic_write_json
@@ -27,16 +27,19 @@ def check_runnable(configs: list[RunConfig]) -> None:
     """Load each distinct dataset once and check that every config can sample from it."""
     check_distinct_folds(configs)
     for config in configs:
-        if config.loss in BASELINES:  # nothing sampled
+        if config.loss in BASELINES and config.loss != "untrained":  # no encoder
             continue
         split: Split = cached_split(config)
+        dataset = {"npz": config.npz_path}.get(config.dataset, config.dataset)
+        check_input_layer(config, split.num_features, dataset=dataset)
+        if config.loss in BASELINES:  # nothing sampled
+            continue
         n_classes = len(split.train_classes)
         if config.sampler_p > n_classes:
             raise ValueError(f"sampler_p = {config.sampler_p} but dataset {config.dataset!r} has "
                              f"{n_classes} training classes; use sampler_p <= {n_classes}")
         for name, labels in (("validation", split.y_val), ("test", split.y_test)):
-            check_evaluable(labels, split=name, dataset={"npz": config.npz_path}.get(
-                config.dataset, config.dataset))
+            check_evaluable(labels, split=name, dataset=dataset)
 
 
 def check_distinct_folds(configs: list[RunConfig]) -> None:

@@ -226,6 +226,7 @@ FIXED_WEIGHT_KEYS = {"w_triplet": "triplet", "w_pos": "ce_pos", "w_neg": "ce_neg
 MAX_LAYER_SIZE = 8192  # width, embedding_dim: a width x embedding_dim layer is <= 67M weights
 MAX_BATCH = 4096  # sampler_p x sampler_k: the (B, B) distance matrices are <= 64 MiB each
 _BYTES_PER_WEIGHT = 16  # float32 weight + gradient + Adam's two moments
+MAX_LAYER_WEIGHTS = MAX_LAYER_SIZE * MAX_LAYER_SIZE  # the MLP's input layer too: features x width
 _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
                   "mining_hard_end")
 
@@ -381,6 +382,22 @@ def _check_sizes(cfg: dict[str, Any]) -> None:
             f"samples per batch, more than the cap of {MAX_BATCH}: each (B, B) distance matrix "
             f"takes {batch * batch * 4 / 2**30:.3g} GiB (batch_all's (B, B, B) triplets "
             f"{batch ** 3 * 4 / 2**40:.3g} TiB); use sampler_p x sampler_k <= {MAX_BATCH}")
+
+
+def check_input_layer(config: RunConfig, num_features: int, *, dataset: str) -> None:
+    """ValueError when the MLP's first layer on the data's `num_features` inputs holds more
+    than MAX_LAYER_WEIGHTS weights (the caps above are on the keys; this one needs the data)."""
+    if config.encoder != "mlp":
+        return
+    key = "width" if config.hidden_layers > 0 else "embedding_dim"
+    weights = num_features * getattr(config, key)
+    if weights > MAX_LAYER_WEIGHTS:
+        raise ValueError(
+            f"dataset {dataset!r} has {num_features} features: the encoder's first layer "
+            f"({num_features} x {key} {getattr(config, key)} = {weights:.3g} weights, about "
+            f"{weights * _BYTES_PER_WEIGHT / 2**30:.3g} GiB with its gradient and Adam's state) "
+            f"is larger than the cap of {MAX_LAYER_WEIGHTS:.3g} weights; reduce the features "
+            f"(e.g. with PCA) or {key}")
 
 
 def _check_schedules(cfg: dict[str, Any]) -> None:

@@ -269,6 +269,17 @@ def test_a_dataset_too_many_classes_to_evaluate_is_refused_with_an_estimate(tmp_
     assert calls == [] and not (tmp_path / "out").exists()
 
 
+def test_a_dataset_too_wide_for_the_encoder_is_refused_with_an_estimate(tmp_path, calls):
+    x = np.zeros((36, 8200), dtype=np.float32)  # x width 8192: just above the layer cap
+    np.savez(tmp_path / "wide.npz", X=x, y=np.repeat(np.arange(6), 6))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\nwidth = 8192\nsampler_p = 2\n'
+                                      f'dataset = "{tmp_path / "wide.npz"}"\n')
+    with pytest.raises(ValueError, match=r"has 8200 features: the encoder's first layer "
+                                         r"\(8200 x width 8192 = 6.72e\+07 weights, about 1 GiB"):
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("protocol, words", [
     ("fixed_test", "class_folds = 12 is too many for 10 classes"),
     ("rotated", "class_folds = 12 but the data have 10 classes")])
