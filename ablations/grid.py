@@ -181,6 +181,9 @@ def load_grid(path: str | Path, *, max_runs: int = MAX_RUNS) -> Grid:
             except OSError:
                 target = f"is a symbolic link to the missing {os.readlink(path)!r}"
             raise ValueError(f"grid file {str(path)!r} {target}; expected a TOML file")
+        if path.exists():  # a device, a FIFO, a socket
+            raise ValueError(f"grid file {str(path)!r} is not a regular file; expected a TOML "
+                             f"file (e.g. ablations/grids/smoke.toml)")
         raise FileNotFoundError(f"grid file not found: {path}")
     try:
         text = path.read_bytes().decode("utf-8-sig")  # a leading BOM (Windows editors) dropped

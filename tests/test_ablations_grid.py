@@ -260,6 +260,8 @@ def test_a_grid_file_with_a_bom_loads_and_a_link_loop_is_named(tmp_path):
     dangling.symlink_to(tmp_path / "gone.toml")
     with pytest.raises(ValueError, match="symbolic link to the missing .*gone.toml"):
         load_grid(dangling)
+    with pytest.raises(ValueError, match="'/dev/null' is not a regular file"):
+        load_grid("/dev/null")
 
 
 def test_keys_that_do_not_apply_are_reported_with_the_losses_they_were_dropped_from(tmp_path, capsys):
