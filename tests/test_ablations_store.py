@@ -269,6 +269,17 @@ def test_a_dataset_too_many_classes_to_evaluate_is_refused_with_an_estimate(tmp_
     assert calls == [] and not (tmp_path / "out").exists()
 
 
+def test_a_dataset_too_many_points_to_evaluate_is_refused_with_an_estimate(tmp_path, calls):
+    x = np.random.default_rng(0).normal(size=(6 * 40_000, 1))  # test split: 2 classes, 80 000 points
+    np.savez(tmp_path / "tall.npz", X=x, y=np.repeat(np.arange(6), 40_000))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\nsampler_p = 2\n'
+                                      f'dataset = "{tmp_path / "tall.npz"}"\n')
+    with pytest.raises(ValueError, match=r"split has 80000 points, more than the 65536 .* "
+                                         r"80000 x 80000 distance matrix \(23.8 GiB\)") as err:
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert "tall.npz" in str(err.value) and calls == []
+
+
 def test_a_dataset_too_wide_for_the_encoder_is_refused_with_an_estimate(tmp_path, calls):
     x = np.zeros((36, 8200), dtype=np.float32)  # x width 8192: just above the layer cap
     np.savez(tmp_path / "wide.npz", X=x, y=np.repeat(np.arange(6), 6))
