@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,17 @@ def arrays_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
 def plugin_fingerprint(text: str) -> str:
     """"module:loader" -> the fingerprint of the (X, y) it returns in this process."""
     return arrays_fingerprint(*load_plugin_xy(text))
+
+
+SOURCE_KEYS = ("dataset", "npz_path", "idx_images", "idx_labels", "data_fingerprint")
+
+
+def source_of(values: Mapping) -> str:
+    """A run's (or config's) data keys -> e.g. "npz d.npz (sha256 ab12...)" or "digits"."""
+    path = values.get("npz_path") or values.get("idx_images") or ""
+    digest = values.get("data_fingerprint") or ""
+    return (" ".join(str(p) for p in (values.get("dataset"), path) if isinstance(p, str) and p)
+            + (f" (sha256 {digest[:16]}...)" if isinstance(digest, str) and digest else ""))
 
 
 def _check_fingerprint(config, files: dict[str, str]) -> None:

@@ -13,20 +13,12 @@ current data instead.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 
 import pandas as pd
 
-SOURCE_KEYS = ("dataset", "npz_path", "idx_images", "idx_labels", "data_fingerprint")
+from ablations.data import SOURCE_KEYS, source_of
+
 SHOWN_IDS = 20  # run ids listed in a sentence before "and N more"
-
-
-def source_of(row: Mapping) -> str:
-    """A run's (or config's) data keys -> e.g. "npz d.npz (sha256 ab12...)" or "digits"."""
-    path = row.get("npz_path") or row.get("idx_images") or ""
-    digest = row.get("data_fingerprint") or ""
-    return (" ".join(str(p) for p in (row.get("dataset"), path) if isinstance(p, str) and p)
-            + (f" (sha256 {digest[:16]}...)" if isinstance(digest, str) and digest else ""))
 
 
 def data_sources(runs: pd.DataFrame) -> list[str]:

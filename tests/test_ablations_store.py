@@ -350,7 +350,7 @@ def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path,
     assert (runs.loc[first["run_id"], "data_fingerprint"] != now).all()
 
 
-def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls):
+def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls, capsys):
     from reports.build import write_report
     from reports.store_view import read_store
 
@@ -363,8 +363,11 @@ def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls):
     path.write_text(json.dumps({**json.loads(path.read_text()), "status": "failed",
                                 "error": "RuntimeError: out of luck"}))
     np.savez(data, X=x[::-1].copy(), y=y)  # same path, new contents
+    capsys.readouterr()
     runs = run_grid(grid, out, workers=1).runs()
     assert len(runs) == 2 * len(old)
+    said = capsys.readouterr().err  # the command says so too
+    assert f"the store also holds {len(old)} runs on other data than this grid reads now" in said
     report = tmp_path / "report"
     page = write_report(read_store(out), report, umap_epochs=5, umap_max_points=100,
                         random_state=0, max_curve_points=20,
