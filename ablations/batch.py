@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ablations.ceiling import ideal_summary
-from ablations.config import BASELINES, DATA_KEYS, RunConfig
+from ablations.config import BASELINES, DATA_KEYS, RunConfig, check_input_layer
 from ablations.data import Split
 from ablations.executors import LocalExecutor
 from ablations.store import ResultsStore, atomic_write_json
@@ -27,16 +27,19 @@ def check_runnable(configs: list[RunConfig]) -> None:
     """Load each distinct dataset once and check that every config can sample from it."""
     check_distinct_folds(configs)
     for config in configs:
-        if config.loss in BASELINES:  # nothing sampled
+        if config.loss in BASELINES and config.loss != "untrained":  # no encoder
             continue
         split: Split = cached_split(config)
+        dataset = {"npz": config.npz_path}.get(config.dataset, config.dataset)
+        check_input_layer(config, split.num_features, dataset=dataset)
+        if config.loss in BASELINES:  # nothing sampled
+            continue
         n_classes = len(split.train_classes)
         if config.sampler_p > n_classes:
             raise ValueError(f"sampler_p = {config.sampler_p} but dataset {config.dataset!r} has "
                              f"{n_classes} training classes; use sampler_p <= {n_classes}")
         for name, labels in (("validation", split.y_val), ("test", split.y_test)):
-            check_evaluable(labels, split=name, dataset={"npz": config.npz_path}.get(
-                config.dataset, config.dataset))
+            check_evaluable(labels, split=name, dataset=dataset)
 
 
 def check_distinct_folds(configs: list[RunConfig]) -> None:
@@ -66,10 +69,12 @@ def check_distinct_folds(configs: list[RunConfig]) -> None:
 
 
 MAX_EVAL_CLASSES = 2000  # classes of a validation or test split: NMI's KMeans has one cluster each
+MAX_EVAL_POINTS = 65_536  # points of a split: its N x N float32 distance matrix is <= 16 GiB
 
 
 def check_evaluable(labels, *, split: str, dataset: str) -> None:
-    """ValueError with a cost estimate when a split has more classes than MAX_EVAL_CLASSES.
+    """ValueError with a cost estimate when a split has more classes than MAX_EVAL_CLASSES,
+    or more points than MAX_EVAL_POINTS.
 
     Evaluation (ablations/evaluate.py) ranks all N points of the split against each
     other (an N x N distance matrix) and runs KMeans with one cluster per class: its
@@ -84,6 +89,13 @@ def check_evaluable(labels, *, split: str, dataset: str) -> None:
             f"distance matrix ({n * n * 4 / 2**30:.3g} GiB) and a KMeans of {c} clusters "
             f"(~{3 * n * c * c:.2g} distance computations for its 3 k-means++ starts); use "
             f"fewer classes (at most {MAX_EVAL_CLASSES / 0.3:.0f} in all)")
+    if n > MAX_EVAL_POINTS:
+        raise ValueError(
+            f"dataset {dataset!r}: its {split} split has {n} points, more than the "
+            f"{MAX_EVAL_POINTS} an evaluation handles: each evaluation builds a {n} x {n} "
+            f"distance matrix ({n * n * 4 / 2**30:.3g} GiB) and ranks each point's "
+            f"{int(np.unique(labels, return_counts=True)[1].max())} nearest neighbours (its "
+            f"largest class); use fewer points per class")
 
 
 def make_executor(workers: int | None, scheduler: str | None):

@@ -28,7 +28,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ablations.data import DATASET_KEYS, SPLIT_PROTOCOLS, files_fingerprint, split_keys
+from ablations.data import (DATASET_KEYS, PLUGIN_DATASET_KEYS, SPLIT_PROTOCOLS, files_fingerprint,
+                            plugin_fingerprint, split_keys)
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, MINING_KEYS, LossSpec
 from ablations.model import ENCODER_KEYS, parse_image_shape
 from ablations.plugin_import import is_import_string
@@ -152,7 +153,7 @@ class RunConfig:
     idx_labels: str = ""                # idx: MNIST-format label file (.gz or not)
     class_folds: int = 1                # K class partitions; a grid runs folds 0..K-1 of each cell
     fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
-    data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), filled by resolve_config (changed data = new run id)
+    data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), a loader's: of its arrays; filled by resolve_config (changed data = new run id)
     temperature: float = 0.07           # ntxent: temperature t of the softmax over s / t (PML's default)
     ce: str = "ce"                      # combined/triplet_ce: "ce" | "focal" for the cross-entropy terms
     focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
@@ -217,6 +218,7 @@ FIXED_WEIGHT_KEYS = {"w_triplet": "triplet", "w_pos": "ce_pos", "w_neg": "ce_neg
 MAX_LAYER_SIZE = 8192  # width, embedding_dim: a width x embedding_dim layer is <= 67M weights
 MAX_BATCH = 4096  # sampler_p x sampler_k: the (B, B) distance matrices are <= 64 MiB each
 _BYTES_PER_WEIGHT = 16  # float32 weight + gradient + Adam's two moments
+MAX_LAYER_WEIGHTS = MAX_LAYER_SIZE * MAX_LAYER_SIZE  # the MLP's input layer too: features x width
 # Read by every trained run (besides the dataset's, the split's and the encoder's keys).
 SHARED_KEYS = ("lr", "lr_schedule", "warmup_epochs", "epochs", "sampler_p", "sampler_k", "eval_every",
                "memory_size", "memory_weight", "memory_start_epoch")
@@ -250,7 +252,9 @@ def keys_read(cfg: dict[str, Any]) -> set[str]:
     it refines is read with a value that uses it. A baseline reads the data keys and the metric
     (`untrained` also the encoder's keys and the seed)."""
     loss = cfg["loss"]
-    read = {"dataset", "loss", "metric", *DATASET_KEYS.get(cfg["dataset"], ()),
+    dataset = cfg["dataset"]
+    read = {"dataset", "loss", "metric",
+            *(PLUGIN_DATASET_KEYS if is_import_string(dataset) else DATASET_KEYS.get(dataset, ())),
             *split_keys(class_folds=cfg["class_folds"], fold=cfg["fold"], split_protocol=cfg["split_protocol"])}
     encoder = {"encoder", "embedding_dim", "seed", *ENCODER_KEYS.get(cfg["encoder"], ())}
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
@@ -361,6 +365,22 @@ def _check_sizes(cfg: dict[str, Any]) -> None:
             f"{batch ** 3 * 4 / 2**40:.3g} TiB); use sampler_p x sampler_k <= {MAX_BATCH}")
 
 
+def check_input_layer(config: RunConfig, num_features: int, *, dataset: str) -> None:
+    """ValueError when the MLP's first layer on the data's `num_features` inputs holds more
+    than MAX_LAYER_WEIGHTS weights (the caps above are on the keys; this one needs the data)."""
+    if config.encoder != "mlp":
+        return
+    key = "width" if config.hidden_layers > 0 else "embedding_dim"
+    weights = num_features * getattr(config, key)
+    if weights > MAX_LAYER_WEIGHTS:
+        raise ValueError(
+            f"dataset {dataset!r} has {num_features} features: the encoder's first layer "
+            f"({num_features} x {key} {getattr(config, key)} = {weights:.3g} weights, about "
+            f"{weights * _BYTES_PER_WEIGHT / 2**30:.3g} GiB with its gradient and Adam's state) "
+            f"is larger than the cap of {MAX_LAYER_WEIGHTS:.3g} weights; reduce the features "
+            f"(e.g. with PCA) or {key}")
+
+
 def _check_schedules(cfg: dict[str, Any]) -> None:
     """A schedule longer than training is an error naming both keys."""
     lengths = []
@@ -425,6 +445,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
         cfg["data_fingerprint"] = files_fingerprint(
             {key: cfg[key] for key in FILE_DATASETS[cfg["dataset"]]})
+    elif is_import_string(cfg["dataset"]) and not cfg["data_fingerprint"]:
+        cfg["data_fingerprint"] = plugin_fingerprint(cfg["dataset"])  # the loader's arrays
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)

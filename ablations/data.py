@@ -46,7 +46,8 @@ folds existed); fold 0 of "fixed_test" with K >= 2 is not.
   `ablations.config`): changed data means new runs; a run whose file changed
   after its grid was resolved fails with an error naming the file.
 - "package.module:loader": the user's loader() -> (X, y), checked as npz arrays
-  (ablations.plugins).
+  (ablations.plugins); the sha256 of the arrays is the run's `data_fingerprint`, so a
+  loader that returns other data (changed, or differing between processes) is named.
 
 Features are standardised with the training split's mean and standard deviation.
 Model selection uses the validation split only; test metrics are computed for
@@ -58,6 +59,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ DATASET_KEYS: dict[str, tuple[str, ...]] = {
     "idx": ("idx_images", "idx_labels", "data_fingerprint"),
     "pose": POSE_KEYS,
 }
+PLUGIN_DATASET_KEYS = ("data_fingerprint",)  # a user's loader: the sha256 of the arrays it returns
 
 MIN_CLASSES = 6
 MIN_CLASS_SIZE = 2
@@ -239,12 +242,9 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"npz_path: file not found: {str(path)!r}")
     where = f"npz_path {str(path)!r}"
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if not head.startswith((b"PK", b"\x93NUMPY")):  # neither a zip (.npz) nor a .npy
-        raise ValueError(f"{where}: not an .npz archive (a zip of arrays): it begins with "
-                         f"{head!r}{' (a text file?)' if _looks_like_text(head) else ''}; save X "
-                         f"and y with numpy.savez")
+    wrong = not_an_npz(path)
+    if wrong:
+        raise ValueError(f"{where}: {wrong}; save X and y with numpy.savez")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -265,6 +265,17 @@ def load_npz_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{where}: not a readable .npz archive ({err})") from err
     check_xy(x, y, source=where)
     return x, y
+
+
+def not_an_npz(path: Path) -> str | None:
+    """A file -> why its first bytes are not those of an .npz archive (numpy would read them
+    as pickled data), or None when they may be."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith((b"PK", b"\x93NUMPY")):  # a zip (.npz), or a .npy
+        return None
+    return (f"not an .npz archive (a zip of arrays): it begins with {head!r}"
+            + (" (a text file?)" if _looks_like_text(head) else ""))
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -328,7 +339,15 @@ def load_split(config) -> Split:
         check_xy(x, y, source=f"idx_images {config.idx_images!r}, idx_labels {config.idx_labels!r}")
         return split_by_class(x, y, **folds)
     if is_import_string(config.dataset):  # a user's loader, "package.module:function"
-        return split_by_class(*load_plugin_xy(config.dataset), **folds)
+        x, y = load_plugin_xy(config.dataset)
+        expected = getattr(config, "data_fingerprint", "")
+        if expected and plugin_fingerprint(config.dataset) != expected:
+            raise ValueError(f"key 'dataset': {config.dataset!r} returned other data in this "
+                             f"process (sha256 {plugin_fingerprint(config.dataset)[:16]}...) than "
+                             f"when the grid was resolved (data_fingerprint {expected[:16]}...); a "
+                             f"loader must return the same X and y on every call (fix its random "
+                             f"seed, read a fixed file)")
+        return split_by_class(x, y, **folds)
     raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx, pose")
 
 
@@ -340,6 +359,34 @@ def files_fingerprint(files: dict[str, str]) -> str:
         return next(iter(digests.values()))
     text = "".join(f"{key}={digest};" for key, digest in digests.items())
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def arrays_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """x (N, D), y (N,) -> sha256 over their dtypes, shapes and bytes (a loader's data, as a
+    file's sha256 is an npz's)."""
+    digest = hashlib.sha256()
+    for array in (x, y):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def plugin_fingerprint(text: str) -> str:
+    """"module:loader" -> the fingerprint of the (X, y) it returns in this process."""
+    return arrays_fingerprint(*load_plugin_xy(text))
+
+
+SOURCE_KEYS = ("dataset", "npz_path", "idx_images", "idx_labels", "data_fingerprint")
+
+
+def source_of(values: Mapping) -> str:
+    """A run's (or config's) data keys -> e.g. "npz d.npz (sha256 ab12...)" or "digits"."""
+    path = values.get("npz_path") or values.get("idx_images") or ""
+    digest = values.get("data_fingerprint") or ""
+    return (" ".join(str(p) for p in (values.get("dataset"), path) if isinstance(p, str) and p)
+            + (f" (sha256 {digest[:16]}...)" if isinstance(digest, str) and digest else ""))
 
 
 def _check_fingerprint(config, files: dict[str, str]) -> None:

@@ -13,12 +13,15 @@ their epoch ("a1b2c3 4/30"): executors forward the `progress` callback of
 
 from __future__ import annotations
 
+import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from ablations.baselines import with_baselines
 from ablations.batch import check_runnable, execute_runs, make_executor, write_ideal
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
+from ablations.data import source_of
 from ablations.grid import MAX_RUNS, Grid, describe_dropped, dropped_keys, expand, load_grid
 from ablations.search import run_search
 from ablations.migrate import open_store
@@ -62,10 +65,12 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     if dropped:
         warnings.warn(describe_dropped(dropped), UserWarning, stacklevel=2)
     check_runnable(configs)  # a dry run validates what the real run does
-    if dry_run:
+    store = ResultsStore(out_dir)
+    if dry_run:  # the store too: a file as --out, or a store of another grid, is refused
+        store.check_claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
         print(describe(grid, configs))
         return None
-    store = open_store(out_dir)
+    store = open_store(out_dir)  # a store of an older format is migrated first
     store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     done = store.done_ids()
     todo = [c for c in configs if config_hash(c) not in done]
@@ -73,4 +78,20 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     executor = make_executor(workers, scheduler)
     execute_runs(store, executor, train.run_one, items, total=len(configs))
     write_ideal(store, configs)
+    _say_other_data(store, configs)
     return store
+
+
+def _say_other_data(store: ResultsStore, configs: list[RunConfig]) -> None:
+    """One line on stderr when the store holds runs on other data than `configs` read (an
+    earlier version of a data file, another dataset): they stay, the report leaves them out."""
+    current = {source_of(config_to_dict(c)) for c in configs}
+    runs = store.runs()
+    if runs.empty or "dataset" not in runs:
+        return
+    other = Counter(s for s in (source_of(row) for row in runs.to_dict("records"))
+                    if s not in current)
+    if other:
+        print(f"the store also holds {sum(other.values())} runs on other data than this grid "
+              f"reads now ({'; '.join(f'{n} on {s}' for s, n in sorted(other.items()))}): kept, "
+              f"and left out of the report's comparison", file=sys.stderr)

@@ -83,11 +83,14 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
     bases = with_baselines(list(_unit_configs(section, {v.label: v.reference for v in section.variants})),
                            include=grid.baselines)
     n_baselines = sum(c.loss in BASELINES for c in bases)
+    check_runnable([v.reference for v in section.variants])  # a dry run validates as a run does
+    store = ResultsStore(out_dir)
     if dry_run:
+        store.check_claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
+        _check_plan(store.root / SEARCH_DIR / PLAN_FILE, section.plan(), write=False)
         print(describe_search(grid, n_baselines))
         return None
-    check_runnable([v.reference for v in section.variants])
-    store = open_store(out_dir)
+    store = open_store(out_dir)  # a store of an older format is migrated first
     store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     folder = store.root / SEARCH_DIR
     folder.mkdir(exist_ok=True)
@@ -132,8 +135,9 @@ def _unit_configs(section: SearchSection, configs: dict[str, RunConfig]):
                                       "class_folds": section.class_folds, "seed": seed})
 
 
-def _check_plan(path: Path, plan: dict) -> None:
-    """Write plan.json, or refuse a store whose search was started with another section."""
+def _check_plan(path: Path, plan: dict, *, write: bool = True) -> None:
+    """Write plan.json (unless not `write`), or refuse a store whose search was started with
+    another section."""
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -147,7 +151,8 @@ def _check_plan(path: Path, plan: dict) -> None:
                              f"[search] section or grid (changed: {', '.join(changed)}); only "
                              f"search.trials may change on a resume: restore the section or use "
                              f"another --out")
-    atomic_write_json(path, plan)
+    if write:
+        atomic_write_json(path, plan)
 
 
 def _optuna():

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ablations.config import FIELDS, STORE_FORMAT, stored_config_hash
+from ablations.data import not_an_npz
 
 METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
                   for m in ("precision_at_1", "r_precision", "map_at_r", "nmi", "recall_at_1",
@@ -58,7 +59,7 @@ DONE_STATUSES = ("finished", "diverged")
 STATUSES = ("finished", "diverged", "failed")
 # per-run files that must be readable for a run to count as stored (result.json aside)
 RUN_FILES = ("config.json", "steps.parquet", "epochs.parquet")
-SOURCE_FILE = "grid_source.json"  # where the grid file of grid.toml lives (resolved path)
+SOURCE_FILE = "grid_source.json"  # where the grid file of grid.toml lives (resolved path), and the earlier ones
 FORMAT_FILE = "store.json"  # {"store_format": STORE_FORMAT} (ablations/config.py)
 RUN_ID = re.compile(r"[0-9a-f]{12}")  # a run folder's name: its config's hash (config_hash)
 # the files the store writes (atomic_write_bytes: temporary ".<name>.<8 random>.tmp" beside them)
@@ -106,11 +107,9 @@ def store_format(root: str | Path) -> int | None:
     return None
 
 
-def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
-    """Create directory `path` when needed; ValueError naming it when it cannot hold files.
-
-    `what` names the argument in the message (e.g. "--out").
-    """
+def check_out_dir(path: str | Path, *, what: str) -> Path:
+    """ValueError naming `path` when it is not, and cannot become, a writable directory;
+    creates nothing (a dry run's check). `what` names the argument (e.g. "--out")."""
     path = Path(path)
     for parent in (path, *path.parents):
         if parent.exists():
@@ -118,7 +117,19 @@ def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
                 where = "is a file" if parent == path else f"is under the file {str(parent)!r}"
                 raise ValueError(f"{what} {str(path)!r} {where}; expected a directory "
                                  f"(existing or to be created)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{what} {str(path)!r} is not a writable directory (no write "
+                                 f"permission on {str(parent)!r}); choose another directory")
             break
+    return path
+
+
+def ensure_writable_dir(path: str | Path, *, what: str) -> Path:
+    """Create directory `path` when needed; ValueError naming it when it cannot hold files.
+
+    `what` names the argument in the message (e.g. "--out").
+    """
+    path = check_out_dir(path, what=what)
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
@@ -150,7 +161,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:  # e.g. a directory put where the file is: name it, not tmp
+            raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -197,11 +211,22 @@ class ResultsStore:
 
     def grid_source(self) -> str | None:
         """Resolved path of the grid file grid.toml was copied from (None: not recorded)."""
+        history = self.grid_history()
+        return history[-1] if history else None
+
+    def grid_history(self) -> list[str]:
+        """Resolved paths of the grid files the store was made from, then extended with, in
+        order (the last is grid.toml's); [] when not recorded."""
         path = self.root / SOURCE_FILE
         try:
-            return str(_read_json(path)["path"]) if path.is_file() else None
-        except (ValueError, KeyError, TypeError):
-            return None
+            record = _read_json(path) if path.is_file() else {}
+            history = [str(p) for p in record.get("history", [])]
+            latest = str(record["path"]) if "path" in record else None
+        except (ValueError, TypeError, AttributeError):
+            return []
+        if latest is not None and (not history or history[-1] != latest):
+            history.append(latest)  # a store made before the history was kept
+        return history
 
     def claim(self, grid_text: str, *, grid_name: str = "the grid file", extend: bool = False,
               grid_path: str | Path | None = None) -> None:
@@ -214,8 +239,8 @@ class ResultsStore:
         beside the existing ones. Raises ValueError when `root` cannot be a store
         directory (a file, under a file, not writable).
         """
+        self.check_claim(grid_text, grid_name=grid_name, extend=extend, grid_path=grid_path)
         ensure_writable_dir(self.root, what="--out")
-        self._check_layout()
         found = store_format(self.root)
         if found != STORE_FORMAT:
             if found is not None:
@@ -226,16 +251,7 @@ class ResultsStore:
             atomic_write_json(self.root / FORMAT_FILE, {"store_format": STORE_FORMAT})
         old = self.grid_text()
         source = str(Path(grid_path).resolve()) if grid_path is not None else None
-        same_file = source is not None and source == self.grid_source()
         if old is not None and old != grid_text:
-            if not (extend or same_file):
-                made_from = self.grid_source()
-                by = (f" ({made_from})" if made_from else
-                      " (or by an earlier text of it: this store predates grid_source.json)")
-                raise ValueError(
-                    f"store {str(self.root)!r} was created by a different grid file{by}; "
-                    f"to add the runs of {grid_name} to it, run again with --extend "
-                    f"(run_grid(..., extend=True)), or choose another --out directory")
             n = 1
             while (self.root / f"grid.{n}.toml").exists():
                 n += 1
@@ -245,19 +261,43 @@ class ResultsStore:
         # grid.toml's file: recorded when the text is (re)written, or by an older store's
         # first run with its own text; the same text from elsewhere does not move it
         if source is not None and (old != grid_text or self.grid_source() is None):
-            atomic_write_json(self.root / SOURCE_FILE, {"path": source})
+            history = self.grid_history()
+            history += [source] if history[-1:] != [source] else []
+            atomic_write_json(self.root / SOURCE_FILE, {"path": source, "history": history})
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
 
-    def _check_layout(self) -> None:
-        """ValueError naming a store entry of the wrong kind (runs/ a file, runs.parquet a folder)."""
+    def check_claim(self, grid_text: str, *, grid_name: str = "the grid file",
+                    extend: bool = False, grid_path: str | Path | None = None) -> None:
+        """ValueError when `claim` with these arguments would refuse the store; reads only."""
+        check_out_dir(self.root, what="--out")
+        if not self.root.is_dir():
+            return  # a new store
+        self.check_layout()
+        old = self.grid_text()
+        source = str(Path(grid_path).resolve()) if grid_path is not None else None
+        same_file = source is not None and source == self.grid_source()
+        if old is not None and old != grid_text and not (extend or same_file):
+            history = self.grid_history()
+            by = (" (or by an earlier text of it: this store predates grid_source.json)"
+                  if not history else f" ({history[0]})" if len(history) == 1 else
+                  f" ({history[0]}) and extended with {', '.join(history[1:])} (grid.toml "
+                  f"holds the last)")
+            raise ValueError(
+                f"store {str(self.root)!r} was created by a different grid file{by}; "
+                f"to add the runs of {grid_name} to it, run again with --extend "
+                f"(run_grid(..., extend=True)), or choose another --out directory")
+
+    def check_layout(self, *, files: bool = True) -> None:
+        """ValueError naming a store entry of the wrong kind: runs/ a file, or (`files`) a
+        file the store writes, e.g. runs.parquet, a directory."""
         if self.runs_dir.exists() and not self.runs_dir.is_dir():
             raise ValueError(f"{str(self.runs_dir)!r} is a file, but a results store keeps its "
                              f"runs in a directory of that name; move the file away or choose "
                              f"another --out directory")
         for name in ("grid.toml", SOURCE_FILE, "runs.parquet", "steps.parquet", "epochs.parquet"):
             path = self.root / name
-            if path.exists() and not path.is_file():
+            if files and path.exists() and not path.is_file():
                 raise ValueError(f"{str(path)!r} is a directory, but the results store writes a "
                                  f"file of that name; move it away (the store rebuilds its "
                                  f"tables from runs/) or choose another --out directory")
@@ -465,6 +505,9 @@ class ResultsStore:
         if not path.is_file():
             raise ValueError(f"run_id {run_id!r}: no embeddings stored in {str(self.root)!r}")
         try:
+            wrong = not_an_npz(path)
+            if wrong:
+                raise ValueError(wrong)
             with np.load(path, allow_pickle=False) as data:
                 return data["X"], data["y"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:

@@ -24,7 +24,8 @@ from reports.figures import variant_styles
 from reports.flags import run_flags, selection_flags
 from reports.formatting import display_leaderboard, interval
 from reports.leaderboard import select
-from reports.protocol import absent_runs, gaps, mixed_data_warning, protocol_items
+from reports.data_versions import mixed_data_warning, split_by_data
+from reports.protocol import absent_runs, gaps, grid_baselines, protocol_items
 from reports.search import read_search, search_report, trial_config_keys
 from reports.sensitivity import margin_lr_table, sensitivity_figures, sensitivity_table, swept_axes
 from reports.store_view import StoreView, read_store
@@ -86,6 +87,13 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
         for stale in (p for pattern in patterns for p in (out / folder).glob(pattern)):
             stale.unlink()   # a figure not drawn this time must not survive from an earlier build
     say("statistics")
+    stored_runs = view.runs
+    current, other_data = split_by_data(stored_runs, view.grid_text)
+    if len(current) < len(stored_runs):  # only the runs on the grid's current data are compared
+        ids = set(current["run_id"])
+        view = dataclasses.replace(view, runs=current, **{
+            name: table[table["run_id"].isin(ids)] if "run_id" in table else table
+            for name, table in (("steps", view.steps), ("epochs", view.epochs))})
     runs = annotate(view.runs)
     trained_runs = runs[~runs["baseline"]] if not runs.empty else runs
     selection = select(runs, confidence=CONFIDENCE)
@@ -103,7 +111,8 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     order = panel_order(picked, ranked=board.loc[board["kind"] == "variant", "variant"].tolist(),
                         baselines=bases["variant"].tolist())
     answer = verdict(board, runs, ideal=ideal_score(runs, view.ideal),
-                     class_counts=class_counts(runs, picked))
+                     class_counts=class_counts(runs, picked),
+                     grid_baselines=grid_baselines(view.grid_text))
     figures = [*curve_figures(_selected(view.steps, trained, needs=("step", "loss")),
                               out_dir=out / "figures", styles=styles, confidence=CONFIDENCE,
                               max_points=max_curve_points, progress=say),
@@ -122,10 +131,10 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     # search trials not chosen are run at one seed by design: not listed as missing units
     trials = (selection.configs["config_key"].isin(trial_config_keys(search, runs))
               & ~selection.configs["complete"])
-    missing = gaps(runs, configs=selection.configs[~trials], describe=describe,
+    missing = other_data + gaps(runs, configs=selection.configs[~trials], describe=describe,
                    notes=notes) + flag_lines + (found.gaps if found else []) + [
         f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None] + (
-        absent_runs(view.grid_text, view.runs))
+        absent_runs(view.grid_text, stored_runs))
     mixed = mixed_data_warning(runs)
     if mixed:  # loudly: before any other warning, in the verdict table the CLI prints from
         joined = mixed[0].upper() + mixed[1:] + (f" {answer.warning}" if answer.warning else "")

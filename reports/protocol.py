@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pandas as pd
 
 from reports.leaderboard import SELECT_ON, describe_unit, finished, splits_of, unit_of
 from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
-from ablations.results import expected_run_ids
+from ablations.results import expected_run_ids, parse_baselines
 from reports.variants import FOLD, SEED, SEED_FREE
 
 STATUSES = ("finished", "diverged", "failed")
@@ -122,35 +124,6 @@ def _data_files(runs: pd.DataFrame) -> str:
     return ", ".join(sorted(files)) or "none (built-in datasets)"
 
 
-SOURCE_KEYS = ("dataset", "npz_path", "idx_images", "idx_labels", "data_fingerprint")
-
-
-def data_sources(runs: pd.DataFrame) -> list[str]:
-    """The distinct data the store's runs were trained or evaluated on, e.g. "npz d.npz (sha256 ab12...)"."""
-    if runs.empty:
-        return []
-    keys = [k for k in SOURCE_KEYS if k in runs]
-    out = set()
-    for values in runs[keys].drop_duplicates().itertuples(index=False):
-        row = dict(zip(keys, values))
-        path = row.get("npz_path") or row.get("idx_images") or ""
-        digest = row.get("data_fingerprint") or ""
-        out.add(" ".join(str(p) for p in (row["dataset"], path) if p)
-                + (f" (sha256 {digest[:16]}...)" if isinstance(digest, str) and digest else ""))
-    return sorted(out)
-
-
-def mixed_data_warning(runs: pd.DataFrame) -> str | None:
-    """A warning when the runs pooled in one leaderboard come from several datasets or data
-    versions (e.g. after --extend with another dataset, or an edited data file), else None."""
-    sources = data_sources(runs)
-    if len(sources) < 2:
-        return None
-    return (f"this store mixes runs on {len(sources)} different data sources ("
-            + "; ".join(sources) + "): the leaderboard and the verdict pool them as one; "
-            "compare them in separate stores (one --out per dataset or data version).")
-
-
 def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
     """The store's grid.toml and its runs -> a sentence on the grid's runs that are not stored."""
     if not grid_text:
@@ -168,3 +141,14 @@ def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
     shown = ", ".join(absent[:20]) + (f" and {len(absent) - 20} more" if len(absent) > 20 else "")
     return [f"{len(absent)} of the {len(expected)} runs of the store's grid.toml are not in the "
             f"store (never run, or deleted): {shown}; run the same grid again to run them"]
+
+
+def grid_baselines(grid_text: str | None) -> tuple[str, ...] | None:
+    """The store's grid.toml -> the baselines it runs ([baselines] include), None when there
+    is none or it cannot be read."""
+    if not grid_text:
+        return None
+    try:
+        return parse_baselines(tomllib.loads(grid_text).get("baselines", {}))
+    except ValueError:  # tomllib.TOMLDecodeError is one
+        return None

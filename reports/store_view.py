@@ -39,6 +39,7 @@ def read_store(store_dir: str | Path) -> StoreView:
     if not path.is_dir():
         raise ValueError(f"store_dir must be an existing results-store directory, got {str(path)!r}")
     store = open_store(path)  # a store of an older format is migrated first
+    store.check_layout(files=False)  # a table the store writes may be anything: it is rebuilt
     if store.grid_text() is None and not store.runs_dir.is_dir():
         raise ValueError(f"store_dir {str(path)!r} is not a results store (no grid.toml and no runs/ "
                          "inside); make one with `tripletlab run GRID.toml --out DIR`")

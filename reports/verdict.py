@@ -148,10 +148,12 @@ def classical_warning(trained: pd.DataFrame, bases: pd.DataFrame) -> tuple[list[
 
 
 def verdict(board: pd.DataFrame, runs: pd.DataFrame | None = None, *, ideal: float | None = None,
-            class_counts: dict | None = None) -> Verdict:
+            class_counts: dict | None = None,
+            grid_baselines: tuple[str, ...] | None = None) -> Verdict:
     """leaderboard, annotated runs (for the keys held at one value), the ideal metric's test
-    MAP@R where the store has it, {"validation": n, "test": n} class counts where known ->
-    Verdict (headline, detail, warning or None, one-row table)."""
+    MAP@R where the store has it, {"validation": n, "test": n} class counts where known, the
+    baselines the store's grid runs (None: unknown) -> Verdict (headline, detail, warning or
+    None, one-row table)."""
     trained = board[board["kind"] == "variant"] if not board.empty else board
     bases = board[board["kind"] == "baseline"] if not board.empty else board
     row = {"best_variant": None, "best_baseline": None, "n_units": 0, "diff": math.nan,
@@ -178,9 +180,7 @@ def verdict(board: pd.DataFrame, runs: pd.DataFrame | None = None, *, ideal: flo
                            -second["paired_high"], -second["paired_low"]))
     warning = None
     if bases.empty:
-        lines.append("This store has no finished baseline run (failed, deleted, "
-                     "or the store predates them): run the same grid again to add them; only "
-                     "they will run.")
+        lines.append(_no_baseline(runs, grid_baselines))
     else:
         base = bases.iloc[0]
         n, diff = int(best["vs_baseline_n"]), float(best["vs_baseline_diff"])
@@ -279,6 +279,19 @@ def _val_vs_test(best, counts: dict) -> list[str]:
     return [f"Validation MAP@R ({val:.3f}) is well above test ({test:.3f}) because they are measured "
             f"on {which}: MAP@R depends on which classes compete, and falls as more do, so compare "
             "variants within a split, never validation with test."]
+
+
+def _no_baseline(runs: pd.DataFrame | None, grid_baselines: tuple[str, ...] | None) -> str:
+    """The sentence for a store without a finished baseline run: why, and what to do."""
+    if grid_baselines == ():
+        return ("This store has no baseline run: its grid runs none ([baselines] include = []); "
+                "list some there (e.g. include = [\"raw\", \"untrained\"]) and run it again.")
+    stored = (runs is not None and "baseline" in runs and runs["baseline"].astype(bool).any())
+    why = ("its baseline runs failed or diverged (What is missing says why)" if stored else
+           "its baseline runs are not in the store (deleted, or not run yet; What is missing "
+           "lists the grid's runs that are absent)")
+    return (f"This store has no finished baseline run: {why}; run the same grid again to run "
+            f"them (only the missing runs will run).")
 
 
 def read_warning(report_dir: str | Path) -> str | None:

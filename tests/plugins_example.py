@@ -89,3 +89,13 @@ def data_that_exits():
 def data_on_the_meta_device():
     x, y = load_data()
     return torch.empty(x.shape, device="meta"), y
+
+
+CALLS = [0]
+
+
+def data_differing_by_call():
+    """load_data with another noise on each call (as a loader seeded by its process id is)."""
+    CALLS[0] += 1
+    x, y = load_data()
+    return x + np.random.default_rng(CALLS[0]).normal(size=x.shape), y

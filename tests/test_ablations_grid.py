@@ -261,9 +261,12 @@ def test_a_grid_file_with_a_bom_loads_and_a_link_loop_is_named(tmp_path):
     dangling.symlink_to(tmp_path / "gone.toml")
     with pytest.raises(ValueError, match="symbolic link to the missing .*gone.toml"):
         load_grid(dangling)
+    with pytest.raises(ValueError, match="'/dev/null' is not a regular file"):
+        load_grid("/dev/null")
 
 
-def test_keys_that_do_not_apply_are_reported_with_the_losses_they_were_dropped_from(tmp_path):
+def test_keys_that_do_not_apply_are_reported_with_the_losses_they_were_dropped_from(tmp_path, capsys):
+    from tripletlab.cli import main
     from ablations.grid import describe_dropped, dropped_keys
     from ablations.runner import run_grid
 
@@ -272,9 +275,19 @@ def test_keys_that_do_not_apply_are_reported_with_the_losses_they_were_dropped_f
     dropped = dropped_keys(parse_grid_text(text))
     assert dropped == {"mining": {"batch_hard"}, "ce": {"batch_hard", "naive"},
                        "weighting": {"batch_hard", "naive"}}
-    assert "mining (with loss = batch_hard)" in describe_dropped(dropped)
+    said = describe_dropped(dropped)
+    assert "mining (with loss = batch_hard: offline mining applies to naive and combined only" in said
+    assert "ce (with loss = batch_hard, naive: applies to combined and triplet_ce only" in said
+    assert "weighting (with loss = batch_hard, naive: weights the components" in said
     assert dropped_keys(parse_grid_text('[base]\nepochs = 1\n[grid]\nseed = [0, 1]\n')) == {}
+    rotated = '[base]\nepochs = 1\nclass_folds = 3\nsplit_protocol = "rotated"\n'
+    assert dropped_keys(parse_grid_text(rotated)) == {}  # fold 0's reset is not a dropped key
+    assert dropped_keys(parse_grid_text(rotated.replace("= 3", "= 1"))) == {
+        "split_protocol": {"batch_hard"}}
     grid = tmp_path / "g.toml"
     grid.write_text(text)
-    with pytest.warns(UserWarning, match=r"dropped from them .*ce \(with loss = batch_hard, naive\)"):
+    with pytest.warns(UserWarning, match=r"dropped from them .*ce \(with loss = batch_hard, naive:"):
         run_grid(grid, tmp_path / "out", dry_run=True)
+    assert main(["run", str(grid), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    err = capsys.readouterr().err  # the command prints it, one line
+    assert err.startswith("tripletlab: warning: keys that do not apply") and "mining (with" in err

@@ -119,6 +119,34 @@ def test_foreign_grid_is_refused_before_anything_runs(tmp_path, calls):
     assert len(calls) == 7 and ResultsStore(tmp_path / "out").grid_text() == GRID
 
 
+def test_a_store_extended_twice_names_the_grid_it_was_made_from_and_each_extension(tmp_path, calls):
+    out = tmp_path / "out"
+    a, b, c, d = (write(tmp_path / f"{name}.toml", GRID + f"# {name}\n") for name in "abcd")
+    run_grid(a, out, workers=1)
+    run_grid(b, out, workers=1, extend=True)
+    run_grid(c, out, workers=1, extend=True)
+    assert len(calls) == 7  # a comment changes no run
+    with pytest.raises(ValueError) as err:
+        run_grid(d, out, workers=1)
+    assert (f"created by a different grid file ({a.resolve()}) and extended with {b.resolve()}, "
+            f"{c.resolve()} (grid.toml holds the last)") in str(err.value)
+    assert ResultsStore(out).grid_text() == c.read_text()
+
+
+def test_a_dry_run_refuses_the_stores_the_run_refuses_and_writes_nothing(tmp_path, calls):
+    out, a_file = tmp_path / "out", write(tmp_path / "file", "x")
+    ResultsStore(out).claim(GRID, grid_path=write(tmp_path / "a.toml", GRID))
+    before = sorted(p.name for p in out.rglob("*"))
+    other = write(tmp_path / "b.toml", GRID.replace("epochs = 1", "epochs = 2"))
+    for target, words in ((out, "different grid file"), (a_file, "is a file"),
+                          (a_file / "store", "is under the file")):
+        with pytest.raises(ValueError, match=words):
+            run_grid(other, target, workers=1, dry_run=True)
+    assert run_grid(other, out, workers=1, dry_run=True, extend=True) is None
+    assert sorted(p.name for p in out.rglob("*")) == before and calls == []
+    assert ResultsStore(out).grid_text() == GRID
+
+
 def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
     import ablations.objectives as objectives
 
@@ -241,6 +269,28 @@ def test_a_dataset_too_many_classes_to_evaluate_is_refused_with_an_estimate(tmp_
     assert calls == [] and not (tmp_path / "out").exists()
 
 
+def test_a_dataset_too_many_points_to_evaluate_is_refused_with_an_estimate(tmp_path, calls):
+    x = np.random.default_rng(0).normal(size=(6 * 40_000, 1))  # test split: 2 classes, 80 000 points
+    np.savez(tmp_path / "tall.npz", X=x, y=np.repeat(np.arange(6), 40_000))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\nsampler_p = 2\n'
+                                      f'dataset = "{tmp_path / "tall.npz"}"\n')
+    with pytest.raises(ValueError, match=r"split has 80000 points, more than the 65536 .* "
+                                         r"80000 x 80000 distance matrix \(23.8 GiB\)") as err:
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert "tall.npz" in str(err.value) and calls == []
+
+
+def test_a_dataset_too_wide_for_the_encoder_is_refused_with_an_estimate(tmp_path, calls):
+    x = np.zeros((36, 8200), dtype=np.float32)  # x width 8192: just above the layer cap
+    np.savez(tmp_path / "wide.npz", X=x, y=np.repeat(np.arange(6), 6))
+    grid = write(tmp_path / "g.toml", f'[base]\nepochs = 1\nwidth = 8192\nsampler_p = 2\n'
+                                      f'dataset = "{tmp_path / "wide.npz"}"\n')
+    with pytest.raises(ValueError, match=r"has 8200 features: the encoder's first layer "
+                                         r"\(8200 x width 8192 = 6.72e\+07 weights, about 1 GiB"):
+        run_grid(grid, tmp_path / "out", workers=1, dry_run=True)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("protocol, words", [
     ("fixed_test", "class_folds = 12 is too many for 10 classes"),
     ("rotated", "class_folds = 12 but the data have 10 classes")])
@@ -271,14 +321,19 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
 # ------------------------------------------------------------ faults and odd input
 
 
-def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path, calls):
+def npz_grid(tmp_path: Path, axes: str) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """A 6-class data.npz and a grid of one-epoch runs on it with `axes` -> (grid, data, X, y)."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(36, 4)), np.repeat(np.arange(6), 6)
     data = tmp_path / "data.npz"
     np.savez(data, X=x, y=y)
     grid = write(tmp_path / "g.toml", f'[base]\ndataset = "npz"\nnpz_path = "{data}"\nepochs = 1\n'
-                                      f'eval_every = 1\nsampler_p = 2\nsampler_k = 4\n'
-                                      f'[grid]\nseed = [0]\n')
+                                      f'eval_every = 1\nsampler_p = 2\nsampler_k = 4\n{axes}')
+    return grid, data, x, y
+
+
+def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path, calls):
+    grid, data, x, y = npz_grid(tmp_path, '[grid]\nseed = [0]\n')
     store = run_grid(grid, tmp_path / "out", workers=1)
     first = store.runs()
     np.savez(data, X=x[::-1].copy(), y=y)  # same path, new contents
@@ -293,6 +348,39 @@ def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path,
     now = hashlib.sha256(data.read_bytes()).hexdigest()
     assert (runs.loc[calls[len(first):], "data_fingerprint"] == now).all()
     assert (runs.loc[first["run_id"], "data_fingerprint"] != now).all()
+
+
+def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls, capsys):
+    from reports.build import write_report
+    from reports.store_view import read_store
+
+    grid, data, x, y = npz_grid(tmp_path, '[grid]\nloss = ["batch_hard", "naive"]\n'
+                                          '[baselines]\ninclude = ["raw"]\n')
+    out = tmp_path / "out"
+    old = run_grid(grid, out, workers=1).runs()
+    failed = old.loc[old["loss"] == "naive", "run_id"].iloc[0]  # an old run that failed
+    path = out / "runs" / failed / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "failed",
+                                "error": "RuntimeError: out of luck"}))
+    np.savez(data, X=x[::-1].copy(), y=y)  # same path, new contents
+    capsys.readouterr()
+    runs = run_grid(grid, out, workers=1).runs()
+    assert len(runs) == 2 * len(old)
+    said = capsys.readouterr().err  # the command says so too
+    assert f"the store also holds {len(old)} runs on other data than this grid reads now" in said
+    report = tmp_path / "report"
+    page = write_report(read_store(out), report, umap_epochs=5, umap_max_points=100,
+                        random_state=0, max_curve_points=20,
+                        umap_project=lambda e: np.asarray(e, dtype=float)[:, :2]).read_text()
+    board = pd.read_csv(report / "tables" / "leaderboard.csv")
+    assert (board["val_map_at_r_n"] == 1).all() and len(board) == len(old)  # one version each
+    status = pd.read_csv(report / "tables" / "runs_status.csv")
+    assert set(status["run_id"]) == set(runs["run_id"]) - set(old["run_id"])
+    missing = pd.read_csv(report / "tables" / "missing.csv")["missing"]
+    other = missing[missing.str.contains("on other data")]
+    assert len(other) == 1 and "an earlier version of the same data" in other.iloc[0]
+    assert all(rid in other.iloc[0] for rid in old["run_id"])
+    assert not missing.str.contains("out of luck").any() and "out of luck" not in page
 
 
 def test_damaged_consolidated_tables_are_rebuilt_with_a_warning_naming_them(tmp_path, calls):
@@ -481,7 +569,8 @@ def test_out_keeps_files_that_are_not_the_stores_temporaries(tmp_path, calls):
     damaged.write_bytes(np.random.default_rng(0).bytes(512))
     with pytest.raises(ValueError, match="not a readable .npz") as err:
         store.embeddings(run_id)
-    assert str(damaged) in str(err.value)
+    assert str(damaged) in str(err.value) and "not an .npz archive" in str(err.value)
+    assert "pickled" not in str(err.value)
 
 
 @pytest.mark.parametrize("kind", ["runs is a file", "runs.parquet is a directory"])
@@ -497,6 +586,12 @@ def test_a_store_entry_of_the_wrong_kind_is_an_error_naming_it(tmp_path, calls, 
         run_grid(write(tmp_path / "g.toml", GRID), out, workers=1)
     assert str(bad) in str(err.value) and "choose another --out" in str(err.value)
     assert calls == []
+    if kind == "runs.parquet is a directory":  # made a directory while a run writes the store
+        from ablations.store import atomic_write_bytes
+
+        with pytest.raises(OSError) as err:
+            atomic_write_bytes(bad, b"table")
+        assert err.value.filename == str(bad) and not list(out.glob(".*.tmp"))
 
 
 def _dies(item: dict) -> dict:

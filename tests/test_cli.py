@@ -77,6 +77,16 @@ def test_report_on_a_directory_that_is_no_store_is_an_error(tmp_path, capsys):
     assert code == 2 and str(empty) in err
 
 
+def test_report_on_a_store_whose_runs_folder_is_a_file_names_it(tmp_path, capsys):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "grid.toml").write_text(SMOKE.read_text())
+    (store / "runs").write_text("not a folder")  # not "the store holds no run yet"
+    assert main(["report", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert str(store / "runs") in err and "is a file" in err
+
+
 @pytest.mark.parametrize("workers", ["0", "-1", "two"])
 def test_workers_must_be_a_whole_number_at_least_one(tmp_path, workers, capsys):
     with pytest.raises(SystemExit):

@@ -50,6 +50,23 @@ def test_a_loader_returning_tensors_that_require_grad_gives_their_values():
     parse_grid_text(f'[base]\nepochs = 1\ndataset = "{EX}:data_requiring_grad"\n', source="g.toml")
 
 
+def test_a_loader_is_fingerprinted_and_other_data_in_a_worker_is_named():
+    from ablations.data import load_split, plugin_fingerprint
+    from ablations.plugins import load_plugin_xy
+
+    text = f"{EX}:data_differing_by_call"
+    config = resolve_config({"dataset": text})
+    assert len(config.data_fingerprint) == 64  # the arrays' sha256: part of the run id
+    assert config_hash(config) != config_hash(resolve_config({"dataset": f"{EX}:load_data"}))
+    load_split(config)  # the same process: the data it was resolved with
+    load_plugin_xy.cache_clear()  # as a worker process, which calls the loader again
+    plugin_fingerprint.cache_clear()
+    with pytest.raises(ValueError) as err:
+        load_split(config)
+    assert text in str(err.value) and "returned other data in this process" in str(err.value)
+    assert config.data_fingerprint[:16] in str(err.value)
+
+
 def test_run_id_covers_the_import_string_and_unused_keys_merge():
     a = resolve_config({"loss": f"{EX}:my_loss", "encoder": f"{EX}:make_encoder", "width": 64})
     b = resolve_config({"loss": f"{EX}:my_loss", "encoder": f"{EX}:make_encoder"})

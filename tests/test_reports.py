@@ -241,10 +241,21 @@ def test_a_store_without_baselines_or_mixing_datasets_says_so(store_dir, tmp_pat
 
     table = view.runs[~view.runs["loss"].isin(BASELINES)].copy()  # every baseline deleted
     page = write_report(dataclasses.replace(view, runs=table), tmp_path / "a", **UMAP).read_text()
-    assert "This store has no finished baseline run" in page
-    assert "made before baselines existed" not in page
+    assert "This store has no finished baseline run: its baseline runs are not in the store" in page
+    assert "made before baselines existed" not in page and "predates" not in page
     table.loc[table["seed"] == 1, "dataset"] = "blobs"  # as if --extend added another dataset
     page = write_report(dataclasses.replace(view, runs=table), tmp_path, **UMAP).read_text()
+    # the runs on other data than the grid's are left out, and listed once with why
+    board = pd.read_csv(tmp_path / "tables" / "leaderboard.csv")
+    assert (board["test_map_at_r_n"] == 1).all()  # the seed-0 runs only
+    missing = pd.read_csv(tmp_path / "tables" / "missing.csv")["missing"]
+    other = missing[missing.str.contains("on other data")]
+    blobs = table.loc[table["dataset"] == "blobs", "run_id"]
+    assert len(other) == 1 and f"{len(blobs)} on blobs: not the data of the store's grid" in other.iloc[0]
+    assert all(rid in other.iloc[0] for rid in blobs) 
+    assert "This store mixes" not in (read_warning(tmp_path) or "")
+    # a store whose grid cannot be read: every run is kept, and the mixing said loudly
+    page = write_report(dataclasses.replace(view, runs=table, grid_text=""), tmp_path, **UMAP).read_text()
     warning = read_warning(tmp_path)
     assert warning.startswith("This store mixes runs on 2 different data sources (blobs; digits)")
     assert "pool them as one" in page

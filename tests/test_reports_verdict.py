@@ -102,3 +102,15 @@ def test_a_variant_that_learns_drops_the_warning(tmp_path, capsys):
     assert "it beats the baseline significantly" in page
     raw = board[board["variant"] == "raw"].iloc[0]
     assert raw["units_finished"] == "2/2" and raw["test_map_at_r_n"] == 2   # one per fold
+
+
+@pytest.mark.parametrize("grid_baselines, runs, words", [
+    ((), None, "its grid runs none ([baselines] include = [])"),
+    (("raw",), pd.DataFrame({"baseline": [True, False]}), "its baseline runs failed or diverged"),
+    (("raw",), pd.DataFrame({"baseline": [False]}), "its baseline runs are not in the store"),
+    (None, None, "its baseline runs are not in the store")])
+def test_a_store_without_a_finished_baseline_says_why(grid_baselines, runs, words):
+    from reports.verdict import _no_baseline
+
+    said = _no_baseline(runs, grid_baselines)
+    assert words in said and "predates" not in said

@@ -162,6 +162,14 @@ def test_a_dry_run_says_the_budget_and_creates_nothing(tmp_path, capsys):
     assert "batch_hard: searches lr, margin (not temperature" in out
     assert "ntxent: searches lr, temperature (not margin" in out
     assert not (tmp_path / "store").exists()
+    path.write_text(GRID.replace("sampler_p = 3", "sampler_p = 5"))  # a fold trains on 3 classes
+    with pytest.raises(ValueError, match="sampler_p = 5"):  # refused as the run refuses it
+        run_grid(path, tmp_path / "store", dry_run=True)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    path.write_text(GRID)
+    with pytest.raises(ValueError, match="is a file"):
+        run_grid(path, a_file, dry_run=True)
 
 
 def _completed(values: list[tuple[float, float]]) -> list:
