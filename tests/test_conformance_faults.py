@@ -60,8 +60,10 @@ def test_in_place_writes_by_the_user_cannot_corrupt_the_battery():
     calls = []
 
     def scribbler(x, y, margin):
-        """mean over all triplets (a reduction fault), then wipes what it was given."""
-        loss = losses.batch_all_triplet_loss(x, y, margin=margin, metric="euclidean", reduction="mean")
+        """mean over all triplets (a reduction fault), then wipes what it was given (its graph
+        holds a copy: an in-place write on a tensor that backward needs is autograd's error)."""
+        loss = losses.batch_all_triplet_loss(x.clone(), y.clone(), margin=margin, metric="euclidean",
+                                             reduction="mean")
         calls.append(x)
         with torch.no_grad():
             x.mul_(0.0)
