@@ -222,16 +222,17 @@ MAX_LAYER_WEIGHTS = MAX_LAYER_SIZE * MAX_LAYER_SIZE  # the MLP's input layer too
 # Read by every trained run (besides the dataset's, the split's and the encoder's keys).
 SHARED_KEYS = ("lr", "lr_schedule", "warmup_epochs", "epochs", "sampler_p", "sampler_k", "eval_every",
                "memory_size", "memory_weight", "memory_start_epoch")
-# key -> (the key it refines, whether that key's value makes it read): read only then.
-REFINES: dict[str, tuple[str, Any]] = {
-    "margin_start": ("margin_schedule", lambda v: v != "constant"),
-    "margin_ramp_epochs": ("margin_schedule", lambda v: v != "constant"),
-    "warmup_epochs": ("lr_schedule", lambda v: v != "constant"),
-    "focal_gamma": ("ce", lambda v: v == "focal"),
-    "focal_alpha": ("ce", lambda v: v == "focal"),
-    "memory_weight": ("memory_size", lambda v: v > 0),
-    "memory_start_epoch": ("memory_size", lambda v: v > 0),
-    **{key: ("mining", lambda v: v != "none") for key in MINING_KEYS if key != "mining"},
+# key -> (the key it refines, whether that key's value makes it read, that condition in
+# words): read only then.
+REFINES: dict[str, tuple[str, Any, str]] = {
+    "margin_start": ("margin_schedule", lambda v: v != "constant", "margin_schedule is not constant"),
+    "margin_ramp_epochs": ("margin_schedule", lambda v: v != "constant", "margin_schedule is not constant"),
+    "warmup_epochs": ("lr_schedule", lambda v: v != "constant", "lr_schedule is not constant"),
+    "focal_gamma": ("ce", lambda v: v == "focal", 'ce = "focal"'),
+    "focal_alpha": ("ce", lambda v: v == "focal", 'ce = "focal"'),
+    "memory_weight": ("memory_size", lambda v: v > 0, "memory_size > 0"),
+    "memory_start_epoch": ("memory_size", lambda v: v > 0, "memory_size > 0"),
+    **{key: ("mining", lambda v: v != "none", 'mining is not "none"') for key in MINING_KEYS if key != "mining"},
 }
 _UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
                   "mining_hard_end")
@@ -269,6 +270,45 @@ def keys_read(cfg: dict[str, Any]) -> set[str]:
             read |= {key for key, component in FIXED_WEIGHT_KEYS.items() if component in spec.components}
     return {key for key in read
             if key not in REFINES or (REFINES[key][0] in read and REFINES[key][1](cfg[REFINES[key][0]]))}
+
+
+def readers(key: str) -> str:
+    """A config key -> which components read it, from their declarations (for the message
+    on keys a run does not use)."""
+    own = _own_readers(key)
+    if key in REFINES:
+        parent, _, when = REFINES[key]
+        inner = own or (readers(parent) if parent not in SHARED_KEYS else "")
+        return f"read only when {when}" + (f" ({inner})" if inner else "")
+    return own or "not read by those runs"
+
+
+def _own_readers(key: str) -> str:
+    """A config key -> "read only by ..." from the declarations that list it, or ""."""
+    def named(what: str, names) -> str:
+        return f"read only by {what} = {', '.join(names)}"
+
+    several = ", ".join(n for n, s in LOSS_SPECS.items() if len(s.components) > 1)
+    if losses := [name for name, spec in LOSS_SPECS.items() if key in spec.keys]:
+        return named("loss", losses)
+    if key in MARGIN_KEYS:
+        return ("read only by losses with a margin (not "
+                + ", ".join(n for n, s in LOSS_SPECS.items() if not s.takes_margin and not s.margin_of)
+                + "; " + ", ".join(f"{n} as its {s.margin_of}" for n, s in LOSS_SPECS.items() if s.margin_of) + ")")
+    if datasets := [name for name, keys in DATASET_KEYS.items() if key in keys]:
+        return named("dataset", datasets)
+    if encoders := [name for name, keys in ENCODER_KEYS.items() if key in keys]:
+        return named("encoder", encoders)
+    if methods := [m for m, params in WEIGHTING_PARAMS.items() if key in dict(params)]:
+        return named("weighting", methods) + f", for losses of several components ({several})"
+    if key in FIXED_WEIGHT_KEYS:
+        return (f"read only with weighting = \"fixed\", by losses with a "
+                f"{FIXED_WEIGHT_KEYS[key]!r} component")
+    if key == "weighting":
+        return f"read only by losses of several components ({several}, or a user's loss returning several)"
+    if key in ("class_folds", "split_protocol"):
+        return "read only with class_folds > 1 (fold 0 of rotated folds is the plain cut)"
+    return ""
 
 
 def loss_spec(loss: str) -> LossSpec:

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablations.config import (BASELINES, DEFAULTS, EXPLICIT_TRIPLET_LOSSES, RunConfig,
-                              check_value, resolve_config, unique_configs)
+from ablations.config import (BASELINES, DEFAULTS, RunConfig, check_value, readers, resolve_config,
+                              unique_configs)
 from ablations.search_section import SearchSection, parse_search
 
 SECTIONS = ("base", "grid", "baselines", "search")
@@ -195,24 +195,6 @@ def load_grid(path: str | Path, *, max_runs: int = MAX_RUNS) -> Grid:
     return parse_grid_text(text, source=str(path), max_runs=max_runs)
 
 
-# Why a dropped key cannot change a run (the rules are ablations.config._keys_to_reset);
-# a key not listed here is said to be unused by those runs.
-WHY_DROPPED = {
-    "mining": f"offline mining applies to {' and '.join(EXPLICIT_TRIPLET_LOSSES)} only (the "
-              f"batch losses choose their own triplets in each batch)",
-    "ce": "applies to combined and triplet_ce only (the objectives with a classification term)",
-    "focal_gamma": "applies with ce = \"focal\" on combined or triplet_ce only",
-    "focal_alpha": "applies with ce = \"focal\" on combined only",
-    "weighting": "weights the components of a multi-component objective (combined, "
-                 "triplet_ce, a plugin loss returning several); a single loss has nothing to weight",
-    "margin": "this loss has no margin",
-    "split_protocol": "class folds apply only with class_folds > 1",
-    "warmup_epochs": "applies only with an lr_schedule other than constant",
-    "temperature": "applies to ntxent only",
-    "id_variant": "applies to triplet_ce only",
-}
-
-
 def dropped_keys(grid: Grid) -> dict[str, set[str]]:
     """Keys the grid file sets that some cells reset to their default (they cannot change
     those runs, ablations.config) -> the losses of those cells."""
@@ -235,7 +217,7 @@ def describe_dropped(dropped: dict[str, set[str]]) -> str:
     return ("keys that do not apply to some runs were dropped from them (reset: they cannot change "
             "those runs): "
             + "; ".join(f"{key} (with loss = {', '.join(sorted(losses))}: "
-                        f"{WHY_DROPPED.get(key, 'unused by those runs')})"
+                        f"{readers(key)})"
                         for key, losses in sorted(dropped.items())))
 
 

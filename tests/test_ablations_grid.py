@@ -276,9 +276,9 @@ def test_keys_that_do_not_apply_are_reported_with_the_losses_they_were_dropped_f
     assert dropped == {"mining": {"batch_hard"}, "ce": {"batch_hard", "naive"},
                        "weighting": {"batch_hard", "naive"}}
     said = describe_dropped(dropped)
-    assert "mining (with loss = batch_hard: offline mining applies to naive and combined only" in said
-    assert "ce (with loss = batch_hard, naive: applies to combined and triplet_ce only" in said
-    assert "weighting (with loss = batch_hard, naive: weights the components" in said
+    assert "mining (with loss = batch_hard: read only by loss = naive, combined)" in said
+    assert "ce (with loss = batch_hard, naive: read only by loss = combined, triplet_ce)" in said
+    assert "weighting (with loss = batch_hard, naive: read only by losses of several components (combined" in said
     assert dropped_keys(parse_grid_text('[base]\nepochs = 1\n[grid]\nseed = [0, 1]\n')) == {}
     rotated = '[base]\nepochs = 1\nclass_folds = 3\nsplit_protocol = "rotated"\n'
     assert dropped_keys(parse_grid_text(rotated)) == {}  # fold 0's reset is not a dropped key

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ablations.config import (DEFAULTS, FIELDS, FIXED_WEIGHT_KEYS, LOSSES, SHARED_KEYS, WEIGHTING_PARAMS,
-                              _keys_to_reset, keys_read)
+                              _keys_to_reset, keys_read, readers)
 from ablations.data import DATASET_KEYS
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS
 from ablations.model import ENCODER_KEYS
@@ -63,3 +63,11 @@ def test_a_loss_reads_its_declared_keys(loss):
     assert set(spec.keys) <= read
     assert (set(MARGIN_KEYS) <= read) == spec.reads_margin(cfg, LOSS_SPECS)
     assert ("weighting" in read) == (len(spec.components) > 1)
+
+
+def test_every_key_a_run_can_drop_names_its_readers():
+    always = {"dataset", "loss", "metric", "encoder", "embedding_dim", "seed", "fold"} | set(SHARED_KEYS)
+    unnamed = [key for key in FIELDS if key not in always and not readers(key).startswith("read only ")]
+    assert unnamed == []
+    assert readers("focal_alpha") == 'read only when ce = "focal" (read only by loss = combined)'
+    assert readers("gradnorm_alpha").startswith("read only by weighting = gradnorm, for losses of several")
