@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ablations.data import (DATASET_KEYS, PLUGIN_DATASET_KEYS, SPLIT_PROTOCOLS, files_fingerprint,
-                            plugin_fingerprint, split_keys)
+from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_PROTOCOLS,
+                            files_fingerprint, plugin_fingerprint, split_keys)
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, MINING_KEYS, LossSpec
 from ablations.model import ENCODER_KEYS, parse_image_shape
 from ablations.plugin_import import is_import_string
@@ -38,9 +38,9 @@ from losses.distances import METRICS as LOSSES_METRICS
 from losses.validation import did_you_mean
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 
-# The names come from the registries of the components: datasets (ablations.data.DATASET_KEYS),
+# The names come from the registries of the components: datasets (ablations.data.DATASET_SPECS),
 # losses (ablations.loss_specs.LOSS_SPECS), encoders (ablations.model.ENCODER_KEYS).
-DATASETS = tuple(DATASET_KEYS)
+DATASETS = DATASET_SPECS.keys()  # a live view: a dataset registered later is valid too
 LOSSES = tuple(LOSS_SPECS)
 # Batch variants that `triplet_ce` can put beside its class cross-entropy.
 BATCH_VARIANTS = tuple(name for name, spec in LOSS_SPECS.items() if spec.batch_variant)
@@ -202,7 +202,6 @@ _POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature", "temperature")
 SEED_KEYS = ("seed", "data_seed")
 MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
 # datasets read from a file: their runs carry the file's sha256 as data_fingerprint
-FILE_DATASETS = {"npz": ("npz_path",), "idx": ("idx_images", "idx_labels")}  # -> their file keys
 # weighting method -> (config key, keyword of losses.weighting.make_weighting)
 WEIGHTING_PARAMS = {
     "inverse_ema": (("ema_momentum", "momentum"),),
@@ -246,7 +245,7 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
 
 
 def keys_read(cfg: dict[str, Any]) -> set[str]:
-    """A full config dict -> the keys its components read: the dataset's (data.DATASET_KEYS) and
+    """A full config dict -> the keys its components read: the dataset's (data.DATASET_SPECS) and
     the split's (data.split_keys); for a trained run also SHARED_KEYS, the encoder's
     (model.ENCODER_KEYS), the loss's (loss_specs.LOSS_SPECS, or a user's loss's keywords) and,
     for a loss of several components, the weighting's; each key of REFINES only where the key
@@ -255,7 +254,8 @@ def keys_read(cfg: dict[str, Any]) -> set[str]:
     loss = cfg["loss"]
     dataset = cfg["dataset"]
     read = {"dataset", "loss", "metric",
-            *(PLUGIN_DATASET_KEYS if is_import_string(dataset) else DATASET_KEYS.get(dataset, ())),
+            *(PLUGIN_DATASET_KEYS if is_import_string(dataset) else
+              DATASET_SPECS[dataset].keys if dataset in DATASET_SPECS else ()),
             *split_keys(class_folds=cfg["class_folds"], fold=cfg["fold"], split_protocol=cfg["split_protocol"])}
     encoder = {"encoder", "embedding_dim", "seed", *ENCODER_KEYS.get(cfg["encoder"], ())}
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
@@ -295,7 +295,7 @@ def _own_readers(key: str) -> str:
         return ("read only by losses with a margin (not "
                 + ", ".join(n for n, s in LOSS_SPECS.items() if not s.takes_margin and not s.margin_of)
                 + "; " + ", ".join(f"{n} as its {s.margin_of}" for n, s in LOSS_SPECS.items() if s.margin_of) + ")")
-    if datasets := [name for name, keys in DATASET_KEYS.items() if key in keys]:
+    if datasets := [name for name, spec in DATASET_SPECS.items() if key in spec.keys]:
         return named("dataset", datasets)
     if encoders := [name for name, keys in ENCODER_KEYS.items() if key in keys]:
         return named("encoder", encoders)
@@ -482,9 +482,9 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     _check_schedules(cfg)
     _check_sizes(cfg)
     _check_memory(cfg)
-    if cfg["dataset"] in FILE_DATASETS and not cfg["data_fingerprint"]:
-        cfg["data_fingerprint"] = files_fingerprint(
-            {key: cfg[key] for key in FILE_DATASETS[cfg["dataset"]]})
+    files = DATASET_SPECS[cfg["dataset"]].files if cfg["dataset"] in DATASET_SPECS else ()
+    if files and not cfg["data_fingerprint"]:
+        cfg["data_fingerprint"] = files_fingerprint({key: cfg[key] for key in files})
     elif is_import_string(cfg["dataset"]) and not cfg["data_fingerprint"]:
         cfg["data_fingerprint"] = plugin_fingerprint(cfg["dataset"])  # the loader's arrays
     if cfg["loss"] in COSINE_ONLY:

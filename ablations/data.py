@@ -59,7 +59,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,18 +71,6 @@ from ablations.nuisance import NUISANCE_KEYS, nuisance_xy_of
 from ablations.plugin_import import checked_signature, import_object, is_import_string
 from ablations.pose import POSE_KEYS, pose_xy_of
 
-# dataset -> the config keys it reads besides the split keys (`split_keys`); a user's loader
-# ("package.module:function") reads none. The config resets the keys no chosen component reads.
-DATASET_KEYS: dict[str, tuple[str, ...]] = {
-    "digits": (),
-    "blobs": ("blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread",
-              "blobs_label_noise", "data_seed"),
-    "npz": ("npz_path", "data_fingerprint"),
-    "nuisance": NUISANCE_KEYS,
-    "idx": ("idx_images", "idx_labels", "data_fingerprint"),
-    "pose": POSE_KEYS,
-}
-PLUGIN_DATASET_KEYS = ("data_fingerprint",)  # a user's loader: the sha256 of the arrays it returns
 
 MIN_CLASSES = 6
 MIN_CLASS_SIZE = 2
@@ -309,35 +297,50 @@ def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
     check_class_sizes(y, source=source)
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One value of `dataset`: the config keys it reads besides the split's (`split_keys`; the
+    config resets the keys no chosen component reads), the keys naming its data files (their
+    sha256 is the run's data_fingerprint), and its arrays."""
+
+    keys: tuple[str, ...]
+    xy: Callable[[Any], tuple[np.ndarray, np.ndarray]]   # RunConfig -> X (N, D), y (N,)
+    files: tuple[str, ...] = ()
+    after_split: Callable[[Split, Any], Split] | None = None   # (split, RunConfig) -> split
+
+
+def _blobs_xy(config) -> tuple[np.ndarray, np.ndarray]:
+    return make_blobs_xy(classes=config.blobs_classes, dim=config.blobs_dim,
+                         points_per_class=config.blobs_points_per_class,
+                         spread=config.blobs_spread, seed=config.data_seed)
+
+
+def _idx_xy(config) -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_idx_xy(config.idx_images, config.idx_labels)
+    check_xy(x, y, source=f"idx_images {config.idx_images!r}, idx_labels {config.idx_labels!r}")
+    return x, y
+
+
+DATASET_SPECS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec((), lambda config: load_digits_xy()),
+    "blobs": DatasetSpec(("blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread",
+                          "blobs_label_noise", "data_seed"), _blobs_xy,
+                         after_split=lambda split, config: _with_label_noise(
+                             split, rate=config.blobs_label_noise, seed=config.data_seed)),
+    "npz": DatasetSpec(("npz_path", "data_fingerprint"), lambda config: load_npz_xy(config.npz_path),
+                       files=("npz_path",)),
+    "nuisance": DatasetSpec(NUISANCE_KEYS, nuisance_xy_of),
+    "idx": DatasetSpec(("idx_images", "idx_labels", "data_fingerprint"), _idx_xy,
+                       files=("idx_images", "idx_labels")),
+    "pose": DatasetSpec(POSE_KEYS, pose_xy_of),
+}
+PLUGIN_DATASET_KEYS = ("data_fingerprint",)  # a user's loader: the sha256 of the arrays it returns
+
+
 def load_split(config) -> Split:
     """RunConfig (or anything with its attributes) -> the dataset's class-disjoint Split."""
     folds = dict(class_folds=config.class_folds, fold=config.fold,
                  split_protocol=config.split_protocol)
-    if config.dataset == "digits":
-        x, y = load_digits_xy()
-        return split_by_class(x, y, **folds)
-    if config.dataset == "blobs":
-        x, y = make_blobs_xy(classes=config.blobs_classes, dim=config.blobs_dim,
-                             points_per_class=config.blobs_points_per_class,
-                             spread=config.blobs_spread, seed=config.data_seed)
-        split = split_by_class(x, y, **folds)
-        return _with_label_noise(split, rate=config.blobs_label_noise, seed=config.data_seed)
-    if config.dataset == "npz":
-        _check_fingerprint(config, {"npz_path": config.npz_path})
-        x, y = load_npz_xy(config.npz_path)
-        return split_by_class(x, y, **folds)
-    if config.dataset == "nuisance":
-        x, y = nuisance_xy_of(config)
-        return split_by_class(x, y, **folds)
-    if config.dataset == "pose":
-        x, y = pose_xy_of(config)
-        return split_by_class(x, y, **folds)
-    if config.dataset == "idx":
-        _check_fingerprint(config, {"idx_images": config.idx_images,
-                                    "idx_labels": config.idx_labels})
-        x, y = load_idx_xy(config.idx_images, config.idx_labels)
-        check_xy(x, y, source=f"idx_images {config.idx_images!r}, idx_labels {config.idx_labels!r}")
-        return split_by_class(x, y, **folds)
     if is_import_string(config.dataset):  # a user's loader, "package.module:function"
         x, y = load_plugin_xy(config.dataset)
         expected = getattr(config, "data_fingerprint", "")
@@ -348,7 +351,13 @@ def load_split(config) -> Split:
                              f"loader must return the same X and y on every call (fix its random "
                              f"seed, read a fixed file)")
         return split_by_class(x, y, **folds)
-    raise ValueError(f"dataset: unknown {config.dataset!r}; valid: digits, blobs, npz, nuisance, idx, pose")
+    if config.dataset not in DATASET_SPECS:
+        raise ValueError(f"dataset: unknown {config.dataset!r}; valid: {', '.join(DATASET_SPECS)}")
+    spec = DATASET_SPECS[config.dataset]
+    if spec.files:
+        _check_fingerprint(config, {key: getattr(config, key) for key in spec.files})
+    split = split_by_class(*spec.xy(config), **folds)
+    return spec.after_split(split, config) if spec.after_split else split
 
 
 def files_fingerprint(files: dict[str, str]) -> str:

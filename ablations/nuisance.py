@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# The config keys the dataset reads (ablations.data.DATASET_KEYS).
+# The config keys the dataset reads (its entry in ablations.data.DATASET_SPECS).
 NUISANCE_KEYS = ("nuisance_classes", "nuisance_points_per_class", "nuisance_content_dim",
                  "nuisance_dim", "nuisance_scale", "nuisance_within", "nuisance_warp", "data_seed")
 

@@ -110,7 +110,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# The config keys the dataset reads (ablations.data.DATASET_KEYS).
+# The config keys the dataset reads (its entry in ablations.data.DATASET_SPECS).
 POSE_KEYS = ("pose_classes", "pose_points_per_class", "pose_content_dim", "pose_dim", "pose_scale",
              "pose_within", "pose_gain", "pose_warp", "data_seed")
 
