@@ -31,7 +31,7 @@ from typing import Any
 from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_PROTOCOLS,
                             files_fingerprint, plugin_fingerprint, split_keys)
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, MINING_KEYS, LossSpec
-from ablations.model import ENCODER_KEYS, parse_image_shape
+from ablations.model import ENCODER_SPECS, parse_image_shape
 from ablations.plugin_import import is_import_string
 from ablations.plugins import PLUGIN_KEYS, check_plugin, loss_plugin
 from losses.distances import METRICS as LOSSES_METRICS
@@ -39,7 +39,7 @@ from losses.validation import did_you_mean
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
 
 # The names come from the registries of the components: datasets (ablations.data.DATASET_SPECS),
-# losses (ablations.loss_specs.LOSS_SPECS), encoders (ablations.model.ENCODER_KEYS).
+# losses (ablations.loss_specs.LOSS_SPECS), encoders (ablations.model.ENCODER_SPECS).
 DATASETS = DATASET_SPECS.keys()  # a live view: a dataset registered later is valid too
 LOSSES = tuple(LOSS_SPECS)
 # Batch variants that `triplet_ce` can put beside its class cross-entropy.
@@ -67,7 +67,7 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")
 CE_INPUTS = ("logits", "probabilities")
 CE_KINDS = ("ce", "focal")
-ENCODERS = tuple(ENCODER_KEYS)
+ENCODERS = ENCODER_SPECS.keys()  # a live view, as DATASETS
 # Every run stored before `split_protocol` existed used "rotated" folds (a stored config
 # without the key: ablations/migrate.py fills it in).
 LEGACY_SPLIT_PROTOCOL = "rotated"
@@ -247,7 +247,7 @@ def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
 def keys_read(cfg: dict[str, Any]) -> set[str]:
     """A full config dict -> the keys its components read: the dataset's (data.DATASET_SPECS) and
     the split's (data.split_keys); for a trained run also SHARED_KEYS, the encoder's
-    (model.ENCODER_KEYS), the loss's (loss_specs.LOSS_SPECS, or a user's loss's keywords) and,
+    (model.ENCODER_SPECS), the loss's (loss_specs.LOSS_SPECS, or a user's loss's keywords) and,
     for a loss of several components, the weighting's; each key of REFINES only where the key
     it refines is read with a value that uses it. A baseline reads the data keys and the metric
     (`untrained` also the encoder's keys and the seed)."""
@@ -257,7 +257,8 @@ def keys_read(cfg: dict[str, Any]) -> set[str]:
             *(PLUGIN_DATASET_KEYS if is_import_string(dataset) else
               DATASET_SPECS[dataset].keys if dataset in DATASET_SPECS else ()),
             *split_keys(class_folds=cfg["class_folds"], fold=cfg["fold"], split_protocol=cfg["split_protocol"])}
-    encoder = {"encoder", "embedding_dim", "seed", *ENCODER_KEYS.get(cfg["encoder"], ())}
+    spec = ENCODER_SPECS.get(cfg["encoder"])
+    encoder = {"encoder", "embedding_dim", "seed", *(spec.keys if spec else ())}
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
         return read if loss in SEED_FREE_BASELINES else read | encoder
     spec = loss_spec(loss)
@@ -297,7 +298,7 @@ def _own_readers(key: str) -> str:
                 + "; " + ", ".join(f"{n} as its {s.margin_of}" for n, s in LOSS_SPECS.items() if s.margin_of) + ")")
     if datasets := [name for name, spec in DATASET_SPECS.items() if key in spec.keys]:
         return named("dataset", datasets)
-    if encoders := [name for name, keys in ENCODER_KEYS.items() if key in keys]:
+    if encoders := [name for name, spec in ENCODER_SPECS.items() if key in spec.keys]:
         return named("encoder", encoders)
     if methods := [m for m, params in WEIGHTING_PARAMS.items() if key in dict(params)]:
         return named("weighting", methods) + f", for losses of several components ({several})"

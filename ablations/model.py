@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ablations.plugin_import import is_import_string
 from ablations.plugins import build_plugin_encoder
-
-# encoder -> the config keys it reads besides embedding_dim; a user's factory reads none. conv
-# does not read hidden_layers and width, but they have always been part of its runs' identity
-# (runs differing in them are stored apart), so they stay listed.
-ENCODER_KEYS: dict[str, tuple[str, ...]] = {
-    "mlp": ("hidden_layers", "width", "normalize"),
-    "conv": ("hidden_layers", "width", "normalize", "image_shape", "conv_channels"),
-}
-
 
 class EmbeddingMLP(nn.Module):
     """features (B, F) float -> embeddings (B, E) float (unit norm when `normalize`).
@@ -121,6 +115,34 @@ def image_shape_of(config, in_features: int) -> tuple[int, int, int]:
     return 1, side, side
 
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One value of `encoder`: the config keys it reads besides embedding_dim (the config
+    resets the keys no chosen component reads) and its builder (RunConfig, F) -> module."""
+
+    keys: tuple[str, ...]
+    build: Callable[[Any, int], nn.Module]
+
+
+def _mlp(config, in_features: int) -> nn.Module:
+    return EmbeddingMLP(in_features, hidden_layers=config.hidden_layers, width=config.width,
+                        embedding_dim=config.embedding_dim, normalize=config.normalize)
+
+
+def _conv(config, in_features: int) -> nn.Module:
+    return EmbeddingConv(image_shape_of(config, in_features), channels=config.conv_channels,
+                         embedding_dim=config.embedding_dim, normalize=config.normalize)
+
+
+# conv does not read hidden_layers and width, but they have always been part of its runs'
+# identity (runs differing in them are stored apart), so they stay listed. A user's factory
+# ("package.module:function") reads none.
+ENCODER_SPECS: dict[str, EncoderSpec] = {
+    "mlp": EncoderSpec(("hidden_layers", "width", "normalize"), _mlp),
+    "conv": EncoderSpec(("hidden_layers", "width", "normalize", "image_shape", "conv_channels"), _conv),
+}
+
+
 def build_encoder(config, in_features: int) -> nn.Module:
     """RunConfig (or anything with its attributes), F -> the run's encoder at initialisation.
 
@@ -130,10 +152,6 @@ def build_encoder(config, in_features: int) -> nn.Module:
     """
     if is_import_string(config.encoder):  # a user's factory, "package.module:function" (ablations.plugins)
         return build_plugin_encoder(config.encoder, in_features, config.embedding_dim)
-    if config.encoder == "conv":
-        return EmbeddingConv(image_shape_of(config, in_features), channels=config.conv_channels,
-                             embedding_dim=config.embedding_dim, normalize=config.normalize)
-    if config.encoder != "mlp":
-        raise ValueError(f"encoder: unknown {config.encoder!r}; valid: mlp, conv")
-    return EmbeddingMLP(in_features, hidden_layers=config.hidden_layers, width=config.width,
-                        embedding_dim=config.embedding_dim, normalize=config.normalize)
+    if config.encoder not in ENCODER_SPECS:
+        raise ValueError(f"encoder: unknown {config.encoder!r}; valid: {', '.join(ENCODER_SPECS)}")
+    return ENCODER_SPECS[config.encoder].build(config, in_features)

@@ -19,7 +19,7 @@ from ablations.config import (DEFAULTS, FIELDS, FIXED_WEIGHT_KEYS, LOSSES, SHARE
                               _keys_to_reset, keys_read, readers)
 from ablations.data import DATASET_SPECS
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS
-from ablations.model import ENCODER_KEYS
+from ablations.model import ENCODER_SPECS
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "keys_not_used.json").read_text())
 
@@ -49,7 +49,7 @@ def test_every_key_is_read_by_some_component():
     declared = (set(SHARED_KEYS) | set(MARGIN_KEYS) | {"dataset", "loss", "metric", "encoder",
                 "embedding_dim", "seed", "fold", "class_folds", "split_protocol", "weighting"}
                 | {k for spec in DATASET_SPECS.values() for k in spec.keys}
-                | {k for keys in ENCODER_KEYS.values() for k in keys}
+                | {k for spec in ENCODER_SPECS.values() for k in spec.keys}
                 | {k for spec in LOSS_SPECS.values() for k in spec.keys})
     declared |= set(FIXED_WEIGHT_KEYS) | {k for params in WEIGHTING_PARAMS.values() for k, _ in params}
     assert sorted(set(FIELDS) - declared) == []
@@ -93,5 +93,31 @@ def test_a_new_dataset_is_its_loader_and_one_registry_entry(monkeypatch):
     assert config.data_seed == 3 and config.blobs_dim == DEFAULTS["blobs_dim"]  # kept / reset
     split = load_split(config)
     assert split.x_train.shape[1] == 6 and not set(split.y_train) & set(split.y_test)
+    result = run_one(config_to_dict(config))
+    assert result["status"] == "finished" and 0 <= result["metrics"]["test_map_at_r"] <= 1
+
+
+def test_a_new_encoder_is_its_builder_and_one_registry_entry(monkeypatch):
+    """A toy encoder registered in ablations.model.ENCODER_SPECS alone: valid, built with the
+    run's keys (width read, the MLP's depth reset), trained."""
+    import torch
+    from torch import nn
+
+    from ablations.config import config_to_dict, resolve_config
+    from ablations.model import EncoderSpec, build_encoder
+    from ablations.train import run_one
+
+    class Linear(nn.Linear):
+        def shared_parameters(self):
+            return list(self.parameters())
+
+    def linear(config, in_features):
+        return Linear(in_features, config.embedding_dim)
+
+    monkeypatch.setitem(ENCODER_SPECS, "linear", EncoderSpec(("normalize",), linear))
+    config = resolve_config({"encoder": "linear", "hidden_layers": 3, "normalize": False, "epochs": 1,
+                             "sampler_p": 2, "sampler_k": 4, "eval_every": 1, "embedding_dim": 5})
+    assert config.hidden_layers == DEFAULTS["hidden_layers"] and config.normalize is False
+    assert build_encoder(config, 64)(torch.zeros(3, 64)).shape == (3, 5)
     result = run_one(config_to_dict(config))
     assert result["status"] == "finished" and 0 <= result["metrics"]["test_map_at_r"] <= 1
