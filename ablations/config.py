@@ -61,7 +61,7 @@ SEED_FREE_BASELINES = ("raw", *CLASSICAL_BASELINES)
 COSINE_ONLY = tuple(name for name, spec in LOSS_SPECS.items() if spec.cosine_only)
 # One source of truth: the names the losses package defines.
 METRICS = LOSSES_METRICS
-WEIGHTINGS = tuple(LOSSES_WEIGHTINGS)
+WEIGHTINGS = LOSSES_WEIGHTINGS.keys()  # a live view of losses.weighting's registry
 MARGIN_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 MININGS = ("none", "offline_hard")

@@ -121,3 +121,30 @@ def test_a_new_encoder_is_its_builder_and_one_registry_entry(monkeypatch):
     assert build_encoder(config, 64)(torch.zeros(3, 64)).shape == (3, 5)
     result = run_one(config_to_dict(config))
     assert result["status"] == "finished" and 0 <= result["metrics"]["test_map_at_r"] <= 1
+
+
+def test_a_new_weighting_method_is_its_class_and_one_registry_entry(monkeypatch):
+    """A toy method registered in losses.weighting.WEIGHTINGS alone (no config keys): a valid
+    `weighting` of a loss of several components, used in training."""
+    import torch
+
+    from ablations.config import config_to_dict, resolve_config
+    from ablations.train import run_one
+    from losses.weighting import WEIGHTINGS, Weighting
+
+    class FirstOnly(Weighting):
+        """total = the first component's loss."""
+
+        def _combine(self, values, shared):
+            weights = torch.zeros_like(values)
+            weights[0] = 1.0
+            return values[0], weights, None
+
+    monkeypatch.setitem(WEIGHTINGS, "first_only", FirstOnly)
+    config = resolve_config({"loss": "triplet_ce", "weighting": "first_only", "w_ce": 3.0, "epochs": 1,
+                             "sampler_p": 2, "sampler_k": 4, "eval_every": 1})
+    assert config.weighting == "first_only" and config.w_ce == DEFAULTS["w_ce"]  # w_* read by fixed only
+    result = run_one(config_to_dict(config))
+    assert result["status"] == "finished"
+    weights = {c: w for c, w in result["steps"][0].items() if c.startswith("weight_")}
+    assert weights and weights.get("weight_triplet") == 1.0 and weights.get("weight_ce_id") == 0.0
