@@ -15,6 +15,7 @@ from ablations.ceiling import ideal_summary
 from ablations.config import BASELINES, DATA_KEYS, RunConfig, check_input_layer
 from ablations.data import Split
 from ablations.executors import LocalExecutor
+from ablations.migrate import open_store
 from ablations.store import ResultsStore, atomic_write_json
 from ablations.train import cached_split
 
@@ -203,3 +204,17 @@ def execute_runs(store: ResultsStore, executor, fn, items: list[dict], *, total:
             print(f"{len(stored)} runs stored in {store.root} "
                   f"({', '.join(f'{v} {k}' for k, v in counts.items())}); "
                   f"{done_before} were already done", file=sys.stderr)
+
+
+def claimed_store(out_dir, grid, grid_path, *, extend: bool, dry_run: bool) -> ResultsStore:
+    """The store `out_dir` for `grid`: refused first, reading only, where `claim` would refuse it
+    (a file as --out, a store of another grid); a dry run gets it as it is, a run gets it
+    migrated to the current store format (`open_store`) and claimed."""
+    names = dict(grid_name=str(grid_path), extend=extend, grid_path=grid_path)
+    store = ResultsStore(out_dir)
+    store.check_claim(grid.text, **names)
+    if dry_run:
+        return store
+    store = open_store(out_dir)
+    store.claim(grid.text, **names)
+    return store

@@ -5,8 +5,9 @@ them in `[base]` and varies some in `[grid]`; `resolve_config` validates a dict 
 keys, fills in the defaults and *canonicalises keys that cannot affect the run*
 (e.g. the weighting of a single-component loss, mining parameters when mining is
 "none") back to their defaults, so two cells that train the same thing get the
-same `run_id` and run once. The rules are in `_keys_to_reset` below (a baseline,
-`loss` in BASELINES, keeps only DATA_KEYS and the metric, plus MODEL_KEYS and the
+same `run_id` and run once. The keys kept are those the chosen components read
+(`keys_read` below, from the components' declarations: a baseline, `loss` in
+BASELINES, reads only its data keys and the metric, plus the encoder's keys and the
 seed for "untrained", the one baseline not in SEED_FREE_BASELINES); and the
 losses defined on cosine similarity (multi_similarity, circle) get
 metric = "cosine", which evaluation then uses too.
@@ -47,7 +48,7 @@ BATCH_VARIANTS = tuple(name for name, spec in LOSS_SPECS.items() if spec.batch_v
 # Losses trained on explicit (anchor, positive, negative) triplets drawn offline
 # (randomly, or by offline hard mining): the only ones `mining` applies to.
 EXPLICIT_TRIPLET_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.explicit_triplets)
-RIVALS = ("multi_similarity", "circle", "contrastive", "ntxent")
+RIVALS = tuple(name for name, spec in LOSS_SPECS.items() if spec.rival)
 # Reference points evaluated for every grid (ablations/baselines.py), never trained and never
 # selected as a variant: "raw" = the standardised input features of the split, "untrained" =
 # the encoder at its initialisation for the run's seed, and the classical linear metrics fitted
@@ -175,17 +176,12 @@ class RunConfig:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 # The keys that make a run's data (its split included): one loaded split per distinct value,
 # and what a `raw` baseline depends on.
-DATA_KEYS = ("dataset", "data_seed", "npz_path", "idx_images", "idx_labels", "data_fingerprint",
-             "class_folds", "fold", "split_protocol") + tuple(
-                 k for k in FIELDS if k.startswith(("blobs_", "nuisance_", "pose_")))
+DATA_KEYS = ("dataset", *dict.fromkeys(k for spec in DATASET_SPECS.values() for k in spec.keys),
+             "class_folds", "fold", "split_protocol")
 DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 # Keys set by the grid (fold) or by resolve_config (data_fingerprint), not by users: valid, but
 # left out of the key list an unknown key's error shows.
 INTERNAL_KEYS = ("data_fingerprint", "fold")
-# The keys that make the encoder at initialisation: with DATA_KEYS and the seed, what an
-# `untrained` baseline depends on.
-MODEL_KEYS = ("encoder", "hidden_layers", "width", "embedding_dim", "normalize", "image_shape",
-              "conv_channels")
 
 _POSITIVE_INTS = ("class_folds", "blobs_classes", "blobs_dim", "blobs_points_per_class",
                   "margin_ramp_epochs", "conv_channels", "nuisance_classes",

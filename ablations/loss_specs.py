@@ -33,6 +33,7 @@ class LossSpec:
     explicit_triplets: bool = False       # trained on offline (anchor, positive, negative) triplets: `mining` applies
     cosine_only: bool = False             # defined on cosine similarity: its runs use metric = "cosine"
     batch_variant: bool = False           # a batch variant of the triplet loss (triplet_ce's id_variant, the memory's)
+    rival: bool = False                   # a rival of the triplet losses (losses.rivals)
 
     def reads_margin(self, config: dict, specs: dict[str, LossSpec]) -> bool:
         """config dict -> whether this loss reads the margin keys under it."""
@@ -49,8 +50,10 @@ LOSS_SPECS: dict[str, LossSpec] = {
     "triplet_ce": LossSpec(keys=_CE_KEYS + ("id_variant",), margin_of="id_variant",
                            components=("triplet", "ce_id")),
     # the rivals (losses.rivals): one component, named after the loss
-    "multi_similarity": LossSpec(takes_margin=False, cosine_only=True, components=("multi_similarity",)),
-    "circle": LossSpec(takes_margin=False, cosine_only=True, components=("circle",)),
-    "contrastive": LossSpec(takes_margin=False, components=("contrastive",)),
-    "ntxent": LossSpec(keys=("temperature",), takes_margin=False, cosine_only=True, components=("ntxent",)),
+    "multi_similarity": LossSpec(takes_margin=False, cosine_only=True, components=("multi_similarity",),
+                                 rival=True),
+    "circle": LossSpec(takes_margin=False, cosine_only=True, components=("circle",), rival=True),
+    "contrastive": LossSpec(takes_margin=False, components=("contrastive",), rival=True),
+    "ntxent": LossSpec(keys=("temperature",), takes_margin=False, cosine_only=True, components=("ntxent",),
+                       rival=True),
 }

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ablations.config import FIELDS, LEGACY_SPLIT_PROTOCOL, STORE_FORMAT, canonical, stored_config_hash
 from ablations.store import (FORMAT_FILE, RUN_ID, ResultsStore, atomic_write_bytes, atomic_write_json,
-                             atomic_write_parquet, store_format)
+                             atomic_write_parquet, is_store, store_format)
 
 JOURNAL_FILE = "migration.json"
 # where a run goes whose new id another run of the store already holds (two format-1 runs that
@@ -106,8 +106,7 @@ def migrate_store(root: str | Path) -> int:
     return the number of runs renamed (0: already current). ValueError naming `root` when it
     is no results store, of a newer format, or cannot be written."""
     root = Path(root)
-    if not root.is_dir() or not any((root / name).exists() for name in
-                                    ("runs", "grid.toml", FORMAT_FILE)):
+    if not is_store(root):
         raise ValueError(f"store {str(root)!r} is not a results store (no runs/, grid.toml or "
                          f"{FORMAT_FILE} inside); make one with `tripletlab run GRID.toml --out DIR`")
     found = store_format(root)
@@ -176,8 +175,8 @@ def _move_run(root: Path, old: str, new: str, config: dict[str, Any]) -> None:
     then the old folder removed."""
     src, dst = root / "runs" / old, root / "runs" / new
     result = src / "result.json"
-    if (dst / "result.json").is_file() and _read_config(dst) is not None and \
-            stored_config_hash(_read_config(dst)) == new:
+    copied = _read_config(dst) if (dst / "result.json").is_file() else None
+    if copied is not None and stored_config_hash(copied) == new:
         # the new folder is complete: this run was copied before a kill, or another format-1
         # run trains the same thing (then this one is kept aside, never deleted)
         if not _same_result(result, dst / "result.json"):

@@ -15,11 +15,12 @@ from ablations.config import (BASELINES, CLASSICAL_BASELINES, DATA_KEYS, DEFAULT
 from ablations.data import SOURCE_KEYS, source_of
 from ablations.grid import expand, parse_baselines, parse_grid_text
 from ablations.migrate import open_store
+from ablations.store import is_store
 from ablations.store import ResultsStore
 
 __all__ = ["BASELINES", "CLASSICAL_BASELINES", "DATA_KEYS", "DEFAULTS", "LEGACY_SPLIT_PROTOCOL",
            "SEED_FREE_BASELINES", "SOURCE_KEYS", "ResultsStore", "expected_run_ids", "grid_data_sources",
-           "keys_not_used", "open_store", "parse_baselines", "source_of"]
+           "is_store", "keys_not_used", "open_store", "parse_baselines", "source_of"]
 
 
 def keys_not_used(config: dict[str, Any]) -> list[str]:

@@ -19,12 +19,11 @@ from collections import Counter
 from pathlib import Path
 
 from ablations.baselines import with_baselines
-from ablations.batch import check_runnable, execute_runs, make_executor, write_ideal
+from ablations.batch import check_runnable, claimed_store, execute_runs, make_executor, write_ideal
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
 from ablations.data import source_of
 from ablations.grid import MAX_RUNS, Grid, describe_dropped, dropped_keys, expand, load_grid
 from ablations.search import run_search
-from ablations.migrate import open_store
 from ablations.store import ResultsStore
 from ablations import train  # run_one looked up at call time: tests spy on it
 
@@ -65,13 +64,10 @@ def run_grid(grid_path: str | Path, out_dir: str | Path, *, workers: int | None 
     if dropped:
         warnings.warn(describe_dropped(dropped), UserWarning, stacklevel=2)
     check_runnable(configs)  # a dry run validates what the real run does
-    store = ResultsStore(out_dir)
-    if dry_run:  # the store too: a file as --out, or a store of another grid, is refused
-        store.check_claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
+    store = claimed_store(out_dir, grid, grid_path, extend=extend, dry_run=dry_run)
+    if dry_run:  # the store was checked as the run checks it; nothing written
         print(describe(grid, configs))
         return None
-    store = open_store(out_dir)  # a store of an older format is migrated first
-    store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     done = store.done_ids()
     todo = [c for c in configs if config_hash(c) not in done]
     items = [{**config_to_dict(c), "run_id": config_hash(c)} for c in todo]

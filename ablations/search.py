@@ -41,9 +41,8 @@ import pandas as pd
 from ablations.baselines import with_baselines
 from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.grid import Grid
-from ablations.batch import check_runnable, execute_runs, make_executor, write_ideal
+from ablations.batch import check_runnable, claimed_store, execute_runs, make_executor, write_ideal
 from ablations.search_section import Range, SearchSection, Variant
-from ablations.migrate import open_store
 from ablations.store import ResultsStore, atomic_write_json, atomic_write_parquet
 from ablations import train  # run_one looked up at call time: tests spy on it
 
@@ -84,14 +83,11 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
                            include=grid.baselines)
     n_baselines = sum(c.loss in BASELINES for c in bases)
     check_runnable([v.reference for v in section.variants])  # a dry run validates as a run does
-    store = ResultsStore(out_dir)
+    store = claimed_store(out_dir, grid, grid_path, extend=extend, dry_run=dry_run)
     if dry_run:
-        store.check_claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
         _check_plan(store.root / SEARCH_DIR / PLAN_FILE, section.plan(), write=False)
         print(describe_search(grid, n_baselines))
         return None
-    store = open_store(out_dir)  # a store of an older format is migrated first
-    store.claim(grid.text, grid_name=str(grid_path), extend=extend, grid_path=grid_path)
     folder = store.root / SEARCH_DIR
     folder.mkdir(exist_ok=True)
     _check_plan(folder / PLAN_FILE, section.plan())

@@ -90,6 +90,12 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise ValueError(f"{str(path)!r} is not a readable parquet file ({err})") from err
 
 
+def is_store(root: str | Path) -> bool:
+    """Whether the directory `root` holds a results store (runs/, grid.toml or store.json)."""
+    root = Path(root)
+    return root.is_dir() and any((root / name).exists() for name in ("runs", "grid.toml", FORMAT_FILE))
+
+
 def store_format(root: str | Path) -> int | None:
     """The store format of the store at `root`: its store.json's, else 1 when runs/ holds a
     run folder (a store older than the file), else None (no store yet, or an empty one)."""

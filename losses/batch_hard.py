@@ -119,7 +119,7 @@ def batch_hard_from_distances(
         pos, neg = reference_masks(labels, reference_labels, self_index)  # (B, M) x 2
         valid, farthest_pos, nearest_neg = hardest_pairs(dist, pos, neg)  # (B,), (A,), (A,)
     chosen = anchors[valid]  # (A, D)
-    exponent = scale_exponent(*((anchors,) if references is anchors else (anchors, references)), metric=metric)
+    exponent = scale_exponent(anchors, references, metric=metric)
     d_ap = _paired_distances(chosen, references[farthest_pos], metric=metric, exponent=exponent)  # (A,) with autograd
     d_an = _paired_distances(chosen, references[nearest_neg], metric=metric, exponent=exponent)  # (A,)
     gap = d_ap - d_an  # (A,)

@@ -84,6 +84,7 @@ def scale_exponent(*xs: torch.Tensor, metric: str) -> int:
     gradients times 2^e (the plain-autograd paired distances) stay finite and normal.
     Scaling by a power of two is exact, so the normal path (e = 0) is unchanged, bit for bit.
     """
+    xs = tuple({id(t): t for t in xs}.values())  # a tensor passed twice (references = the batch) once
     x = xs[0]
     finfo = torch.finfo(x.dtype)
     high = math.floor(math.log2(math.sqrt(finfo.max / (32 * (x.shape[1] + 2)))))
@@ -341,7 +342,7 @@ class _EuclideanDistances(torch.autograd.Function):
             rows_and_cols = w.sum(dim=1, keepdim=True) + w.sum(dim=0)[:, None]  # (B, 1)
             return factor * (rows_and_cols * xc - w @ xc - w.T @ xc), None
         B = d.shape[0]
-        d_s = _scaled(d, ctx.exponent)  # (B, B) the scaled rows' distances (d itself when not scaled)
+        d_s = _scaled(d, ctx.exponent) if ctx.root else None  # (B, B) the scaled rows' distances (d when not scaled)
         step = _panel_rows(B, xc.device)
         w_buf = torch.empty((min(step, B), B), dtype=xc.dtype, device=xc.device) if ctx.root else None
         rows = torch.empty((B, 1), dtype=xc.dtype, device=xc.device)  # row sums of W

@@ -27,27 +27,6 @@ def reduce_losses(per_item: torch.Tensor, *, reduction: str, anchor: torch.Tenso
     return _divide(overflow_safe_sum(per_item), count).to(per_item.dtype)  # finite where the mean is representable
 
 
-def reduce_total(
-    total: torch.Tensor,
-    *,
-    num_items: torch.Tensor,
-    num_positive: torch.Tensor,
-    reduction: str,
-    anchor: torch.Tensor,
-) -> torch.Tensor:
-    """total () float sum of the per-item losses, num_items () int, num_positive () int -> scalar.
-
-    The same reductions as `reduce_losses` (except "none") when only the sum and the two
-    counts are known. No branch on the counts, so no device synchronisation: with no item
-    the total is an attached 0 and the division by max(count, 1) keeps it 0.
-    """
-    check_choice(reduction, name="reduction", valid=REDUCTIONS[:3])
-    total = total + attached_zero(anchor)
-    if reduction == "sum":
-        return total
-    return _divide(total, num_items if reduction == "mean" else num_positive)
-
-
 def overflow_safe_sum(x: torch.Tensor) -> torch.Tensor:
     """x float -> () sum of x: in x's dtype, bit for bit x.sum(), or in float64 where that overflows.
 

@@ -33,16 +33,16 @@ class StoreView:
 
 def read_store(store_dir: str | Path) -> StoreView:
     """store_dir (a results-store directory) -> StoreView read through ResultsStore."""
-    from ablations.results import open_store
+    from ablations.results import is_store, open_store
 
     path = Path(store_dir)
     if not path.is_dir():
         raise ValueError(f"store_dir must be an existing results-store directory, got {str(path)!r}")
-    store = open_store(path)  # a store of an older format is migrated first
-    store.check_layout(files=False)  # a table the store writes may be anything: it is rebuilt
-    if store.grid_text() is None and not store.runs_dir.is_dir():
+    if not is_store(path):
         raise ValueError(f"store_dir {str(path)!r} is not a results store (no grid.toml and no runs/ "
                          "inside); make one with `tripletlab run GRID.toml --out DIR`")
+    store = open_store(path)  # a store of an older format is migrated first
+    store.check_layout(files=False)  # a table the store writes may be anything: it is rebuilt
     return StoreView(runs=_frame(store.runs()), steps=_frame(store.steps()),
                      epochs=_frame(store.epochs()), grid_text=store.grid_text() or "",
                      embeddings=store.embeddings, ideal=_ideal(path / IDEAL_FILE))

@@ -351,6 +351,8 @@ def test_changed_npz_contents_make_new_runs_and_the_store_records_them(tmp_path,
 
 
 def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls, capsys):
+    from test_reports_layout import linear_projection
+
     from reports.build import write_report
     from reports.store_view import read_store
 
@@ -371,7 +373,7 @@ def test_a_report_compares_only_the_runs_on_the_current_data(tmp_path, calls, ca
     report = tmp_path / "report"
     page = write_report(read_store(out), report, umap_epochs=5, umap_max_points=100,
                         random_state=0, max_curve_points=20,
-                        umap_project=lambda e: np.asarray(e, dtype=float)[:, :2]).read_text()
+                        umap_project=linear_projection).read_text()
     board = pd.read_csv(report / "tables" / "leaderboard.csv")
     assert (board["val_map_at_r_n"] == 1).all() and len(board) == len(old)  # one version each
     status = pd.read_csv(report / "tables" / "runs_status.csv")

@@ -290,3 +290,14 @@ def test_a_store_of_a_newer_format_is_refused(tmp_path, capsys):
     (tmp_path / FORMAT_FILE).write_text(json.dumps({"store_format": STORE_FORMAT + 1}))
     assert main(["migrate", str(tmp_path)]) == 2
     assert f"store format {STORE_FORMAT + 1}" in capsys.readouterr().err
+
+
+def test_a_store_the_run_refuses_is_not_migrated(tmp_path):
+    """A format-1 store of another grid: refused (no --extend) before anything is rewritten."""
+    root = _copy("store_v1", tmp_path)
+    before = sorted(_runs(root))
+    other = tmp_path / "other.toml"
+    other.write_text("[base]\nepochs = 1\n[grid]\nseed = [5]\n")
+    with pytest.raises(ValueError, match="created by a different grid file"):
+        run_grid(other, root)
+    assert sorted(_runs(root)) == before and store_format(root) == 1

@@ -255,7 +255,8 @@ def test_a_store_without_baselines_or_mixing_datasets_says_so(store_dir, tmp_pat
     assert all(rid in other.iloc[0] for rid in blobs) 
     assert "This store mixes" not in (read_warning(tmp_path) or "")
     # a store whose grid cannot be read: every run is kept, and the mixing said loudly
-    page = write_report(dataclasses.replace(view, runs=table, grid_text=""), tmp_path, **UMAP).read_text()
+    page = write_report(dataclasses.replace(view, runs=table, grid_text="[base]\nnot_a_key = 1\n"), tmp_path,
+                        **UMAP).read_text()
     warning = read_warning(tmp_path)
     assert warning.startswith("This store mixes runs on 2 different data sources (blobs; digits)")
     assert "pool them as one" in page

@@ -327,6 +327,8 @@ def memory_view() -> StoreView:
 
 
 def test_a_swept_memory_size_gets_its_sensitivity_figure_and_table(tmp_path):
+    from test_reports_layout import linear_projection
+
     view = memory_view()
     runs = annotate(view.runs)
     assert swept_axes(runs) == ["memory_size"]  # memory_weight is unused without a memory: one value
@@ -336,7 +338,7 @@ def test_a_swept_memory_size_gets_its_sensitivity_figure_and_table(tmp_path):
     assert drawn.png.startswith(b"\x89PNG") and not drawn.problems
     assert "memory size (0 = off)" in drawn.caption and drawn.title == "MAP@R against memory size (0 = off)"
     page = write_report(view, tmp_path / "report", umap_epochs=5, umap_max_points=100, random_state=0,
-                        max_curve_points=10, umap_project=lambda x: np.asarray(x, dtype=float)[:, :2]).read_text()
+                        max_curve_points=10, umap_project=linear_projection).read_text()
     assert "id='map_vs_memory_size'" in page
     table = pd.read_csv(tmp_path / "report" / "tables" / "sensitivity_memory_size.csv")
     assert list(table.columns) == ["variant", "memory_size", "val_map_at_r_mean", "n_units"]
