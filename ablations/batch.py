@@ -57,7 +57,7 @@ def check_distinct_folds(configs: list[RunConfig]) -> None:
             continue
         key = tuple(getattr(config, k) for k in DATA_KEYS if k != "fold")
         if key not in seen:
-            first = cached_split(dataclasses.replace(config, fold=0, class_folds=1))
+            first = cached_split(config.replace(fold=0, class_folds=1))
             seen[key] = {tuple(np.unique(first.y_val)): 0}
         split = cached_split(config)
         other = seen[key].setdefault(tuple(np.unique(split.y_val)), config.fold)

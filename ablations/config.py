@@ -22,19 +22,23 @@ new store format to which existing stores are migrated once (ablations/migrate.p
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import inspect
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_PROTOCOLS,
+from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_KEYS, SPLIT_PROTOCOLS,
                             files_fingerprint, plugin_fingerprint, split_keys)
-from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, MINING_KEYS, LossSpec
-from ablations.model import ENCODER_SPECS, parse_image_shape
+from ablations.keys import (MAX_SEED, NON_NEGATIVE, POSITIVE, SEED_RANGE, Key, above, at_least, merge,
+                            names)
+from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, WEIGHT_KEYS, LossSpec
+from ablations.mining import MINING_KEYS, MININGS
+from ablations.model import ENCODER_KEYS, ENCODER_SPECS
 from ablations.plugin_import import is_import_string
-from ablations.plugins import PLUGIN_KEYS, check_plugin, loss_plugin
+from ablations.plugins import check_plugin, loss_plugin
+from losses.combined import CE_INPUTS, CE_KINDS
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.validation import did_you_mean
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
@@ -63,150 +67,169 @@ COSINE_ONLY = tuple(name for name, spec in LOSS_SPECS.items() if spec.cosine_onl
 # One source of truth: the names the losses package defines.
 METRICS = LOSSES_METRICS
 WEIGHTINGS = LOSSES_WEIGHTINGS.keys()  # a live view of losses.weighting's registry
-MARGIN_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "warmup_cosine")
-MININGS = ("none", "offline_hard")
-CE_INPUTS = ("logits", "probabilities")
-CE_KINDS = ("ce", "focal")
 ENCODERS = ENCODER_SPECS.keys()  # a live view, as DATASETS
 # Every run stored before `split_protocol` existed used "rotated" folds (a stored config
 # without the key: ablations/migrate.py fills it in).
 LEGACY_SPLIT_PROTOCOL = "rotated"
 # The version of the store layout and of the run ids (written to DIR/store.json). Adding a
-# key to RunConfig, or changing what a value means, changes run ids: bump it and add the step
+# key to the schema, or changing what a value means, changes run ids: bump it and add the step
 # that rewrites older stores to ablations/migrate.py.
 STORE_FORMAT = 2
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": DATASETS, "loss": LOSSES + BASELINES, "metric": METRICS, "weighting": WEIGHTINGS,
-    "margin_schedule": MARGIN_SCHEDULES, "lr_schedule": LR_SCHEDULES, "mining": MININGS,
-    "id_variant": BATCH_VARIANTS, "ce_input": CE_INPUTS, "encoder": ENCODERS, "ce": CE_KINDS,
-    "split_protocol": SPLIT_PROTOCOLS,
-}
+_BATCH_OF_TWO = POSITIVE + (at_least(2, "a batch needs positives and negatives"),)
+# The keys every run shares (besides the ones each component declares beside its code).
+SHARED_DECLARED = (
+    Key("dataset", "digits", "digits | blobs | npz | nuisance | idx | pose (ablations/data.py)",
+        choices=lambda: tuple(DATASET_SPECS), plugin=True),
+    Key("loss", "batch_hard", "a loss (ablations/loss_specs.py) or a baseline",
+        choices=lambda: (*LOSS_SPECS, *BASELINES), plugin=True),
+    Key("metric", "euclidean", "distance used by the loss AND by evaluation", choices=METRICS),
+    Key("weighting", "fixed", "losses of several components: a losses.weighting method",
+        choices=lambda: tuple(LOSSES_WEIGHTINGS)),
+    Key("lr", 1e-3, "Adam learning rate (peak under warmup_cosine)", (above(0),)),
+    Key("lr_schedule", "constant", "constant | warmup_cosine", choices=LR_SCHEDULES),
+    Key("warmup_epochs", 2, "warmup_cosine: linear warmup length", NON_NEGATIVE),
+    Key("epochs", 30, "training epochs", POSITIVE),
+    Key("seed", 0, "model init, sampling, mining", (SEED_RANGE,)),
+    Key("sampler_p", 5, "classes per batch", _BATCH_OF_TWO),
+    Key("sampler_k", 16, "samples per class in a batch (batch = P * K)", _BATCH_OF_TWO),
+    Key("eval_every", 10, "validation every N epochs, and always after the last", POSITIVE),
+    Key("encoder", "mlp", "mlp | conv (ablations/model.py)", choices=lambda: tuple(ENCODER_SPECS), plugin=True),
+    Key("memory_size", 0, "cross-batch memory (XBM) entries; 0 = off (losses/memory.py)", NON_NEGATIVE),
+    Key("memory_weight", 1.0, "memory: w in loss(batch, batch) + w * loss(batch, memory)", NON_NEGATIVE),
+    Key("memory_start_epoch", 0, "memory: first epoch that enqueues and adds the memory term", NON_NEGATIVE),
+)
 
 
-@dataclass(frozen=True)
+def _method_check(cls, keyword: str):
+    """A weighting method's parameter -> a check that builds the method with it (its own
+    checks are the key's)."""
+    def check(value: Any) -> str:
+        try:
+            cls(components=("a", "b"), **{keyword: value})
+        except (TypeError, ValueError) as error:
+            return f"is not a valid {keyword} of {cls.__name__}: {str(error).rpartition(', got ')[0] or error}"
+        return ""
+    return check
+
+
+def weighting_keys() -> tuple[Key, ...]:
+    """The keys of the weighting methods' parameters, from the methods' classes
+    (`config_keys`: config key -> keyword; the keyword's default is the key's)."""
+    out = []
+    for method, cls in LOSSES_WEIGHTINGS.items():
+        params = inspect.signature(cls.__init__).parameters
+        out += [Key(key, params[keyword].default, f"weighting = {method}: its {keyword} "
+                    f"(losses.weighting.{cls.__name__})", (_method_check(cls, keyword),))
+                for key, keyword in cls.config_keys.items()]
+    return tuple(out)
+
+
+_SCHEMA: list = [None, {}]  # [token of the registries it was built from, name -> Key]
+
+
+def schema() -> dict[str, Key]:
+    """Every config key -> its Key: the shared ones, the split's, and those every registered
+    dataset, encoder, loss and weighting method declares (rebuilt when a registry changes)."""
+    token = tuple((name, id(spec)) for registry in (DATASET_SPECS, ENCODER_SPECS, LOSS_SPECS, LOSSES_WEIGHTINGS)
+                  for name, spec in registry.items())
+    if _SCHEMA[0] != token:
+        _SCHEMA[1] = merge([SHARED_DECLARED, MARGIN_KEYS, WEIGHT_KEYS.values(), ENCODER_KEYS, SPLIT_KEYS,
+                            PLUGIN_DATASET_KEYS, *(spec.keys for spec in DATASET_SPECS.values()),
+                            *(spec.keys for spec in ENCODER_SPECS.values()),
+                            *(spec.keys for spec in LOSS_SPECS.values()), MINING_KEYS, weighting_keys()])
+        _SCHEMA[0] = token
+    return _SCHEMA[1]
+
+
+class _Live(Mapping):
+    """A read-only mapping recomputed from the registries on each use."""
+
+    def __init__(self, build):
+        self._build = build
+
+    def __getitem__(self, key):
+        return self._build()[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._build())
+
+    def __len__(self) -> int:
+        return len(self._build())
+
+    def __repr__(self) -> str:
+        return repr(self._build())
+
+
+FIELDS: Mapping[str, Key] = _Live(schema)  # key -> Key (.default, .type, .doc, checks)
+DEFAULTS: Mapping[str, Any] = _Live(lambda: {name: key.default for name, key in schema().items()})
+CHOICES: Mapping[str, tuple[str, ...]] = _Live(
+    lambda: {name: key.valid_choices() for name, key in schema().items() if key.choices})
+# weighting method -> ((config key, keyword of losses.weighting.make_weighting), ...)
+WEIGHTING_PARAMS: Mapping[str, tuple[tuple[str, str], ...]] = _Live(
+    lambda: {method: tuple(cls.config_keys.items()) for method, cls in LOSSES_WEIGHTINGS.items() if cls.config_keys})
+# fixed weighting: config key -> the component it weights
+FIXED_WEIGHT_KEYS = {key.name: component for component, key in WEIGHT_KEYS.items()}
+
+
 class RunConfig:
-    """Everything one training run depends on; the defaults are the documentation."""
+    """Everything one training run depends on: one attribute per key of the schema (`FIELDS`),
+    a key not given taking its declared default. Frozen; `replace(**changes)` is a changed copy.
+    Made valid by `resolve_config`; built directly, it checks only that the keys exist."""
 
-    # --- data -------------------------------------------------------------
-    dataset: str = "digits"             # digits | blobs | npz (splits: ablations/data.py)
-    blobs_classes: int = 40             # blobs: number of Gaussian classes
-    blobs_dim: int = 32                 # blobs: feature dimension
-    blobs_points_per_class: int = 30    # blobs: points drawn per class
-    blobs_spread: float = 1.0           # blobs: std of points around their centre (centres ~ N(0, 1)*4)
-    blobs_label_noise: float = 0.0      # blobs: share of training labels replaced at random
-    data_seed: int = 0                  # blobs: seed of the generated data (not of training)
-    npz_path: str = ""                  # npz: file with X (N, D) float and y (N,) int
-    # --- objective --------------------------------------------------------
-    loss: str = "batch_hard"            # one of LOSSES
-    metric: str = "euclidean"           # distance used by the loss AND by evaluation
-    margin: float = 0.2                 # triplet margin (final value under a schedule)
-    margin_schedule: str = "constant"   # constant | linear (ramp from margin_start)
-    margin_start: float = 0.0           # linear: margin at step 0
-    margin_ramp_epochs: int = 10        # linear: epochs to reach `margin`
-    id_variant: str = "batch_hard"      # triplet_ce: batch variant beside the class CE
-    ce_input: str = "logits"            # combined/triplet_ce: "probabilities" is the documented bug, an ablation only
-    weighting: str = "fixed"            # combined/triplet_ce: losses.weighting method
-    w_triplet: float = 1.0              # fixed weighting: weight of the triplet term
-    w_pos: float = 1.0                  # fixed weighting: CE on (anchor, positive) pairs (combined)
-    w_neg: float = 1.0                  # fixed weighting: CE on (anchor, negative) pairs (combined)
-    w_ce: float = 1.0                   # fixed weighting: class CE (triplet_ce)
-    ema_momentum: float = 0.9           # inverse_ema: momentum of the loss EMA
-    uncertainty_init: float = -0.5      # uncertainty: initial log-variance s_i (Kendall et al.)
-    gradnorm_alpha: float = 1.5         # gradnorm: asymmetry alpha (Chen et al., NYUv2)
-    gradnorm_lr: float = 0.025          # gradnorm: learning rate of its weight update
-    dwa_temperature: float = 2.0        # dwa: temperature T (Liu et al.)
-    # --- optimisation -----------------------------------------------------
-    lr: float = 1e-3                    # Adam learning rate (peak under warmup_cosine)
-    lr_schedule: str = "constant"       # constant | warmup_cosine
-    warmup_epochs: int = 2              # warmup_cosine: linear warmup length
-    epochs: int = 30
-    seed: int = 0                       # model init, sampling, mining
-    sampler_p: int = 5                  # classes per batch
-    sampler_k: int = 16                 # samples per class in a batch (batch = P * K)
-    # --- model ------------------------------------------------------------
-    hidden_layers: int = 1              # hidden Linear+ReLU layers of the MLP
-    width: int = 128                    # hidden width
-    embedding_dim: int = 32
-    normalize: bool = True              # L2-normalise the embeddings
-    # --- offline hard mining (naive and combined only) ---------------------
-    mining: str = "none"                # none (random triplets) | offline_hard (BallTree)
-    mining_refresh_epochs: int = 5      # rebuild the BallTree every N epochs
-    mining_neighbours: int = 20         # neighbours queried per anchor for a hard negative
-    mining_random_rate: float = 0.5     # share of negatives always drawn at random
-    mining_hard_start: float = 0.0      # hard share of the other negatives at epoch 0 ...
-    mining_hard_end: float = 1.0        # ... ramped linearly to this at the last epoch
-    # --- evaluation -------------------------------------------------------
-    eval_every: int = 10                # validation every N epochs, and always after the last
-    # --- keys added after the first store format ---
-    encoder: str = "mlp"                # mlp | conv (ablations/model.py)
-    image_shape: str = ""               # conv: "CxHxW" of each row of X; "" = 1 x s x s for F = s^2 features
-    conv_channels: int = 32             # conv: channels of the first block (doubled once)
-    nuisance_classes: int = 120         # nuisance: number of classes (ablations/nuisance.py)
-    nuisance_points_per_class: int = 40
-    nuisance_content_dim: int = 8       # nuisance: dimensions that carry the class
-    nuisance_dim: int = 24              # nuisance: dimensions shared by every class
-    nuisance_scale: float = 1.0         # nuisance: std of the nuisance (class means have std 1)
-    nuisance_within: float = 0.5        # nuisance: within-class std of the content
-    nuisance_warp: float = 1.0          # nuisance: strength of the non-linear mixing (0 = a rotation)
-    idx_images: str = ""                # idx: MNIST-format image file (.gz or not)
-    idx_labels: str = ""                # idx: MNIST-format label file (.gz or not)
-    class_folds: int = 1                # K class partitions; a grid runs folds 0..K-1 of each cell
-    fold: int = 0                       # which partition (0 <= fold < class_folds; set by the grid)
-    data_fingerprint: str = ""          # npz / idx: sha256 of the file(s), a loader's: of its arrays; filled by resolve_config (changed data = new run id)
-    temperature: float = 0.07           # ntxent: temperature t of the softmax over s / t (PML's default)
-    ce: str = "ce"                      # combined/triplet_ce: "ce" | "focal" for the cross-entropy terms
-    focal_gamma: float = 2.0            # ce = "focal": focusing exponent gamma (Lin et al.); 0 = CE
-    focal_alpha: float = -1.0           # ce = "focal", combined: class-1 weight alpha in (0, 1); -1 = none
-    split_protocol: str = "fixed_test"  # class folds: "fixed_test" (fixed test classes, folds over the rest) | "rotated" (stores before it)
-    pose_classes: int = 120             # pose: number of classes (ablations/pose.py)
-    pose_points_per_class: int = 40
-    pose_content_dim: int = 8           # pose: dimensions of the content (even: dc / 2 rotation planes)
-    pose_dim: int = 8                   # pose: dimensions of the additive nuisance shared by every class
-    pose_scale: float = 1.0             # pose: std of the additive nuisance (class means have std 1)
-    pose_within: float = 0.5            # pose: within-class std of the content
-    pose_gain: float = 0.2              # pose: std of the log of the per-sample gain ("lighting")
-    pose_warp: float = 0.5              # pose: strength of the non-linear mixing (0 = a rotation)
-    memory_size: int = 0                # cross-batch memory (XBM) entries; 0 = off (losses/memory.py)
-    memory_weight: float = 1.0          # memory: w in loss(batch, batch) + w * loss(batch, memory)
-    memory_start_epoch: int = 0         # memory: first epoch that enqueues and adds the memory term
+    __slots__ = ("_values",)
+
+    def __init__(self, **values: Any):
+        fields = schema()
+        if unknown := [key for key in values if key not in fields]:
+            raise TypeError(f"RunConfig: unknown keys {unknown}")
+        object.__setattr__(self, "_values", {name: values.get(name, key.default) for name, key in fields.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "_values")[name]
+        except KeyError:
+            raise AttributeError(f"RunConfig has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"RunConfig is frozen: use config.replace({name}=...)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunConfig) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._values.items())))
+
+    def __repr__(self) -> str:
+        return "RunConfig(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
+
+    def __reduce__(self):
+        return _restored, (self._values,)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig(**{**self._values, **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
 
 
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+def _restored(values: dict[str, Any]) -> RunConfig:
+    """Unpickling: the values as they were (a process that has not registered a component of
+    the sender's still reads its config)."""
+    config = object.__new__(RunConfig)
+    object.__setattr__(config, "_values", dict(values))
+    return config
+
+
 # The keys that make a run's data (its split included): one loaded split per distinct value,
 # and what a `raw` baseline depends on.
-DATA_KEYS = ("dataset", *dict.fromkeys(k for spec in DATASET_SPECS.values() for k in spec.keys),
-             "class_folds", "fold", "split_protocol")
-DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
+DATA_KEYS = ("dataset", *dict.fromkeys(k.name for spec in DATASET_SPECS.values() for k in spec.keys),
+             *names(SPLIT_KEYS))
 # Keys set by the grid (fold) or by resolve_config (data_fingerprint), not by users: valid, but
 # left out of the key list an unknown key's error shows.
 INTERNAL_KEYS = ("data_fingerprint", "fold")
-
-_POSITIVE_INTS = ("class_folds", "blobs_classes", "blobs_dim", "blobs_points_per_class",
-                  "margin_ramp_epochs", "conv_channels", "nuisance_classes",
-                  "nuisance_points_per_class", "nuisance_content_dim", "nuisance_dim",
-                  "pose_classes", "pose_points_per_class", "pose_content_dim",
-                  "epochs", "sampler_p", "sampler_k", "width", "embedding_dim",
-                  "mining_refresh_epochs", "mining_neighbours", "eval_every")
-_NON_NEGATIVE = ("blobs_spread", "nuisance_scale", "nuisance_within", "nuisance_warp", "margin",
-                 "pose_dim", "pose_scale", "pose_within", "pose_gain", "pose_warp",
-                 "margin_start", "w_triplet", "w_pos", "w_neg", "w_ce", "hidden_layers",
-                 "warmup_epochs", "seed", "data_seed", "gradnorm_alpha", "fold",
-                 "focal_gamma", "memory_size", "memory_weight", "memory_start_epoch")
-_POSITIVE_FLOATS = ("gradnorm_lr", "dwa_temperature", "temperature")
 SEED_KEYS = ("seed", "data_seed")
-MAX_SEED = 2**32 - 1  # numpy and torch take < 2**63, scikit-learn's KMeans (evaluation) < 2**32
-# datasets read from a file: their runs carry the file's sha256 as data_fingerprint
-# weighting method -> (config key, keyword of losses.weighting.make_weighting)
-WEIGHTING_PARAMS = {
-    "inverse_ema": (("ema_momentum", "momentum"),),
-    "uncertainty": (("uncertainty_init", "init"),),
-    "gradnorm": (("gradnorm_alpha", "alpha"), ("gradnorm_lr", "lr")),
-    "dwa": (("dwa_temperature", "temperature"),),
-}
-# fixed weighting: config key -> the component it weights
-FIXED_WEIGHT_KEYS = {"w_triplet": "triplet", "w_pos": "ce_pos", "w_neg": "ce_neg", "w_ce": "ce_id"}
 # Documented caps on sizes (a typo like embedding_dim = 1000000 would run for minutes at GBs):
 # a layer size above MAX_LAYER_SIZE, or a batch sampler_p x sampler_k above MAX_BATCH, is refused
 # with an estimate of its memory. Every grid of this suite is far below (width 128, batch 128).
@@ -227,10 +250,8 @@ REFINES: dict[str, tuple[str, Any, str]] = {
     "focal_alpha": ("ce", lambda v: v == "focal", 'ce = "focal"'),
     "memory_weight": ("memory_size", lambda v: v > 0, "memory_size > 0"),
     "memory_start_epoch": ("memory_size", lambda v: v > 0, "memory_size > 0"),
-    **{key: ("mining", lambda v: v != "none", 'mining is not "none"') for key in MINING_KEYS if key != "mining"},
+    **{key: ("mining", lambda v: v != "none", 'mining is not "none"') for key in names(MINING_KEYS) if key != "mining"},
 }
-_UNIT_INTERVAL = ("blobs_label_noise", "mining_random_rate", "mining_hard_start",
-                  "mining_hard_end")
 
 
 def _keys_to_reset(cfg: dict[str, Any]) -> list[str]:
@@ -250,17 +271,17 @@ def keys_read(cfg: dict[str, Any]) -> set[str]:
     loss = cfg["loss"]
     dataset = cfg["dataset"]
     read = {"dataset", "loss", "metric",
-            *(PLUGIN_DATASET_KEYS if is_import_string(dataset) else
+            *names(PLUGIN_DATASET_KEYS if is_import_string(dataset) else
               DATASET_SPECS[dataset].keys if dataset in DATASET_SPECS else ()),
             *split_keys(class_folds=cfg["class_folds"], fold=cfg["fold"], split_protocol=cfg["split_protocol"])}
     spec = ENCODER_SPECS.get(cfg["encoder"])
-    encoder = {"encoder", "embedding_dim", "seed", *(spec.keys if spec else ())}
+    encoder = {"encoder", "seed", *names(ENCODER_KEYS), *names(spec.keys if spec else ())}
     if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
         return read if loss in SEED_FREE_BASELINES else read | encoder
     spec = loss_spec(loss)
-    read |= encoder | set(SHARED_KEYS) | set(spec.keys)
+    read |= encoder | set(SHARED_KEYS) | set(spec.key_names)
     if spec.reads_margin(cfg, LOSS_SPECS):
-        read |= set(MARGIN_KEYS)
+        read |= set(names(MARGIN_KEYS))
     if len(spec.components) > 1:
         read |= {"weighting", *(key for key, _ in WEIGHTING_PARAMS.get(cfg["weighting"], ()))}
         if cfg["weighting"] == "fixed":
@@ -286,15 +307,15 @@ def _own_readers(key: str) -> str:
         return f"read only by {what} = {', '.join(names)}"
 
     several = ", ".join(n for n, s in LOSS_SPECS.items() if len(s.components) > 1)
-    if losses := [name for name, spec in LOSS_SPECS.items() if key in spec.keys]:
+    if losses := [name for name, spec in LOSS_SPECS.items() if key in spec.key_names]:
         return named("loss", losses)
-    if key in MARGIN_KEYS:
+    if key in names(MARGIN_KEYS):
         return ("read only by losses with a margin (not "
                 + ", ".join(n for n, s in LOSS_SPECS.items() if not s.takes_margin and not s.margin_of)
                 + "; " + ", ".join(f"{n} as its {s.margin_of}" for n, s in LOSS_SPECS.items() if s.margin_of) + ")")
-    if datasets := [name for name, spec in DATASET_SPECS.items() if key in spec.keys]:
+    if datasets := [name for name, spec in DATASET_SPECS.items() if key in names(spec.keys)]:
         return named("dataset", datasets)
-    if encoders := [name for name, spec in ENCODER_SPECS.items() if key in spec.keys]:
+    if encoders := [name for name, spec in ENCODER_SPECS.items() if key in names(spec.keys)]:
         return named("encoder", encoders)
     if methods := [m for m, params in WEIGHTING_PARAMS.items() if key in dict(params)]:
         return named("weighting", methods) + f", for losses of several components ({several})"
@@ -325,15 +346,17 @@ def canonical(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_value(key: str, value: Any) -> Any:
-    """Validate one key's value; return it converted to the field's type (int -> float)."""
+    """Validate one key's value by its declaration (FIELDS); return it converted to the key's
+    type (int -> float)."""
     if key == "dataset" and isinstance(value, str) and value.endswith(".npz"):
         return value  # shorthand for dataset = "npz" + npz_path, expanded by resolve_config
-    if key not in FIELDS:
-        user_keys = [k for k in FIELDS if k not in INTERNAL_KEYS]
+    fields = schema()
+    if key not in fields:
+        user_keys = [k for k in fields if k not in INTERNAL_KEYS]
         raise ValueError(f"unknown key {key!r}{did_you_mean(key, user_keys)}; "
                          f"valid keys: {', '.join(user_keys)}")
-    kind = FIELDS[key].type
-    kind = {"str": str, "int": int, "float": float, "bool": bool}.get(kind, kind)
+    declared = fields[key]
+    kind = declared.type
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -341,44 +364,15 @@ def check_value(key: str, value: Any) -> Any:
                          f"got {type(value).__name__} {value!r}")
     if kind is float and not math.isfinite(value):
         raise ValueError(f"key {key!r} must be finite, got {value!r}")
-    if key in PLUGIN_KEYS and is_import_string(value):  # "package.module:name": the user's own piece
+    if declared.plugin and is_import_string(value):  # "package.module:name": the user's own piece
         check_plugin(key, value)
-    elif key in CHOICES and value not in CHOICES[key]:
+    elif declared.choices and value not in (choices := declared.valid_choices()):
         raise ValueError(f"key {key!r} got unknown value {value!r}; "
-                         f"valid choices: {', '.join(CHOICES[key])}"
-                         + (", or 'package.module:name' (your own)" if key in PLUGIN_KEYS else "")
-                         + did_you_mean(value, CHOICES[key]))
-    if key in _POSITIVE_INTS and value < 1:
-        raise ValueError(f"key {key!r} must be >= 1, got {value!r}")
-    if key in SEED_KEYS and not 0 <= value <= MAX_SEED:
-        raise ValueError(f"key {key!r} must be in [0, 2**32 - 1] = [0, {MAX_SEED}] "
-                         f"(scikit-learn's KMeans takes no larger seed), got {value!r}")
-    if key in _NON_NEGATIVE and value < 0:
-        raise ValueError(f"key {key!r} must be >= 0, got {value!r}")
-    if (key == "lr" or key in _POSITIVE_FLOATS) and value <= 0:
-        raise ValueError(f"key {key!r} must be > 0, got {value!r}")
-    if key == "ema_momentum" and not 0.0 <= value < 1.0:
-        raise ValueError(f"key 'ema_momentum' must be in [0, 1), got {value!r}")
-    if key == "focal_alpha" and value != -1.0 and not 0.0 < value < 1.0:
-        raise ValueError(f"key 'focal_alpha' must be in (0, 1), or -1 for none, got {value!r}")
-    if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
-        raise ValueError(f"key {key!r} must be in [0, 1], got {value!r}")
-    if key == "blobs_points_per_class" and value < 2:
-        raise ValueError(f"key 'blobs_points_per_class' must be >= 2 (a class with one point "
-                         f"has no positive pair to retrieve), got {value!r}")
-    if key == "data_fingerprint" and value and (
-            len(value) != 64 or value.strip("0123456789abcdef")):
-        raise ValueError(f"key 'data_fingerprint' must be empty (filled from the data file) or "
-                         f"a sha256 of 64 lowercase hex digits, got {value!r}")
-    if key == "pose_points_per_class" and value < 2:
-        raise ValueError(f"key 'pose_points_per_class' must be >= 2 (a class with one point "
-                         f"has no positive pair to retrieve), got {value!r}")
-    if key == "pose_content_dim" and value % 2:
-        raise ValueError(f"key 'pose_content_dim' must be even (the pose rotates planes of two "
-                         f"coordinates), got {value!r}")
-    if key in ("sampler_p", "sampler_k") and value < 2:
-        raise ValueError(f"key {key!r} must be >= 2 (a batch needs positives and negatives), "
-                         f"got {value!r}")
+                         f"valid choices: {', '.join(choices)}"
+                         + (", or 'package.module:name' (your own)" if declared.plugin else "")
+                         + did_you_mean(value, choices))
+    if problem := declared.problem(value):
+        raise ValueError(f"key {key!r} {problem}, got {value!r}")
     return value
 
 
@@ -470,8 +464,6 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     if cfg["dataset"] == "idx" and not (cfg["idx_images"] and cfg["idx_labels"]):
         raise ValueError("keys 'idx_images' and 'idx_labels' must name MNIST-format IDX files "
                          "(.gz or not) when dataset = 'idx'")
-    if cfg["image_shape"]:
-        parse_image_shape(cfg["image_shape"])
     if cfg["fold"] >= cfg["class_folds"]:
         raise ValueError(f"key 'fold' must be in 0..class_folds-1 = 0..{cfg['class_folds'] - 1}, "
                          f"got {cfg['fold']!r}")
@@ -503,7 +495,7 @@ def unique_configs(configs) -> list[RunConfig]:
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """The flat dict of a RunConfig (JSON-serialisable)."""
-    return dataclasses.asdict(config)
+    return config.as_dict()
 
 
 def config_hash(config: RunConfig | dict[str, Any]) -> str:

@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from ablations.idx import load_idx_xy
+from ablations.keys import DATA_SEED, NON_NEGATIVE, POSITIVE, TWO_POINTS, UNIT_INTERVAL, Key
 from ablations.nuisance import NUISANCE_KEYS, nuisance_xy_of
 from ablations.plugin_import import checked_signature, import_object, is_import_string
 from ablations.pose import POSE_KEYS, pose_xy_of
@@ -109,6 +110,13 @@ def class_counts(num_classes: int) -> tuple[int, int, int]:
 
 
 SPLIT_PROTOCOLS = ("fixed_test", "rotated")  # values of the `split_protocol` key
+# The split's keys (which of them a run reads: `split_keys`).
+SPLIT_KEYS = (
+    Key("class_folds", 1, "K class partitions; a grid runs folds 0..K-1 of each cell", POSITIVE),
+    Key("fold", 0, "which partition (0 <= fold < class_folds; set by the grid)", NON_NEGATIVE),
+    Key("split_protocol", "fixed_test", 'class folds: "fixed_test" (fixed test classes, folds over '
+        'the rest) | "rotated" (stores before it)', choices=SPLIT_PROTOCOLS),
+)
 
 
 def split_keys(*, class_folds: int, fold: int, split_protocol: str) -> tuple[str, ...]:
@@ -300,10 +308,10 @@ def check_xy(x: np.ndarray, y: np.ndarray, *, source: str) -> None:
 @dataclass(frozen=True)
 class DatasetSpec:
     """One value of `dataset`: the config keys it reads besides the split's (`split_keys`; the
-    config resets the keys no chosen component reads), the keys naming its data files (their
-    sha256 is the run's data_fingerprint), and its arrays."""
+    config resets the keys no chosen component reads), with their defaults and checks; the
+    keys naming its data files (their sha256 is the run's data_fingerprint); and its arrays."""
 
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     xy: Callable[[Any], tuple[np.ndarray, np.ndarray]]   # RunConfig -> X (N, D), y (N,)
     files: tuple[str, ...] = ()
     after_split: Callable[[Split, Any], Split] | None = None   # (split, RunConfig) -> split
@@ -321,20 +329,37 @@ def _idx_xy(config) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _sha256_or_empty(value: str) -> str:
+    if value and (len(value) != 64 or value.strip("0123456789abcdef")):
+        return "must be empty (filled from the data file) or a sha256 of 64 lowercase hex digits"
+    return ""
+
+
+# npz / idx: sha256 of the file(s), a loader's: of its arrays; filled by the config's
+# resolution (changed data = new run id)
+DATA_FINGERPRINT = Key("data_fingerprint", "", "sha256 of the run's data", (_sha256_or_empty,))
+BLOBS_KEYS = (
+    Key("blobs_classes", 40, "number of Gaussian classes", POSITIVE),
+    Key("blobs_dim", 32, "feature dimension", POSITIVE),
+    Key("blobs_points_per_class", 30, "points drawn per class", POSITIVE + (TWO_POINTS,)),
+    Key("blobs_spread", 1.0, "std of points around their centre (centres ~ N(0, 1)*4)", NON_NEGATIVE),
+    Key("blobs_label_noise", 0.0, "share of training labels replaced at random", UNIT_INTERVAL),
+    DATA_SEED,
+)
 DATASET_SPECS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec((), lambda config: load_digits_xy()),
-    "blobs": DatasetSpec(("blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread",
-                          "blobs_label_noise", "data_seed"), _blobs_xy,
+    "blobs": DatasetSpec(BLOBS_KEYS, _blobs_xy,
                          after_split=lambda split, config: _with_label_noise(
                              split, rate=config.blobs_label_noise, seed=config.data_seed)),
-    "npz": DatasetSpec(("npz_path", "data_fingerprint"), lambda config: load_npz_xy(config.npz_path),
-                       files=("npz_path",)),
+    "npz": DatasetSpec((Key("npz_path", "", "file with X (N, D) float and y (N,) int"), DATA_FINGERPRINT),
+                       lambda config: load_npz_xy(config.npz_path), files=("npz_path",)),
     "nuisance": DatasetSpec(NUISANCE_KEYS, nuisance_xy_of),
-    "idx": DatasetSpec(("idx_images", "idx_labels", "data_fingerprint"), _idx_xy,
-                       files=("idx_images", "idx_labels")),
+    "idx": DatasetSpec((Key("idx_images", "", "MNIST-format image file (.gz or not)"),
+                        Key("idx_labels", "", "MNIST-format label file (.gz or not)"), DATA_FINGERPRINT),
+                       _idx_xy, files=("idx_images", "idx_labels")),
     "pose": DatasetSpec(POSE_KEYS, pose_xy_of),
 }
-PLUGIN_DATASET_KEYS = ("data_fingerprint",)  # a user's loader: the sha256 of the arrays it returns
+PLUGIN_DATASET_KEYS = (DATA_FINGERPRINT,)  # a user's loader: the sha256 of the arrays it returns
 
 
 def load_split(config) -> Split:

@@ -13,6 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablations.keys import POSITIVE, UNIT_INTERVAL, Key
+
+MININGS = ("none", "offline_hard")
+# Read by the losses trained on offline triplets (ablations/loss_specs.py); the mining_* keys
+# only with mining != "none".
+MINING_KEYS = (
+    Key("mining", "none", "none (random triplets) | offline_hard (BallTree)", choices=MININGS),
+    Key("mining_refresh_epochs", 5, "rebuild the BallTree every N epochs", POSITIVE),
+    Key("mining_neighbours", 20, "neighbours queried per anchor for a hard negative", POSITIVE),
+    Key("mining_random_rate", 0.5, "share of negatives always drawn at random", UNIT_INTERVAL),
+    Key("mining_hard_start", 0.0, "hard share of the other negatives at epoch 0 ...", UNIT_INTERVAL),
+    Key("mining_hard_end", 1.0, "... ramped linearly to this at the last epoch", UNIT_INTERVAL),
+)
+
 
 def random_triplets(labels: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     """labels (N,) int -> triplets (T, 3) int of (anchor, positive, negative) indices.

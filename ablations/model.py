@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablations.keys import NON_NEGATIVE, POSITIVE, Key
 from ablations.plugin_import import is_import_string
 from ablations.plugins import build_plugin_encoder
 
@@ -117,10 +118,11 @@ def image_shape_of(config, in_features: int) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """One value of `encoder`: the config keys it reads besides embedding_dim (the config
-    resets the keys no chosen component reads) and its builder (RunConfig, F) -> module."""
+    """One value of `encoder`: the config keys it reads besides ENCODER_KEYS (the config resets
+    the keys no chosen component reads), with their defaults and checks, and its builder
+    (RunConfig, F) -> module."""
 
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     build: Callable[[Any, int], nn.Module]
 
 
@@ -134,12 +136,28 @@ def _conv(config, in_features: int) -> nn.Module:
                          embedding_dim=config.embedding_dim, normalize=config.normalize)
 
 
+def _image_shape_problem(text: str) -> str:
+    try:
+        parse_image_shape(text) if text else None
+    except ValueError:
+        return "must be 'CxHxW' with positive integers (e.g. '1x28x28')"
+    return ""
+
+
+# Read by every encoder (a user's factory too) and by the heads on the embedding.
+ENCODER_KEYS = (Key("embedding_dim", 32, "dimension E of the embedding", POSITIVE),)
+_MLP_KEYS = (Key("hidden_layers", 1, "hidden Linear+ReLU layers of the MLP", NON_NEGATIVE),
+             Key("width", 128, "hidden width", POSITIVE),
+             Key("normalize", True, "L2-normalise the embeddings"))
 # conv does not read hidden_layers and width, but they have always been part of its runs'
 # identity (runs differing in them are stored apart), so they stay listed. A user's factory
 # ("package.module:function") reads none.
 ENCODER_SPECS: dict[str, EncoderSpec] = {
-    "mlp": EncoderSpec(("hidden_layers", "width", "normalize"), _mlp),
-    "conv": EncoderSpec(("hidden_layers", "width", "normalize", "image_shape", "conv_channels"), _conv),
+    "mlp": EncoderSpec(_MLP_KEYS, _mlp),
+    "conv": EncoderSpec(_MLP_KEYS + (
+        Key("image_shape", "", '"CxHxW" of each row of X; "" = 1 x s x s for F = s^2 features',
+            (_image_shape_problem,)),
+        Key("conv_channels", 32, "channels of the first block (doubled once)", POSITIVE)), _conv),
 }
 
 

@@ -32,9 +32,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablations.keys import DATA_SEED, NON_NEGATIVE, POSITIVE, Key
+
 # The config keys the dataset reads (its entry in ablations.data.DATASET_SPECS).
-NUISANCE_KEYS = ("nuisance_classes", "nuisance_points_per_class", "nuisance_content_dim",
-                 "nuisance_dim", "nuisance_scale", "nuisance_within", "nuisance_warp", "data_seed")
+# The config keys the dataset reads (its entry in ablations.data.DATASET_SPECS).
+NUISANCE_KEYS = (
+    Key("nuisance_classes", 120, "number of classes", POSITIVE),
+    Key("nuisance_points_per_class", 40, "points drawn per class", POSITIVE),
+    Key("nuisance_content_dim", 8, "dimensions that carry the class", POSITIVE),
+    Key("nuisance_dim", 24, "dimensions shared by every class", POSITIVE),
+    Key("nuisance_scale", 1.0, "std of the nuisance (class means have std 1)", NON_NEGATIVE),
+    Key("nuisance_within", 0.5, "within-class std of the content", NON_NEGATIVE),
+    Key("nuisance_warp", 1.0, "strength of the non-linear mixing (0 = a rotation)", NON_NEGATIVE),
+    DATA_SEED,
+)
 
 
 def nuisance_xy_of(config, *, return_content: bool = False):

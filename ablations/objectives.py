@@ -33,9 +33,9 @@ from torch import nn
 import losses
 from losses.memory import CrossBatchMemory, loss_against_memory, xbm_total
 from losses.registry import BATCH_VARIANT_CALLS, REFERENCE_VARIANTS
-from ablations.config import FIXED_WEIGHT_KEYS, RIVALS, WEIGHTING_PARAMS, RunConfig
+from ablations.config import FIXED_WEIGHT_KEYS, WEIGHTING_PARAMS, RunConfig
 from ablations.loss_specs import LOSS_SPECS
-from ablations.plugins import is_import_string, loss_components, loss_plugin
+from ablations.plugins import import_object, is_import_string, loss_components, loss_plugin
 
 RIVAL_CALLS = {"multi_similarity": "multi_similarity_loss", "circle": "circle_loss",
                "contrastive": "contrastive_loss", "ntxent": "ntxent_loss"}
@@ -209,26 +209,43 @@ def explicit_triplet_stats(a, p, n, *, margin: float, metric: str) -> dict[str, 
 
 
 def build_objective(config: RunConfig, *, num_classes: int) -> nn.Module:
-    """RunConfig, number of training classes -> objective module (may hold learnable heads)."""
-    loss, metric = config.loss, config.metric
-    if is_import_string(loss):
-        return PluginObjective(loss, metric=metric)
-    if loss in BATCH_VARIANT_CALLS:
-        return BatchObjective(loss, metric=metric)
-    if loss in RIVALS:
-        return RivalObjective(loss, metric=metric, temperature=config.temperature)
-    focal = {"ce": config.ce, "focal_gamma": config.focal_gamma,
-             "focal_alpha": None if config.focal_alpha == -1.0 else config.focal_alpha}
-    if loss == "triplet_ce":
-        return TripletIdObjective(config.id_variant, metric=metric, num_classes=num_classes,
-                                  embedding_dim=config.embedding_dim, ce_input=config.ce_input,
-                                  focal={**focal, "focal_alpha": None})
-    if loss == "naive":
-        return NaiveObjective(metric=metric)
-    if loss == "combined":
-        return CombinedObjective(metric=metric, embedding_dim=config.embedding_dim,
-                                 ce_input=config.ce_input, focal=focal)
-    raise ValueError(f"loss: unknown {loss!r}")
+    """RunConfig, number of training classes -> objective module (may hold learnable heads):
+    a user's loss ("package.module:function"), or what the loss's LossSpec.objective builds."""
+    if is_import_string(config.loss):
+        return PluginObjective(config.loss, metric=config.metric)
+    if config.loss not in LOSS_SPECS:
+        raise ValueError(f"loss: unknown {config.loss!r}; valid: {', '.join(LOSS_SPECS)}")
+    build = LOSS_SPECS[config.loss].objective
+    return (import_object(build, key="loss") if isinstance(build, str) else build)(config, num_classes)
+
+
+# The builders the built-in LossSpecs name (ablations/loss_specs.py): (config, classes) -> objective.
+def batch_objective(config: RunConfig, num_classes: int) -> BatchObjective:
+    return BatchObjective(config.loss, metric=config.metric)
+
+
+def rival_objective(config: RunConfig, num_classes: int) -> RivalObjective:
+    return RivalObjective(config.loss, metric=config.metric, temperature=config.temperature)
+
+
+def _focal(config: RunConfig) -> dict:
+    return {"ce": config.ce, "focal_gamma": config.focal_gamma,
+            "focal_alpha": None if config.focal_alpha == -1.0 else config.focal_alpha}
+
+
+def triplet_id_objective(config: RunConfig, num_classes: int) -> TripletIdObjective:
+    return TripletIdObjective(config.id_variant, metric=config.metric, num_classes=num_classes,
+                              embedding_dim=config.embedding_dim, ce_input=config.ce_input,
+                              focal={**_focal(config), "focal_alpha": None})
+
+
+def naive_objective(config: RunConfig, num_classes: int) -> NaiveObjective:
+    return NaiveObjective(metric=config.metric)
+
+
+def combined_objective(config: RunConfig, num_classes: int) -> CombinedObjective:
+    return CombinedObjective(metric=config.metric, embedding_dim=config.embedding_dim,
+                             ce_input=config.ce_input, focal=_focal(config))
 
 
 class MemoryTerm(nn.Module):

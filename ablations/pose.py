@@ -110,9 +110,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablations.keys import DATA_SEED, NON_NEGATIVE, POSITIVE, TWO_POINTS, Key, even
+
 # The config keys the dataset reads (its entry in ablations.data.DATASET_SPECS).
-POSE_KEYS = ("pose_classes", "pose_points_per_class", "pose_content_dim", "pose_dim", "pose_scale",
-             "pose_within", "pose_gain", "pose_warp", "data_seed")
+POSE_KEYS = (
+    Key("pose_classes", 120, "number of classes", POSITIVE),
+    Key("pose_points_per_class", 40, "points drawn per class", POSITIVE + (TWO_POINTS,)),
+    Key("pose_content_dim", 8, "dimensions of the content (even: dc / 2 rotation planes)",
+        POSITIVE + (even("the pose rotates planes of two coordinates"),)),
+    Key("pose_dim", 8, "dimensions of the additive nuisance shared by every class", NON_NEGATIVE),
+    Key("pose_scale", 1.0, "std of the additive nuisance (class means have std 1)", NON_NEGATIVE),
+    Key("pose_within", 0.5, "within-class std of the content", NON_NEGATIVE),
+    Key("pose_gain", 0.2, 'std of the log of the per-sample gain ("lighting")', NON_NEGATIVE),
+    Key("pose_warp", 0.5, "strength of the non-linear mixing (0 = a rotation)", NON_NEGATIVE),
+    DATA_SEED,
+)
 
 
 def pose_xy_of(config, *, return_content: bool = False):

@@ -114,6 +114,9 @@ class Weighting(nn.Module):
     """
 
     needs_shared = False  # True for methods that differentiate w.r.t. the shared layer
+    # The method's parameters a run config sets: config key -> keyword of __init__ (its default
+    # there is the key's default; a grid file names the key). Empty: the method has none.
+    config_keys: dict[str, str] = {}
 
     def __init__(self, *, components: Sequence[str]):
         super().__init__()

@@ -23,6 +23,8 @@ class DwaWeighting(Weighting):
     num_epochs, lambdas (T,).
     """
 
+    config_keys = {"dwa_temperature": "temperature"}
+
     def __init__(self, *, components: Sequence[str], temperature: float = 2.0, eps: float = 1e-8):
         super().__init__(components=components)
         self.temperature = check_positive(temperature, name="temperature")

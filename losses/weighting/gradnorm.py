@@ -36,6 +36,8 @@ class GradNormWeighting(Weighting):
     Reported grad_norms: the unweighted g_i.
     """
 
+    config_keys = {"gradnorm_alpha": "alpha", "gradnorm_lr": "lr"}
+
     needs_shared = True
 
     def __init__(

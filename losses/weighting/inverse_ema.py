@@ -23,6 +23,8 @@ class InverseEmaWeighting(Weighting):
     State (state_dict): ema (T,), num_steps.
     """
 
+    config_keys = {"ema_momentum": "momentum"}
+
     def __init__(self, *, components: Sequence[str], momentum: float = 0.9, eps: float = 1e-8):
         super().__init__(components=components)
         self.momentum = check_fraction(momentum, name="momentum")

@@ -25,6 +25,8 @@ class UncertaintyWeighting(Weighting):
     State (state_dict): log_vars (T,).
     """
 
+    config_keys = {"uncertainty_init": "init"}
+
     def __init__(self, *, components: Sequence[str], init: float = -0.5, log_var_min: float = -10.0, log_var_max: float = 10.0):
         super().__init__(components=components)
         self.log_var_min = check_margin(log_var_min, name="log_var_min")
