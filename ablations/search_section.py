@@ -183,7 +183,7 @@ def _checked(key: str, value: Any, where: str) -> Any:
 
 
 def _parse_range(key: str, spec: Any, where: str) -> Range:
-    kind = FIELDS[key].type
+    kind = FIELDS[key].type.__name__
     if isinstance(spec, list):
         if len(spec) < 2:
             raise ValueError(f"{where}: a list of choices needs at least 2 values, got {spec!r} "
