@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 from ablations.ceiling import ideal_summary
-from ablations.config import BASELINES, DATA_KEYS, RunConfig, check_input_layer
+from ablations.baseline_specs import BASELINE_SPECS
+from ablations.config import DATA_KEYS, RunConfig, check_input_layer
 from ablations.data import Split
 from ablations.executors import LocalExecutor
 from ablations.migrate import open_store
@@ -28,12 +29,12 @@ def check_runnable(configs: list[RunConfig]) -> None:
     """Load each distinct dataset once and check that every config can sample from it."""
     check_distinct_folds(configs)
     for config in configs:
-        if config.loss in BASELINES and config.loss != "untrained":  # no encoder
+        if config.baseline and not BASELINE_SPECS[config.baseline].reads_encoder:  # no encoder
             continue
         split: Split = cached_split(config)
         dataset = {"npz": config.npz_path}.get(config.dataset, config.dataset)
         check_input_layer(config, split.num_features, dataset=dataset)
-        if config.loss in BASELINES:  # nothing sampled
+        if config.baseline:  # nothing sampled
             continue
         n_classes = len(split.train_classes)
         if config.sampler_p > n_classes:
@@ -111,7 +112,7 @@ def make_executor(workers: int | None, scheduler: str | None):
 def write_ideal(store: ResultsStore, configs: list[RunConfig]) -> None:
     """DIR/ideal.json: the ceiling of the grid's dataset (ablations/ceiling.py), where it has one;
     the report shows it beside the leaderboard."""
-    ideal = ideal_summary([c for c in configs if c.loss not in BASELINES])
+    ideal = ideal_summary([c for c in configs if not c.baseline])
     if ideal is not None:
         atomic_write_json(store.root / "ideal.json", ideal)
 

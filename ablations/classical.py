@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ablations.config import CLASSICAL_BASELINES
 
+METHODS = ("lda", "nca", "pca_whiten")
 DIMENSIONS = (2, 4, 8, 16, 32, 64, 128, 256)  # candidate numbers of components, before the cap
 NCA_MAX_ITER = 50        # scikit-learn's default L-BFGS budget
 NCA_RANDOM_STATE = 0     # fixes NCA's PCA initialisation (randomised SVD on large inputs)
@@ -58,7 +58,7 @@ def max_components(method: str, x_train: np.ndarray, y_train: np.ndarray) -> int
         return d
     if method == "pca_whiten":
         return min(n, d)
-    raise ValueError(f"method: unknown {method!r}; valid: {', '.join(CLASSICAL_BASELINES)}")
+    raise ValueError(f"method: unknown {method!r}; valid: {', '.join(METHODS)}")
 
 
 def candidate_dimensions(method: str, x_train: np.ndarray, y_train: np.ndarray) -> list[int]:
@@ -83,7 +83,7 @@ def fit(method: str, n_components: int, x_train: np.ndarray, y_train: np.ndarray
     elif method == "pca_whiten":
         model = PCA(n_components=n_components, whiten=True, svd_solver="full")
     else:
-        raise ValueError(f"method: unknown {method!r}; valid: {', '.join(CLASSICAL_BASELINES)}")
+        raise ValueError(f"method: unknown {method!r}; valid: {', '.join(METHODS)}")
     with warnings.catch_warnings(), threadpool_limits(limits=BLAS_THREADS):
         warnings.simplefilter("ignore", ConvergenceWarning)  # NCA's fixed budget (n_iter recorded)
         return model.fit(x_train, y_train)

@@ -1,16 +1,19 @@
 """One run's configuration: the flat, frozen `RunConfig`, its validation and its hash.
 
-Every key has a documented default (the dataclass below). A grid file sets some of
-them in `[base]` and varies some in `[grid]`; `resolve_config` validates a dict of
-keys, fills in the defaults and *canonicalises keys that cannot affect the run*
-(e.g. the weighting of a single-component loss, mining parameters when mining is
-"none") back to their defaults, so two cells that train the same thing get the
-same `run_id` and run once. The keys kept are those the chosen components read
-(`keys_read` below, from the components' declarations: a baseline, `loss` in
-BASELINES, reads only its data keys and the metric, plus the encoder's keys and the
-seed for "untrained", the one baseline not in SEED_FREE_BASELINES); and the
-losses defined on cosine similarity (multi_similarity, circle) get
-metric = "cosine", which evaluation then uses too.
+Every key is declared once, with its default, meaning and checks (`ablations.keys.Key`):
+the keys every run shares below (SHARED_DECLARED), the others beside the component that
+reads them (a dataset's in ablations/data.py, an encoder's in ablations/model.py, a loss's
+in ablations/loss_specs.py, a baseline's in ablations/baseline_specs.py, a weighting
+method's on its class in losses/weighting); `schema()` assembles them. A grid file sets
+some keys in `[base]` and varies some in `[grid]`; `resolve_config` validates a dict of
+keys, fills in the defaults and *canonicalises keys that cannot affect the run* (e.g. the
+weighting of a single-component loss, mining parameters when mining is "none") back to
+their defaults, so two cells that train the same thing get the same `run_id` and run once.
+The keys kept are those the chosen components read (`keys_read` below, from the
+components' declarations: a baseline run, `baseline` != "", reads only its data keys and
+the metric, plus what its BaselineSpec adds: the encoder's keys and the seed for
+"untrained"); and the losses defined on cosine similarity (multi_similarity, circle,
+ntxent) get metric = "cosine", which evaluation then uses too.
 
 `config_hash` is the run's id: the first 12 hex digits of the sha256 of the
 canonical JSON (sorted keys, no whitespace) of every key of the resolved
@@ -29,6 +32,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ablations.baseline_specs import BASELINE_SPECS
 from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_KEYS, SPLIT_PROTOCOLS,
                             files_fingerprint, plugin_fingerprint, split_keys)
 from ablations.keys import (MAX_SEED, NON_NEGATIVE, POSITIVE, SEED_RANGE, Key, above, at_least, merge,
@@ -53,15 +57,10 @@ BATCH_VARIANTS = tuple(name for name, spec in LOSS_SPECS.items() if spec.batch_v
 # (randomly, or by offline hard mining): the only ones `mining` applies to.
 EXPLICIT_TRIPLET_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.explicit_triplets)
 RIVALS = tuple(name for name, spec in LOSS_SPECS.items() if spec.rival)
-# Reference points evaluated for every grid (ablations/baselines.py), never trained and never
-# selected as a variant: "raw" = the standardised input features of the split, "untrained" =
-# the encoder at its initialisation for the run's seed, and the classical linear metrics fitted
-# on the training classes (ablations/classical.py): "lda" (linear discriminant analysis), "nca"
-# (neighbourhood components analysis), "pca_whiten" (PCA whitening). Valid values of `loss`.
-CLASSICAL_BASELINES = ("lda", "nca", "pca_whiten")
-BASELINES = ("raw", "untrained", *CLASSICAL_BASELINES)
-# Baselines that do not depend on the seed (deterministic): one run per data keys and metric.
-SEED_FREE_BASELINES = ("raw", *CLASSICAL_BASELINES)
+# Reference points evaluated for every grid (ablations/baseline_specs.py), never trained and
+# never selected as a variant: runs with `baseline` = one of these names (a trained run has
+# baseline = ""). Live views of the registry, as DATASETS.
+BASELINES = BASELINE_SPECS.keys()
 # Defined on cosine similarity: their runs train and evaluate with metric = "cosine".
 COSINE_ONLY = tuple(name for name, spec in LOSS_SPECS.items() if spec.cosine_only)
 # One source of truth: the names the losses package defines.
@@ -75,15 +74,17 @@ LEGACY_SPLIT_PROTOCOL = "rotated"
 # The version of the store layout and of the run ids (written to DIR/store.json). Adding a
 # key to the schema, or changing what a value means, changes run ids: bump it and add the step
 # that rewrites older stores to ablations/migrate.py.
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 
 _BATCH_OF_TWO = POSITIVE + (at_least(2, "a batch needs positives and negatives"),)
 # The keys every run shares (besides the ones each component declares beside its code).
 SHARED_DECLARED = (
     Key("dataset", "digits", "digits | blobs | npz | nuisance | idx | pose (ablations/data.py)",
         choices=lambda: tuple(DATASET_SPECS), plugin=True),
-    Key("loss", "batch_hard", "a loss (ablations/loss_specs.py) or a baseline",
-        choices=lambda: (*LOSS_SPECS, *BASELINES), plugin=True),
+    Key("loss", "batch_hard", "the trained loss (ablations/loss_specs.py)", choices=lambda: tuple(LOSS_SPECS),
+        plugin=True),
+    Key("baseline", "", 'a baseline evaluated instead of training (ablations/baseline_specs.py); "" = a '
+        'trained run', choices=lambda: ("", *BASELINE_SPECS)),
     Key("metric", "euclidean", "distance used by the loss AND by evaluation", choices=METRICS),
     Key("weighting", "fixed", "losses of several components: a losses.weighting method",
         choices=lambda: tuple(LOSSES_WEIGHTINGS)),
@@ -126,19 +127,40 @@ def weighting_keys() -> tuple[Key, ...]:
     return tuple(out)
 
 
+# The order the keys were introduced in: the column order of the results tables of every store
+# written so far (and of the configurations their reports describe). Keys declared later follow
+# in the order of their declarations. Not a declaration: the components declare the keys.
+INTRODUCED = (
+    "dataset", "blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread", "blobs_label_noise",
+    "data_seed", "npz_path", "loss", "metric", "margin", "margin_schedule", "margin_start",
+    "margin_ramp_epochs", "id_variant", "ce_input", "weighting", "w_triplet", "w_pos", "w_neg", "w_ce",
+    "ema_momentum", "uncertainty_init", "gradnorm_alpha", "gradnorm_lr", "dwa_temperature", "lr",
+    "lr_schedule", "warmup_epochs", "epochs", "seed", "sampler_p", "sampler_k", "hidden_layers", "width",
+    "embedding_dim", "normalize", "mining", "mining_refresh_epochs", "mining_neighbours",
+    "mining_random_rate", "mining_hard_start", "mining_hard_end", "eval_every", "encoder", "image_shape",
+    "conv_channels", "nuisance_classes", "nuisance_points_per_class", "nuisance_content_dim",
+    "nuisance_dim", "nuisance_scale", "nuisance_within", "nuisance_warp", "idx_images", "idx_labels",
+    "class_folds", "fold", "data_fingerprint", "temperature", "ce", "focal_gamma", "focal_alpha",
+    "split_protocol", "pose_classes", "pose_points_per_class", "pose_content_dim", "pose_dim",
+    "pose_scale", "pose_within", "pose_gain", "pose_warp", "memory_size", "memory_weight",
+    "memory_start_epoch", "baseline",
+)
 _SCHEMA: list = [None, {}]  # [token of the registries it was built from, name -> Key]
 
 
 def schema() -> dict[str, Key]:
     """Every config key -> its Key: the shared ones, the split's, and those every registered
     dataset, encoder, loss and weighting method declares (rebuilt when a registry changes)."""
-    token = tuple((name, id(spec)) for registry in (DATASET_SPECS, ENCODER_SPECS, LOSS_SPECS, LOSSES_WEIGHTINGS)
+    token = tuple((name, id(spec)) for registry in (DATASET_SPECS, ENCODER_SPECS, LOSS_SPECS, BASELINE_SPECS,
+                                                    LOSSES_WEIGHTINGS)
                   for name, spec in registry.items())
     if _SCHEMA[0] != token:
         _SCHEMA[1] = merge([SHARED_DECLARED, MARGIN_KEYS, WEIGHT_KEYS.values(), ENCODER_KEYS, SPLIT_KEYS,
                             PLUGIN_DATASET_KEYS, *(spec.keys for spec in DATASET_SPECS.values()),
                             *(spec.keys for spec in ENCODER_SPECS.values()),
-                            *(spec.keys for spec in LOSS_SPECS.values()), MINING_KEYS, weighting_keys()])
+                            *(spec.keys for spec in LOSS_SPECS.values()),
+                            *(spec.keys for spec in BASELINE_SPECS.values()), MINING_KEYS, weighting_keys()])
+        _SCHEMA[1] = {**{name: _SCHEMA[1][name] for name in INTRODUCED if name in _SCHEMA[1]}, **_SCHEMA[1]}
         _SCHEMA[0] = token
     return _SCHEMA[1]
 
@@ -169,6 +191,10 @@ CHOICES: Mapping[str, tuple[str, ...]] = _Live(
 # weighting method -> ((config key, keyword of losses.weighting.make_weighting), ...)
 WEIGHTING_PARAMS: Mapping[str, tuple[tuple[str, str], ...]] = _Live(
     lambda: {method: tuple(cls.config_keys.items()) for method, cls in LOSSES_WEIGHTINGS.items() if cls.config_keys})
+# name -> BaselineSpec of the baselines that do not depend on the seed (one run per data keys and
+# metric), and of the classical metrics fitted on the training classes (lda, nca, pca_whiten)
+SEED_FREE_BASELINES: Mapping[str, Any] = _Live(lambda: {n: s for n, s in BASELINE_SPECS.items() if not s.seeded})
+CLASSICAL_BASELINES: Mapping[str, Any] = _Live(lambda: {n: s for n, s in BASELINE_SPECS.items() if s.classical})
 # fixed weighting: config key -> the component it weights
 FIXED_WEIGHT_KEYS = {key.name: component for component, key in WEIGHT_KEYS.items()}
 
@@ -270,22 +296,31 @@ def keys_read(cfg: dict[str, Any]) -> set[str]:
     (`untrained` also the encoder's keys and the seed)."""
     loss = cfg["loss"]
     dataset = cfg["dataset"]
-    read = {"dataset", "loss", "metric",
+    read = {"dataset", "baseline", "metric",
             *names(PLUGIN_DATASET_KEYS if is_import_string(dataset) else
               DATASET_SPECS[dataset].keys if dataset in DATASET_SPECS else ()),
             *split_keys(class_folds=cfg["class_folds"], fold=cfg["fold"], split_protocol=cfg["split_protocol"])}
     spec = ENCODER_SPECS.get(cfg["encoder"])
     encoder = {"encoder", "seed", *names(ENCODER_KEYS), *names(spec.keys if spec else ())}
-    if loss in BASELINES:  # nothing is trained: only the data (and the initial encoder) matter
-        return read if loss in SEED_FREE_BASELINES else read | encoder
+    if cfg["baseline"]:  # nothing is trained: only the data (and the initial encoder) matter
+        baseline = BASELINE_SPECS[cfg["baseline"]]
+        read |= set(baseline.key_names) | (encoder if baseline.reads_encoder else set()) | (
+            {"seed"} if baseline.seeded else set())
+        return _refined(read, cfg)
     spec = loss_spec(loss)
-    read |= encoder | set(SHARED_KEYS) | set(spec.key_names)
+    read |= {"loss"} | encoder | set(SHARED_KEYS) | set(spec.key_names)
     if spec.reads_margin(cfg, LOSS_SPECS):
         read |= set(names(MARGIN_KEYS))
     if len(spec.components) > 1:
         read |= {"weighting", *(key for key, _ in WEIGHTING_PARAMS.get(cfg["weighting"], ()))}
         if cfg["weighting"] == "fixed":
             read |= {key for key, component in FIXED_WEIGHT_KEYS.items() if component in spec.components}
+    return _refined(read, cfg)
+
+
+def _refined(read: set[str], cfg: dict[str, Any]) -> set[str]:
+    """The keys read, each key of REFINES only where the key it refines is read with a value
+    that uses it."""
     return {key for key in read
             if key not in REFINES or (REFINES[key][0] in read and REFINES[key][1](cfg[REFINES[key][0]]))}
 
@@ -307,6 +342,10 @@ def _own_readers(key: str) -> str:
         return f"read only by {what} = {', '.join(names)}"
 
     several = ", ".join(n for n, s in LOSS_SPECS.items() if len(s.components) > 1)
+    if key == "loss":
+        return 'read only by trained runs (baseline = "")'
+    if baselines := [name for name, spec in BASELINE_SPECS.items() if key in spec.key_names]:
+        return named("baseline", baselines)
     if losses := [name for name, spec in LOSS_SPECS.items() if key in spec.key_names]:
         return named("loss", losses)
     if key in names(MARGIN_KEYS):
@@ -366,6 +405,10 @@ def check_value(key: str, value: Any) -> Any:
         raise ValueError(f"key {key!r} must be finite, got {value!r}")
     if declared.plugin and is_import_string(value):  # "package.module:name": the user's own piece
         check_plugin(key, value)
+    elif key == "loss" and value in BASELINE_SPECS:
+        raise ValueError(f"key 'loss' got {value!r}, a baseline, not a loss: the baselines run beside "
+                         f"every grid's cells ([baselines] include = [...] chooses them); a run config "
+                         f"names one with baseline = {value!r}")
     elif declared.choices and value not in (choices := declared.valid_choices()):
         raise ValueError(f"key {key!r} got unknown value {value!r}; "
                          f"valid choices: {', '.join(choices)}"
@@ -432,7 +475,7 @@ MEMORY_LOSSES = BATCH_VARIANTS + ("triplet_ce",) + EXPLICIT_TRIPLET_LOSSES
 
 def _check_memory(cfg: dict[str, Any]) -> None:
     """memory_size > 0 needs a triplet loss, a memory that holds a step's rows and a start within training."""
-    if cfg["memory_size"] == 0 or cfg["loss"] in BASELINES:
+    if cfg["memory_size"] == 0 or cfg["baseline"]:
         return
     if cfg["loss"] not in MEMORY_LOSSES:
         raise ValueError(f"key 'memory_size' = {cfg['memory_size']} needs a triplet loss "
@@ -451,6 +494,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     """Validate `values` (a subset of the keys), fill defaults, canonicalise unused keys."""
     if not isinstance(values, dict):
         raise ValueError(f"config must be a dict, got {type(values).__name__}")
+    if isinstance(values.get("loss"), str) and values["loss"] in BASELINE_SPECS:
+        values = _baseline_as_loss(values)
     cfg = dict(DEFAULTS)
     for key, value in values.items():
         cfg[key] = check_value(key, value)
@@ -479,6 +524,16 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)
+
+
+def _baseline_as_loss(values: dict[str, Any]) -> dict[str, Any]:
+    """A config that names a baseline as its loss (how configs were written before store format
+    3, and still accepted) -> the same config with `baseline` set and `loss` left out."""
+    name = values["loss"]
+    if values.get("baseline", name) not in (name, ""):
+        raise ValueError(f"loss = {name!r} names a baseline, but baseline = {values['baseline']!r} "
+                         f"names another; set baseline alone")
+    return {**{k: v for k, v in values.items() if k != "loss"}, "baseline": name}
 
 
 def unique_configs(configs) -> list[RunConfig]:

@@ -51,7 +51,7 @@ class Grid:
     base: dict[str, Any]
     axes: dict[str, list[Any]]
     text: str
-    baselines: tuple[str, ...] = BASELINES   # [baselines] include: the baselines the runner adds
+    baselines: tuple[str, ...] = ()   # [baselines] include: the baselines the runner adds (load_grid: all)
     search: SearchSection | None = None  # the [search] section, when the file has one
 
     @property
@@ -105,6 +105,10 @@ def parse_grid_text(text: str, *, source: str = "grid", max_runs: int = MAX_RUNS
     if "fold" in base or "fold" in axes:
         raise ValueError(f"{source}: key 'fold' is not set in a grid file: set class_folds = K "
                          "and the grid runs every fold 0..K-1 of each cell")
+    if "baseline" in base or "baseline" in axes:
+        raise ValueError(f"{source}: key 'baseline' is not set in a grid file: a grid's cells are "
+                         "trained, and the baselines run beside them; choose which with "
+                         "[baselines] include = [...]")
     checked_base = {}
     for key, value in base.items():
         checked_base[key] = _checked(source, f"base.{key}", key, value)

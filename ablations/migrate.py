@@ -10,12 +10,17 @@ every later key only when it differed from its default (a missing key counted as
 default, a missing `split_protocol` as "rotated"); format 2 hashes every key of the
 canonical config with the store format (ablations/config.py). The format-1 rule lives
 only here (`v1_run_id`), frozen with the defaults it compared against, so that a
-default changed later still migrates a format-1 store right. Each run folder whose
-config hashes to its name under format 1 gets the full canonical config (the keys it
-lacked filled in as format 1 read them) and moves to the folder of its new id, with
-the run id rewritten in config.json, result.json and the per-run tables; the run ids
-of search/trials.parquet are rewritten; the consolidated tables are rebuilt from the
-run folders. Metrics, steps, epochs and embeddings are copied unchanged.
+default changed later still migrates a format-1 store right.
+Format 2 -> 3: baselines as their own kind of run. Format 2 named a baseline as a value of
+`loss` ("raw", ...); format 3 sets the key `baseline` to it (a trained run has baseline = "")
+and, since a baseline reads no loss, resets `loss` to its default (`v2_run_id` is format 2's
+rule).
+Each run folder whose config hashes to its name under format 1 or 2 gets the full canonical
+config of the current format (the keys it lacked filled in as its format read them) and
+moves to the folder of its new id, with the run id rewritten in config.json, result.json and
+the per-run tables; the run ids of search/trials.parquet are rewritten; the consolidated
+tables are rebuilt from the run folders. Metrics, steps, epochs and embeddings are copied
+unchanged.
 
 Crash safety: the renames are listed first in DIR/migration.json (old id -> new id);
 each run's new folder is written in full (result.json last) before its old folder is
@@ -61,10 +66,23 @@ V1_LATER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Formats 1 and 2 named a baseline as a value of `loss`; format 3 as `baseline` (loss unread).
+FORMAT_2_BASELINES = ("raw", "untrained", "lda", "nca", "pca_whiten")
+
+
+def _as_format_2(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config.json (no run_id) -> its keys as format 2 wrote them: a format-3 config's
+    baseline as its loss, the key `baseline` left out."""
+    values = {k: v for k, v in stored.items() if k not in ("run_id", "baseline")}
+    if stored.get("baseline"):
+        values["loss"] = stored["baseline"]
+    return values
+
+
 def _v1_values(stored: dict[str, Any]) -> dict[str, Any]:
     """A format-1 config.json -> its keys as format 1 read them (missing later keys filled in)."""
     legacy = {"split_protocol": LEGACY_SPLIT_PROTOCOL} if "split_protocol" not in stored else {}
-    return {**V1_LATER_DEFAULTS, **legacy, **{k: v for k, v in stored.items() if k != "run_id"}}
+    return {**V1_LATER_DEFAULTS, **legacy, **_as_format_2(stored)}
 
 
 def v1_run_id(stored: dict[str, Any]) -> str:
@@ -81,9 +99,23 @@ def v1_run_id(stored: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def v2_config(stored: dict[str, Any]) -> dict[str, Any]:
+def v2_run_id(stored: dict[str, Any]) -> str:
+    """The run id format 2 gave the config `stored` (a config.json of a format-2 store): every
+    key of its canonical config with the store format."""
+    text = json.dumps({"store_format": 2, **_as_format_2(stored)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def config_from_format_1(stored: dict[str, Any]) -> dict[str, Any]:
     """A format-1 config.json -> the full canonical config of the current format (no run_id)."""
-    values = {k: v for k, v in _v1_values(stored).items() if k in FIELDS}
+    return config_from_format_2({k: v for k, v in _v1_values(stored).items() if k in FIELDS or k == "loss"})
+
+
+def config_from_format_2(values: dict[str, Any]) -> dict[str, Any]:
+    """A format-2 config (a baseline as a value of `loss`) -> the full canonical config of the
+    current format: `baseline` set (its `loss` then unread and reset), unused keys reset."""
+    values = {k: v for k, v in values.items() if k != "run_id"}
+    values["baseline"] = values["loss"] if values.get("loss") in FORMAT_2_BASELINES else ""
     if set(values) != set(FIELDS):  # not a config this code can read: migrated as it is
         return values
     try:
@@ -136,7 +168,7 @@ def _read_config(folder: Path) -> dict | None:
 
 
 def _plan(runs_dir: Path) -> dict[str, dict[str, Any]]:
-    """old id -> full config of the current format, for every format-1 run folder of runs/."""
+    """old id -> full config of the current format, for every format-1 or format-2 run folder of runs/."""
     plan = {}
     for folder in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else ():
         if not RUN_ID.fullmatch(folder.name) or not folder.is_dir() or folder.is_symlink():
@@ -144,8 +176,10 @@ def _plan(runs_dir: Path) -> dict[str, dict[str, Any]]:
         config = _read_config(folder)
         if config is None or stored_config_hash(config) == folder.name:
             continue  # unreadable (the store warns), or already of the current format
-        if v1_run_id(config) == folder.name:
-            plan[folder.name] = v2_config(config)
+        if v2_run_id(config) == folder.name:
+            plan[folder.name] = config_from_format_2(config)
+        elif v1_run_id(config) == folder.name:
+            plan[folder.name] = config_from_format_1(config)
     return plan
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ablations.baselines import with_baselines
 from ablations.batch import check_runnable, claimed_store, execute_runs, make_executor, write_ideal
-from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict
+from ablations.config import RunConfig, config_hash, config_to_dict
 from ablations.data import source_of
 from ablations.grid import MAX_RUNS, Grid, describe_dropped, dropped_keys, expand, load_grid
 from ablations.search import run_search
@@ -29,7 +29,7 @@ from ablations import train  # run_one looked up at call time: tests spy on it
 
 def describe(grid: Grid, configs: list[RunConfig]) -> str:
     """Human summary of a grid: number of runs and the axes."""
-    trained = [c for c in configs if c.loss not in BASELINES]
+    trained = [c for c in configs if not c.baseline]
     lines = [f"{len(trained)} runs ({grid.num_cells} cells before merging equivalent ones; "
              f"each class fold is a run) + {len(configs) - len(trained)} baseline runs "
              f"({', '.join(grid.baselines) or 'none: [baselines] include = []'})"]

@@ -39,7 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablations.baselines import with_baselines
-from ablations.config import BASELINES, RunConfig, config_hash, config_to_dict, resolve_config
+from ablations.config import RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.grid import Grid
 from ablations.batch import check_runnable, claimed_store, execute_runs, make_executor, write_ideal
 from ablations.search_section import Range, SearchSection, Variant
@@ -81,7 +81,7 @@ def run_search(grid: Grid, grid_path, out_dir, *, workers: int | None, scheduler
     section = grid.search
     bases = with_baselines(list(_unit_configs(section, {v.label: v.reference for v in section.variants})),
                            include=grid.baselines)
-    n_baselines = sum(c.loss in BASELINES for c in bases)
+    n_baselines = sum(bool(c.baseline) for c in bases)
     check_runnable([v.reference for v in section.variants])  # a dry run validates as a run does
     store = claimed_store(out_dir, grid, grid_path, extend=extend, dry_run=dry_run)
     if dry_run:

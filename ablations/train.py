@@ -18,8 +18,8 @@ The result dict:
     wall_time_s (whole call), train_time_s (inside training steps only), and the
     same as process CPU time, cpu_time_s and train_cpu_time_s (load-independent).
 
-A baseline (`loss` in BASELINES: raw, untrained, lda, nca, pca_whiten;
-ablations/baselines.py) is only evaluated: no steps, one validation row at epoch 0,
+A baseline run (`baseline` != "": raw, untrained, lda, nca, pca_whiten;
+ablations/baseline_specs.py) is only evaluated: no steps, one validation row at epoch 0,
 status "finished"; a classical one (lda, nca, pca_whiten) also returns
 `baseline_params` and `baseline_candidates` (JSON text: the number of components
 chosen on validation, every candidate's validation MAP@R).
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ablations.baselines import evaluate_baseline
-from ablations.config import BASELINES, DATA_KEYS, RunConfig, config_hash, config_to_dict, resolve_config
+from ablations.config import DATA_KEYS, RunConfig, config_hash, config_to_dict, resolve_config
 from ablations.data import Split, load_split
 from ablations.evaluate import METRIC_NAMES, model_embeddings, record_test, record_validation
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
@@ -91,7 +91,7 @@ def run_one(config: dict[str, Any], *,
         "train_cpu_time_s": 0.0,
     }
     try:
-        if cfg.loss in BASELINES:  # evaluated (classical ones fitted), never trained (no steps)
+        if cfg.baseline:  # evaluated (classical ones fitted), never trained (no steps)
             evaluate_baseline(cfg, cached_split(cfg), result)
         else:
             _train(cfg, result, progress=(lambda epoch: progress(run_id, epoch, cfg.epochs))

@@ -87,7 +87,7 @@ def grid_units(runs: pd.DataFrame) -> dict[bool, set]:
     if runs.empty:
         return {False: set(), True: set()}
     splits = {(int(k), int(f)) for k, f in zip(runs["class_folds"], runs[FOLD])}
-    seeded = runs[~runs["variant"].isin(SEED_FREE)]
+    seeded = runs[~runs["variant"].isin(list(SEED_FREE))]
     seeds = {int(s) for s in (seeded if not seeded.empty else runs)[SEED].dropna()}
     return {False: {(k, f, s) for k, f in splits for s in seeds},
             True: {(k, f, None) for k, f in splits}}

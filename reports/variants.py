@@ -1,9 +1,10 @@
 """Runs -> variants, configurations and units (what the leaderboard compares).
 
 A *variant* is the loss, plus for combined objectives the weighting method (and,
-for `triplet_ce`, the batch variant beside the class CE); the baselines (`raw`,
-`untrained` and the classical `lda`, `nca`, `pca_whiten`: ablations.config BASELINES)
-are variants marked `baseline`, never selected as the best variant. A
+for `triplet_ce`, the batch variant beside the class CE); a baseline run (its config's
+`baseline` key set: `raw`, `untrained`, the classical `lda`, `nca`, `pca_whiten`, see
+ablations/baseline_specs.py) is the variant of that name, marked `baseline`, never selected
+as the best variant. A
 *configuration* is every config key except the unit keys; its *units* are its
 (fold, seed) runs, the repeated runs that confidence intervals and paired tests are
 taken over. A config key missing from older runs (a store made before the key existed)
@@ -17,8 +18,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from ablations.results import (BASELINES, CLASSICAL_BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL,
-                               SEED_FREE_BASELINES, keys_not_used)
+from ablations.results import (CLASSICAL_BASELINES, DEFAULTS, LEGACY_SPLIT_PROTOCOL, SEED_FREE_BASELINES,
+                               keys_not_used)
 
 # runs.parquet columns that are results, not config keys (ARCHITECTURE.md).
 RESULT_COLUMNS = ("run_id", "status", "error", "diverged_step", "diverged_component",
@@ -51,8 +52,17 @@ def varying_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in keys if runs[c].astype(str).nunique(dropna=False) > 1]
 
 
+def baseline_of(row) -> str:
+    """One runs row -> the name of its baseline, "" for a trained run."""
+    name = row.get("baseline", "")
+    return name if isinstance(name, str) else ""
+
+
 def variant_label(row: pd.Series) -> str:
-    """One runs row -> its variant name, e.g. 'batch_hard' or 'combined [uncertainty]'."""
+    """One runs row -> its variant name, e.g. 'batch_hard', 'combined [uncertainty]' or, for a
+    baseline run, the baseline's name ('raw')."""
+    if name := baseline_of(row):
+        return name
     loss = str(row.get("loss", row.get("variant", "?")))
     if loss not in COMBINED_LOSSES:
         return loss
@@ -66,13 +76,9 @@ def is_combined(label: str) -> bool:
     return label.split("(")[0].split(" ")[0] in COMBINED_LOSSES
 
 
-def is_baseline(label: str) -> bool:
-    """Whether a variant name is a baseline (raw features, the untrained encoder, a classical metric)."""
-    return label in BASELINES
-
-
 def is_classical(label: str) -> bool:
-    """Whether a variant name is a classical linear-metric baseline (lda, nca, pca_whiten)."""
+    """Whether a baseline's variant name is a classical linear metric fitted on the training
+    classes (its BaselineSpec says so: lda, nca, pca_whiten)."""
     return label in CLASSICAL_BASELINES
 
 
@@ -116,7 +122,7 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
             out[key] = out[key].fillna(default) if key in out.columns else default
     keys = [c for c in config_columns(runs) if c not in UNIT_COLUMNS]
     out["variant"] = [variant_label(row) for _, row in runs.iterrows()]
-    out["baseline"] = out["variant"].map(is_baseline).astype(bool)
+    out["baseline"] = pd.Series([bool(baseline_of(row)) for _, row in runs.iterrows()], index=out.index, dtype=bool)
     out["config_key"] = [json.dumps({k: _plain(row[k]) for k in keys}, sort_keys=True, default=str)
                          for _, row in runs.iterrows()]
     return out

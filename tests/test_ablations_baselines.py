@@ -10,7 +10,7 @@ import torch
 
 from ablations.baselines import baseline_configs, with_baselines
 from ablations.config import config_hash, config_to_dict, resolve_config
-from ablations.migrate import v1_run_id, v2_config
+from ablations.migrate import v1_run_id, config_from_format_1
 from ablations.data import fold_classes, load_digits_xy, load_split
 from ablations.evaluate import retrieval_metrics
 from ablations.grid import expand, parse_grid_text
@@ -74,7 +74,7 @@ def test_fixed_test_runs_get_their_own_ids_and_old_rotated_runs_migrate_to_rotat
     stored = config_to_dict(resolve_config(rotated))
     before_the_key = {k: v for k, v in stored.items() if k != "split_protocol"}
     assert v1_run_id(stored) == v1_run_id(before_the_key) == "dc8afcf427f4"  # format 1's id
-    assert v2_config(before_the_key) == stored   # a run stored before the key had rotated folds
+    assert config_from_format_1(before_the_key) == stored   # a run stored before the key had rotated folds
     assert config_hash(fixed) != config_hash(rotated)
     # fold 0: rotated is the plain cut (one run for every K); fixed_test fold 0 is not
     assert config_hash({"class_folds": 3, "fold": 0, "split_protocol": "rotated"}) == config_hash({})

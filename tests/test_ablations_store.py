@@ -20,7 +20,7 @@ import pytest
 
 import ablations.train
 from ablations.baselines import with_baselines
-from ablations.config import BASELINES, FIELDS, config_hash
+from ablations.config import BASELINES, FIELDS, config_hash, config_to_dict
 from ablations.grid import expand, load_grid
 from ablations.runner import run_grid
 from ablations.store import METRIC_COLUMNS, RUN_COLUMNS, ResultsStore
@@ -465,7 +465,7 @@ def test_runs_in_flight_report_their_epochs_to_the_caller(tmp_path, workers):
     from ablations.train import run_one
 
     configs = expand(load_grid(write(tmp_path / "g.toml", GRID.replace("epochs = 1", "epochs = 3"))))
-    items = [{**c.__dict__, "run_id": config_hash(c)} for c in configs[:2]]
+    items = [{**config_to_dict(c), "run_id": config_hash(c)} for c in configs[:2]]
     seen: list[tuple[str, int, int]] = []
     results = list(LocalExecutor(workers).map_unordered(
         run_one, items, progress=lambda *call: seen.append(call)))

@@ -18,7 +18,7 @@ from ablations import classical
 from ablations.config import BASELINES, CLASSICAL_BASELINES, config_hash, config_to_dict, resolve_config
 from ablations.data import Split, load_split
 from ablations.grid import parse_grid_text
-from ablations.migrate import v1_run_id, v2_config
+from ablations.migrate import v1_run_id, config_from_format_1
 from ablations.runner import run_grid
 from ablations.train import run_one
 from reports.build import write_report
@@ -61,7 +61,7 @@ def linear_npz(path, *, seed: int = 0) -> str:
 def test_existing_baselines_migrate_from_their_format_1_ids_and_classical_ones_are_seed_free():
     for loss, old in (("raw", "436bb90589a3"), ("untrained", "60ce7237da83")):  # stores made before
         stored = config_to_dict(resolve_config({"loss": loss}))
-        assert v1_run_id(stored) == old and v2_config(stored) == stored
+        assert v1_run_id(stored) == old and config_from_format_1(stored) == stored
     for name in CLASSICAL_BASELINES:
         cfg = resolve_config({"loss": name, "seed": 5, "lr": 0.5, "width": 8, "class_folds": 2,
                               "fold": 1})

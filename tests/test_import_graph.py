@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("losses", "ablations", "reports", "tripletlab")
 # Lowest first; a module of ablations/ imports only modules of its floor or a lower one.
 FLOORS = (
-    ("helpers", ("idx", "sampler", "schedules", "mining", "plugin_import", "evaluate", "executors")),
+    ("helpers", ("keys", "idx", "sampler", "schedules", "mining", "plugin_import", "evaluate", "executors")),
     ("data", ("data", "pose", "nuisance")),
-    ("models", ("model", "plugins", "loss_specs")),
+    ("models", ("model", "plugins", "loss_specs", "baseline_specs")),
     ("configuration", ("config", "grid", "search_section")),
     ("training", ("objectives", "train", "baselines", "classical", "ceiling")),
     ("running", ("store", "migrate", "dask_executor", "batch", "search", "runner", "results")),

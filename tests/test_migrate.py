@@ -4,6 +4,7 @@ the ids a fresh run computes, once, resumably, with the same report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,13 +18,24 @@ from ablations import migrate, train
 from ablations.baselines import with_baselines
 from ablations.config import FIELDS, STORE_FORMAT, config_hash, config_to_dict, resolve_config
 from ablations.grid import expand, load_grid
-from ablations.migrate import migrate_store, open_store, v1_run_id
+from ablations.migrate import migrate_store, open_store, v1_run_id, v2_run_id
 from ablations.runner import run_grid
 from ablations.store import FORMAT_FILE, ResultsStore, StoreWarning, store_format
 from tripletlab.cli import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-STORES = ["store_v1", "store_v1_search"]
+STORES = ["store_v1", "store_v1_search", "store_v2", "store_v2_search"]
+FORMAT_OF = {"store_v1": 1, "store_v1_search": 1, "store_v2": 2, "store_v2_search": 2}
+# the id rule of each older format (ablations/migrate.py keeps them frozen)
+OLD_ID = {1: v1_run_id, 2: v2_run_id}
+
+
+def _in_format_3(config: dict) -> dict:
+    """A config.json of format 1 or 2 (complete: the fixtures' are) -> the one format 3 writes:
+    a baseline named by `baseline`, its unread loss at the default; "" for a trained run."""
+    if config["loss"] in ("raw", "untrained", "lda", "nca", "pca_whiten"):
+        return {**config, "baseline": config["loss"], "loss": "batch_hard"}
+    return {**config, "baseline": ""}
 
 
 def _copy(name: str, tmp_path: Path) -> Path:
@@ -91,6 +103,7 @@ USES = {
     "memory_size": ({"loss": "batch_all"}, 256),
     "memory_weight": ({"loss": "batch_all", "memory_size": 256}, 0.5),
     "memory_start_epoch": ({"loss": "batch_all", "memory_size": 256}, 2),
+    "baseline": ({}, "raw"),
 }
 
 
@@ -111,16 +124,21 @@ def data_files(tmp_path):
     return {name: str(path) for name, path in files.items()}
 
 
+def _set_default(monkeypatch, key: str, value) -> None:
+    """Change the default that `key`'s declaration gives it, for one test."""
+    monkeypatch.setitem(config_module.schema(), key, dataclasses.replace(FIELDS[key], default=value))
+
+
 @pytest.mark.parametrize("key", list(FIELDS))
 def test_changing_a_default_changes_the_id_of_a_run_that_uses_the_key(key, data_files, monkeypatch):
     context, value, *start = USES[key]
     fill = (lambda v: v.format(**data_files) if isinstance(v, str) else v)
     context, value = {k: fill(v) for k, v in context.items()}, fill(value)
     if start:
-        monkeypatch.setitem(config_module.DEFAULTS, key, fill(start[0]))
+        _set_default(monkeypatch, key, fill(start[0]))
     before = config_hash(context)
     assert value != config_module.DEFAULTS[key]
-    monkeypatch.setitem(config_module.DEFAULTS, key, value)
+    _set_default(monkeypatch, key, value)
     changed = resolve_config(context)
     assert getattr(changed, key) == value   # the run uses the key at its new default ...
     assert config_hash(changed) != before   # ... so its id is another
@@ -132,20 +150,25 @@ def test_the_id_hashes_every_key_and_the_store_format(monkeypatch):
     assert config_hash({}) != before
 
 
-# ---------------------------------------------------------------- format 1 -> the current format
+# ---------------------------------------------------------------- formats 1 and 2 -> the current format
 
 def test_the_format_1_rule_is_frozen_with_its_defaults(monkeypatch):
     stored = config_to_dict(resolve_config({}))
     assert v1_run_id(stored) == "0bf46c988a11"      # the ids format 1 gave, recorded then
     assert v1_run_id(config_to_dict(resolve_config({"loss": "batch_all", "seed": 2}))) == "425d992a86e5"
-    monkeypatch.setitem(config_module.DEFAULTS, "memory_weight", 0.5)  # a default changed later
+    _set_default(monkeypatch, "memory_weight", 0.5)  # a default changed later
     assert v1_run_id(stored) == "0bf46c988a11"
+
+
+def test_the_format_2_rule_is_frozen():
+    assert v2_run_id(config_to_dict(resolve_config({}))) == "8499e10a94db"    # the ids format 2 gave, recorded then
+    assert v2_run_id(config_to_dict(resolve_config({"baseline": "raw"}))) == "dd7ed114e8c2"
 
 
 @pytest.mark.parametrize("name", STORES)
 def test_a_migrated_store_holds_the_same_runs_under_the_ids_a_fresh_run_computes(name, tmp_path):
     root = _copy(name, tmp_path)
-    assert store_format(root) == 1
+    assert store_format(root) == FORMAT_OF[name]
     before = _runs(FIXTURES / name)
     renamed = migrate_store(root)
     after = _runs(root)
@@ -153,10 +176,10 @@ def test_a_migrated_store_holds_the_same_runs_under_the_ids_a_fresh_run_computes
     assert json.loads((root / FORMAT_FILE).read_text()) == {"store_format": STORE_FORMAT}
     for old, folder in before.items():
         config = json.loads((folder / "config.json").read_text())
-        new = config_hash(_without_id(config))
-        assert v1_run_id(config) == old and new != old
+        new = config_hash(_without_id(_in_format_3(config)))
+        assert OLD_ID[FORMAT_OF[name]](config) == old and new != old
         moved = after[new]
-        assert json.loads((moved / "config.json").read_text()) == {**config, "run_id": new}
+        assert json.loads((moved / "config.json").read_text()) == {**_in_format_3(config), "run_id": new}
         result, result_after = (json.loads((d / "result.json").read_text()) for d in (folder, moved))
         assert result_after == {**result, "run_id": new}   # metrics to the last digit
         for table in ("steps.parquet", "epochs.parquet"):
@@ -166,7 +189,7 @@ def test_a_migrated_store_holds_the_same_runs_under_the_ids_a_fresh_run_computes
         assert (moved / "embeddings.npz").read_bytes() == (folder / "embeddings.npz").read_bytes()
     runs = ResultsStore(root).runs().set_index("run_id")
     old_runs = pd.read_parquet(FIXTURES / name / "runs.parquet")
-    old_runs["run_id"] = [config_hash(_without_id(json.loads((before[r] / "config.json").read_text())))
+    old_runs["run_id"] = [config_hash(_without_id(_in_format_3(json.loads((before[r] / "config.json").read_text()))))
                           for r in old_runs["run_id"]]
     old_runs = old_runs.set_index("run_id")
     assert set(runs.index) == set(after) == set(old_runs.index)
@@ -175,9 +198,10 @@ def test_a_migrated_store_holds_the_same_runs_under_the_ids_a_fresh_run_computes
                                   check_exact=True)
 
 
-def test_the_migrated_ids_are_the_grids_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
-    root = _copy("store_v1", tmp_path)
-    grid = load_grid(FIXTURES / "store_v1_grid.toml")
+@pytest.mark.parametrize("name", ["store_v1", "store_v2"])
+def test_the_migrated_ids_are_the_grids_and_a_rerun_trains_nothing(name, tmp_path, monkeypatch):
+    root = _copy(name, tmp_path)
+    grid = load_grid(FIXTURES / f"{name}_grid.toml")
     expected = {config_hash(c) for c in with_baselines(expand(grid), include=grid.baselines)}
     migrate_store(root)
     assert set(_runs(root)) == expected
@@ -186,14 +210,15 @@ def test_the_migrated_ids_are_the_grids_and_a_rerun_trains_nothing(tmp_path, mon
         raise AssertionError("a migrated run was trained again")
 
     monkeypatch.setattr(train, "run_one", no_training)
-    store = run_grid(FIXTURES / "store_v1_grid.toml", root, workers=1)
+    store = run_grid(FIXTURES / f"{name}_grid.toml", root, workers=1)
     assert sum(store.written.values()) == 0 and set(_runs(root)) == expected
 
 
-def test_a_migrated_search_store_resumes_with_nothing_to_run(tmp_path, monkeypatch):
-    root = _copy("store_v1_search", tmp_path)
+@pytest.mark.parametrize("name", ["store_v1_search", "store_v2_search"])
+def test_a_migrated_search_store_resumes_with_nothing_to_run(name, tmp_path, monkeypatch):
+    root = _copy(name, tmp_path)
     monkeypatch.setattr(train, "run_one", lambda *a, **k: pytest.fail("a run was trained again"))
-    store = run_grid(FIXTURES / "store_v1_search_grid.toml", root, workers=1)  # migrates on open
+    store = run_grid(FIXTURES / f"{name}_grid.toml", root, workers=1)  # migrates on open
     assert sum(store.written.values()) == 0 and store_format(root) == STORE_FORMAT
     trials = pd.read_parquet(root / "search" / "trials.parquet")
     ids = {rid for text in trials["run_ids"] for rid in text.split(",")}
@@ -205,7 +230,7 @@ def test_the_report_of_a_migrated_store_shows_the_same_leaderboard(name, tmp_pat
     root = _copy(name, tmp_path)
     assert main(["report", str(root), "--out", str(tmp_path / "report")]) == 0  # migrates on open
     err = capsys.readouterr().err
-    assert f"migrated the results store {root} from store format 1 to {STORE_FORMAT}" in err
+    assert f"migrated the results store {root} from store format {FORMAT_OF[name]} to {STORE_FORMAT}" in err
     assert f"{len(_runs(root))} run(s) renamed" in err
     written = (tmp_path / "report" / "tables" / "leaderboard.csv").read_text()
     assert written == (FIXTURES / f"{name}_leaderboard.csv").read_text()
