@@ -14,11 +14,10 @@ import numpy as np
 from ablations.ceiling import ideal_summary
 from ablations.baseline_specs import BASELINE_SPECS
 from ablations.config import DATA_KEYS, RunConfig, check_input_layer
-from ablations.data import Split
+from ablations.data import Split, cached_split
 from ablations.executors import LocalExecutor
 from ablations.migrate import open_store
 from ablations.store import ResultsStore, atomic_write_json
-from ablations.train import cached_split
 
 CONSOLIDATE_EVERY_S = 30.0  # also consolidated once at the end (and on interrupt)
 REFRESH_S = 0.5  # the progress bar is redrawn at most this often on epoch news

@@ -16,11 +16,14 @@ the metric, plus what its BaselineSpec adds: the encoder's keys and the seed for
 ntxent) get metric = "cosine", which evaluation then uses too.
 
 `config_hash` is the run's id: the first 12 hex digits of the sha256 of the
-canonical JSON (sorted keys, no whitespace) of every key of the resolved
-configuration plus `store_format` (STORE_FORMAT). Every key enters, whatever its
-value: a changed default changes the id of the runs made with it (an old run is never
-taken for a new one), and a new key or a new meaning of a value changes every id, a
-new store format to which existing stores are migrated once (ablations/migrate.py).
+canonical JSON (sorted keys, no whitespace) of the keys the resolved configuration's
+components read (`stored_config`, also what the store keeps as the run's config.json)
+plus `store_format` (STORE_FORMAT). Every key a run reads enters, whatever its value: a
+changed default changes the id of the runs that read the key (an old run is never taken
+for a new one); a key no run of a store reads (a component registered later, with keys of
+its own) changes none of its ids; a new key that existing runs read, or a new meaning of a
+value, is a new store format, to which existing stores are migrated once
+(ablations/migrate.py).
 """
 
 from __future__ import annotations
@@ -250,8 +253,8 @@ def _restored(values: dict[str, Any]) -> RunConfig:
 
 # The keys that make a run's data (its split included): one loaded split per distinct value,
 # and what a `raw` baseline depends on.
-DATA_KEYS = ("dataset", *dict.fromkeys(k.name for spec in DATASET_SPECS.values() for k in spec.keys),
-             *names(SPLIT_KEYS))
+DATA_KEYS: Mapping[str, None] = _Live(lambda: dict.fromkeys(  # a live view: iterate it for the names
+    ("dataset", *(k.name for spec in DATASET_SPECS.values() for k in spec.keys), *names(SPLIT_KEYS))))
 # Keys set by the grid (fold) or by resolve_config (data_fingerprint), not by users: valid, but
 # left out of the key list an unknown key's error shows.
 INTERNAL_KEYS = ("data_fingerprint", "fold")
@@ -554,21 +557,33 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
 
 
 def config_hash(config: RunConfig | dict[str, Any]) -> str:
-    """The run id: first 12 hex digits of sha256 over the canonical JSON of the resolved config."""
+    """The run id: first 12 hex digits of sha256 over the canonical JSON of the keys the
+    resolved config's components read (`stored_config`) and the store format."""
     if not isinstance(config, RunConfig):
         config = resolve_config(config)
-    return _hash_fields(config_to_dict(config))
+    return _hash_fields(stored_config(config))
+
+
+def stored_config(config: RunConfig) -> dict[str, Any]:
+    """A resolved config -> what a store holds of it (config.json) and its id hashes: the keys
+    its components read (`keys_read`), in schema order. The others are at their defaults and
+    cannot change the run, so a component registered later, with keys of its own, changes no
+    other run's id."""
+    return read_part(config_to_dict(config))
+
+
+def read_part(values: dict[str, Any]) -> dict[str, Any]:
+    """A full config dict (every key) -> the part its components read."""
+    read = keys_read(values)
+    return {key: value for key, value in values.items() if key in read}
 
 
 def stored_config_hash(stored: dict[str, Any]) -> str:
-    """The run id of a config as a store holds it (config.json), without re-validating it.
-
-    Keys that are not RunConfig fields (e.g. "run_id") are left out; a missing key is
-    not filled in (a config stored by an older store format has the id of that format
-    until ablations/migrate.py rewrites it). Equals `config_hash` for the config that was
-    written.
-    """
-    return _hash_fields({k: v for k, v in stored.items() if k in FIELDS})
+    """The run id of a config as a store holds it (config.json), without re-validating it:
+    every key it holds but "run_id" (a config stored by an older store format has the id of
+    that format until ablations/migrate.py rewrites it). Equals `config_hash` for the config
+    that was written."""
+    return _hash_fields({k: v for k, v in stored.items() if k != "run_id"})
 
 
 def _hash_fields(values: dict[str, Any]) -> str:

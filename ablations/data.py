@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from ablations.idx import load_idx_xy
-from ablations.keys import DATA_SEED, NON_NEGATIVE, POSITIVE, TWO_POINTS, UNIT_INTERVAL, Key
+from ablations.keys import DATA_SEED, NON_NEGATIVE, POSITIVE, TWO_POINTS, UNIT_INTERVAL, Key, names
 from ablations.nuisance import NUISANCE_KEYS, nuisance_xy_of
 from ablations.plugin_import import checked_signature, import_object, is_import_string
 from ablations.pose import POSE_KEYS, pose_xy_of
@@ -360,6 +360,25 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
     "pose": DatasetSpec(POSE_KEYS, pose_xy_of),
 }
 PLUGIN_DATASET_KEYS = (DATA_FINGERPRINT,)  # a user's loader: the sha256 of the arrays it returns
+
+
+def data_key_names(dataset: str) -> tuple[str, ...]:
+    """A value of `dataset` -> the keys that make a run's data: the dataset's own (from its
+    spec; a user's loader: its fingerprint) and the split's."""
+    keys = PLUGIN_DATASET_KEYS if is_import_string(dataset) else (
+        DATASET_SPECS[dataset].keys if dataset in DATASET_SPECS else ())
+    return ("dataset", *names(keys), *names(SPLIT_KEYS))
+
+
+_SPLITS: dict[tuple, Split] = {}  # per-process cache of loaded datasets
+
+
+def cached_split(config) -> Split:
+    """`load_split(config)`, loaded once per process per data configuration."""
+    key = tuple((k, getattr(config, k)) for k in data_key_names(config.dataset))
+    if key not in _SPLITS:
+        _SPLITS[key] = load_split(config)
+    return _SPLITS[key]
 
 
 def load_split(config) -> Split:

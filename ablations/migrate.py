@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablations.config import FIELDS, LEGACY_SPLIT_PROTOCOL, STORE_FORMAT, canonical, stored_config_hash
+from ablations.config import FIELDS, LEGACY_SPLIT_PROTOCOL, STORE_FORMAT, canonical, read_part, stored_config_hash
 from ablations.store import (FORMAT_FILE, RUN_ID, ResultsStore, atomic_write_bytes, atomic_write_json,
                              atomic_write_parquet, is_store, store_format)
 
@@ -119,7 +119,7 @@ def config_from_format_2(values: dict[str, Any]) -> dict[str, Any]:
     if set(values) != set(FIELDS):  # not a config this code can read: migrated as it is
         return values
     try:
-        return canonical(values)
+        return read_part(canonical(values))
     except (ValueError, ImportError):  # a user's loss that cannot be imported here
         return values
 

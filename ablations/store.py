@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablations.config import FIELDS, STORE_FORMAT, stored_config_hash
+from ablations.config import DEFAULTS, FIELDS, STORE_FORMAT, stored_config_hash
 from ablations.data import not_an_npz
 
 METRIC_COLUMNS = [f"{split}_{m}" for split in ("val", "test")
@@ -438,7 +438,8 @@ class ResultsStore:
     def _run_row(self, run_id: str) -> dict:
         d = self.run_dir(run_id)
         res = self._cached_json(d / "result.json")
-        row = dict(self._cached_json(d / "config.json"))
+        # config.json holds the keys the run reads; the others read as their defaults
+        row = {**DEFAULTS, **self._cached_json(d / "config.json")}
         row.update({k: res.get(k) for k in RUN_COLUMNS + EXTRA_RUN_COLUMNS if k in res})
         for col in METRIC_COLUMNS:
             row[col] = res.get("metrics", {}).get(col, float("nan"))

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from ablations.baselines import evaluate_baseline
-from ablations.config import DATA_KEYS, RunConfig, config_hash, config_to_dict, resolve_config
-from ablations.data import Split, load_split
+from ablations.config import RunConfig, config_hash, resolve_config, stored_config
+from ablations.data import cached_split
 from ablations.evaluate import METRIC_NAMES, model_embeddings, record_test, record_validation
 from ablations.mining import hard_negatives, mix_hard_negatives, random_triplets
 from ablations.model import build_encoder
@@ -52,21 +52,12 @@ from ablations.schedules import hard_share_at, lr_at, margin_at
 from losses.weighting import make_weighting
 
 NAN = float("nan")
-_SPLITS: dict[tuple, Split] = {}  # per-process cache of loaded datasets
 
 
 class Diverged(Exception):
     def __init__(self, step: int, component: str):
         super().__init__(f"non-finite {component} at step {step}")
         self.step, self.component = step, component
-
-
-def cached_split(config: RunConfig) -> Split:
-    """The run's data split, loaded once per process per dataset configuration."""
-    key = tuple((k, getattr(config, k)) for k in DATA_KEYS)
-    if key not in _SPLITS:
-        _SPLITS[key] = load_split(config)
-    return _SPLITS[key]
 
 
 def run_one(config: dict[str, Any], *,
@@ -84,7 +75,7 @@ def run_one(config: dict[str, Any], *,
     if config.get("run_id", run_id) != run_id:
         raise ValueError(f"run_id {config['run_id']!r} does not match the config's hash {run_id!r}")
     result: dict[str, Any] = {
-        "run_id": run_id, "config": config_to_dict(cfg), "status": "finished", "error": None,
+        "run_id": run_id, "config": stored_config(cfg), "status": "finished", "error": None,
         "diverged_step": None, "diverged_component": None,
         "metrics": {f"{s}_{m}": NAN for s in ("val", "test") for m in METRIC_NAMES},
         "steps": [], "epochs": [], "embeddings": None, "train_time_s": 0.0,

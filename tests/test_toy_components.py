@@ -1,8 +1,9 @@
 """A new component is its own code plus one registry line: a toy dataset, encoder, weighting
 method, loss and baseline, each defined here with a key of its own (default, check) and
 registered with one `monkeypatch.setitem` (no other file of the suite edited), is a valid
-value of its key, has its key validated, kept where read and reset where not, and runs end to
-end through `ablations.train.run_one`. When it is unregistered, its key is gone again."""
+value of its key, has its key validated, kept where read and reset where not, changes the id
+of no run that does not read its key, and runs end to end through `ablations.train.run_one`.
+When it is unregistered, its key is gone again."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ TOY_CLASSES = Key("toy_classes", 8, "toy: number of classes", POSITIVE)
 def test_a_new_dataset_is_its_loader_and_one_registry_line(monkeypatch):
     from ablations.data import DATASET_SPECS, DatasetSpec, load_split
 
+    others = [config_hash(c) for c in ({}, {"dataset": "blobs"}, {"baseline": "raw"})]
     monkeypatch.setitem(DATASET_SPECS, "toy", DatasetSpec((TOY_CLASSES, DATA_SEED), toy_xy))
+    assert [config_hash(c) for c in ({}, {"dataset": "blobs"}, {"baseline": "raw"})] == others  # not read there
     config = resolve_config({"dataset": "toy", "toy_classes": 7, "data_seed": 3, "blobs_dim": 9, **TINY})
     assert (config.toy_classes, config.data_seed, config.blobs_dim) == (7, 3, DEFAULTS["blobs_dim"])
     assert resolve_config({"toy_classes": 7}).toy_classes == 8  # digits does not read it: reset
@@ -138,9 +141,11 @@ def test_a_new_loss_is_its_objective_and_one_registry_line(monkeypatch):
     from ablations.loss_specs import LOSS_SPECS, LossSpec
 
     push = Key("push_weight", 1.0, "pull_push: weight of the push term", (above(0),))
+    batch_all = config_hash({"loss": "batch_all"})
     monkeypatch.setitem(LOSS_SPECS, "pull_push", LossSpec(
         lambda config, num_classes: PullPush(config.push_weight), (push,), takes_margin=False,
         components=("pull", "push")))
+    assert config_hash({"loss": "batch_all"}) == batch_all   # its key changes no other run's id
     config = resolve_config({"loss": "pull_push", "push_weight": 2.0, "margin": 0.5,
                              "weighting": "uncertainty", **TINY})
     assert (config.push_weight, config.margin, config.weighting) == (2.0, DEFAULTS["margin"], "uncertainty")
@@ -149,3 +154,38 @@ def test_a_new_loss_is_its_objective_and_one_registry_line(monkeypatch):
     assert config_hash(config) != config_hash(config.replace(push_weight=3.0))
     result = finished(config)
     assert {"loss_pull", "loss_push"} <= set(result["steps"][0]) and result["steps"][0]["weight_push"] > 0
+
+
+# --- a baseline: its embedding function, one line in ablations.baseline_specs.BASELINE_SPECS --
+def mean_centred(config, split):
+    """The features minus the training classes' mean, scaled by the key centred_scale."""
+    from ablations.baseline_specs import BaselineEmbedding
+
+    centre = split.x_train.mean(axis=0)
+    return BaselineEmbedding(lambda x: torch.from_numpy(config.centred_scale * (x - centre)),
+                             {"baseline_params": '{"centred": true}'})
+
+
+def test_a_new_baseline_is_its_embedding_and_one_registry_line(monkeypatch, tmp_path):
+    from ablations.baseline_specs import BASELINE_SPECS, BaselineSpec
+    from ablations.runner import run_grid
+    from tripletlab.cli import main
+
+    scale = Key("centred_scale", 1.0, "mean_centred: factor on the features", (above(0),))
+    monkeypatch.setitem(BASELINE_SPECS, "mean_centred", BaselineSpec(mean_centred, (scale,)))
+    config = resolve_config({"baseline": "mean_centred", "centred_scale": 2.0, "lr": 0.5, "seed": 3})
+    assert (config.centred_scale, config.lr, config.seed) == (2.0, DEFAULTS["lr"], 0)  # untrained: reset
+    with pytest.raises(ValueError, match=r"key 'centred_scale' must be > 0, got 0.0"):
+        resolve_config({"baseline": "mean_centred", "centred_scale": 0})
+    result = finished(config)
+    assert result["steps"] == [] and result["baseline_params"] == '{"centred": true}'
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[base]\ndataset = "digits"\nepochs = 1\nwidth = 16\nembedding_dim = 4\n'
+                    '[grid]\nseed = [0, 1]\n[baselines]\ninclude = ["raw", "mean_centred"]\n')
+    store = run_grid(grid, tmp_path / "store", workers=1)
+    runs = store.runs()
+    assert sorted(runs["baseline"]) == ["", "", "mean_centred", "raw"]
+    assert main(["report", str(tmp_path / "store"), "--out", str(tmp_path / "report")]) == 0
+    board = (tmp_path / "report" / "tables" / "leaderboard.csv").read_text()
+    assert ",baseline,mean_centred," in board and ",variant,batch_hard," in board
