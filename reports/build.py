@@ -95,16 +95,16 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
             name: table[table["run_id"].isin(ids)] if "run_id" in table else table
             for name, table in (("steps", view.steps), ("epochs", view.epochs))})
     runs = annotate(view.runs)
-    trained_runs = runs[~runs["baseline"]] if not runs.empty else runs
+    trained_runs = runs[~runs["is_baseline"]] if not runs.empty else runs
     selection = select(runs, confidence=CONFIDENCE)
     board = selection.leaderboard
     describe = dict(zip(selection.configs["config_key"], selection.configs["config"]))
     flagged = run_flags(runs, view.steps, view.epochs, view.embeddings)
     cells, flag_lines = selection_flags(selection.selected_runs, view.epochs, flagged, describe)
     board["flags"] = board["variant"].map(cells).fillna("")   # collapse / under-training
-    baselines = sorted(runs.loc[runs["baseline"], "variant"].unique()) if not runs.empty else []
+    baselines = sorted(runs.loc[runs["is_baseline"], "variant"].unique()) if not runs.empty else []
     styles = variant_styles(runs["variant"].unique() if not runs.empty else [], baselines)
-    trained = {v: r for v, r in selection.selected_runs.items() if not r["baseline"].any()}
+    trained = {v: r for v, r in selection.selected_runs.items() if not r["is_baseline"].any()}
     bases = board[board["kind"] == "baseline"]
     references = dict(zip(bases["variant"], bases["val_map_at_r_mean"]))
     picked, notes = pick_embeddings(selection.selected_runs, view.embeddings)
@@ -216,15 +216,15 @@ def readable_configs(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     if configs.empty:
         return configs.drop(columns=["config_key"], errors="ignore")
     first = runs.drop_duplicates("config_key").set_index("config_key")
-    keys = [c for c in configs.columns if c in runs.columns and c not in ("variant", "baseline")]
+    keys = [c for c in configs.columns if c in runs.columns and c not in ("variant", "is_baseline")]
     out = configs.copy().astype({k: object for k in keys})
     for i, key in zip(out.index, out["config_key"]):
         for k in unused_keys(first.loc[key]) & set(keys):
             out.at[i, k] = ""
-    out["variant"] = [f"{v} (baseline)" if b else v for v, b in zip(out["variant"], out["baseline"])]
+    out["variant"] = [f"{v} (baseline)" if b else v for v, b in zip(out["variant"], out["is_baseline"])]
     out["val MAP@R"] = [interval(m, lo, hi) for m, lo, hi in
                         zip(out["val_map_at_r_mean"], out["val_map_at_r_low"], out["val_map_at_r_high"])]
-    return out.drop(columns=["config_key", "config", "baseline", "val_map_at_r_mean",
+    return out.drop(columns=["config_key", "config", "is_baseline", "val_map_at_r_mean",
                              "val_map_at_r_low", "val_map_at_r_high"])
 
 

@@ -36,7 +36,7 @@ SELECT_ON = "val_map_at_r"
 TEST_METRICS = ("test_precision_at_1", "test_r_precision", "test_map_at_r", "test_recall_at_1",
                 "test_recall_at_2", "test_recall_at_4", "test_recall_at_8")
 PAIRED_ON = "test_map_at_r"
-VARIANT_KEYS = ("loss", "weighting", "id_variant")
+VARIANT_KEYS = ("loss", "baseline", "weighting", "id_variant")
 BOARD_COLUMNS = (
     ["rank", "kind", "variant", "config", "units_finished",
      *[f"{SELECT_ON}_{s}" for s in ("mean", "low", "high", "n")],
@@ -133,10 +133,10 @@ def config_table(runs: pd.DataFrame, *, confidence: float, by_fold: bool | None 
         for key, group in runs_of_variant.groupby("config_key", sort=True):
             rows.append(_config_row(variant, key, group, shown, own, by_fold=by_fold,
                                     expected=units[variant in SEED_FREE], confidence=confidence))
-    columns = ["variant", "config_key", "config", "baseline", *shown, "n_runs", "n_finished",
+    columns = ["variant", "config_key", "config", "is_baseline", *shown, "n_runs", "n_finished",
                "n_units", "complete", "units_missing", f"{SELECT_ON}_mean", f"{SELECT_ON}_low",
                f"{SELECT_ON}_high"]
-    return pd.DataFrame(rows, columns=columns).astype({"baseline": bool, "complete": bool})
+    return pd.DataFrame(rows, columns=columns).astype({"is_baseline": bool, "complete": bool})
 
 
 def _config_row(variant: str, key: str, group: pd.DataFrame, shown: list[str], own: list[str], *,
@@ -151,7 +151,7 @@ def _config_row(variant: str, key: str, group: pd.DataFrame, shown: list[str], o
     if choice:
         config = choice if config == "(only configuration)" else f"{config}; {choice}"
     return {"variant": variant, "config_key": key, "config": config,
-            "baseline": bool(first["baseline"]), **{c: first[c] for c in shown},
+            "is_baseline": bool(first["is_baseline"]), **{c: first[c] for c in shown},
             "n_runs": len(group), "n_finished": len(done), "n_units": len(expected),
             "complete": bool(have) and not absent,
             "units_missing": "; ".join(describe_unit(u) for u in absent),
@@ -201,8 +201,8 @@ def _leaderboard(best: pd.DataFrame, selected_runs: dict, *, by_fold: bool,
                  confidence: float) -> pd.DataFrame:
     """selected configurations -> ranked variants (best validation first), then the baselines."""
     order = [f"{SELECT_ON}_mean", "variant"]
-    trained = best[~best["baseline"]].sort_values(order, ascending=[False, True])
-    bases = best[best["baseline"]].sort_values(order, ascending=[False, True])
+    trained = best[~best["is_baseline"]].sort_values(order, ascending=[False, True])
+    bases = best[best["is_baseline"]].sort_values(order, ascending=[False, True])
     values = {v: fold_units(unit_values(finished(r), v, PAIRED_ON), by_fold=by_fold)
               for v, r in selected_runs.items()}
     reference = trained["variant"].iloc[0] if not trained.empty else None
@@ -227,7 +227,7 @@ def _leaderboard(best: pd.DataFrame, selected_runs: dict, *, by_fold: bool,
 def _board_row(row, rank, done: pd.DataFrame, *, by_fold: bool, confidence: float) -> dict:
     """One selected configuration -> its leaderboard cells (validation and test CIs over units)."""
     val = unit_ci(done, row.variant, SELECT_ON, by_fold=by_fold, confidence=confidence)
-    out = {"rank": rank, "kind": "baseline" if row.baseline else "variant",
+    out = {"rank": rank, "kind": "baseline" if row.is_baseline else "variant",
            "variant": row.variant, "config": row.config,
            "units_finished": f"{row.n_finished}/{row.n_units}",
            f"{SELECT_ON}_mean": val.mean, f"{SELECT_ON}_low": val.low,

@@ -28,7 +28,7 @@ RESULT_PREFIXES = ("val_", "test_")
 # Further result columns a store may add are timings in seconds ("cpu_time_s"); no config key
 # ends in "_s". A new non-timing result column must be listed in RESULT_COLUMNS.
 RESULT_SUFFIXES = ("_s",)
-ANNOTATIONS = ("variant", "config_key", "baseline")   # added by `annotate`
+ANNOTATIONS = ("variant", "config_key", "is_baseline")   # added by `annotate`
 SEED = "seed"
 FOLD = "fold"
 # A configuration's repeated runs differ only in these (class_folds is 1 on every fold-0 run).
@@ -108,7 +108,7 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     if out.empty:
         out["variant"] = pd.Series(dtype=str)
         out["config_key"] = pd.Series(dtype=str)
-        out["baseline"] = pd.Series(dtype=bool)
+        out["is_baseline"] = pd.Series(dtype=bool)
         return out
     if "split_protocol" not in out.columns or out["split_protocol"].isna().any():
         # stored before the key: every such run's folds were rotated (one split: the same cut)
@@ -122,7 +122,7 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
             out[key] = out[key].fillna(default) if key in out.columns else default
     keys = [c for c in config_columns(runs) if c not in UNIT_COLUMNS]
     out["variant"] = [variant_label(row) for _, row in runs.iterrows()]
-    out["baseline"] = pd.Series([bool(baseline_of(row)) for _, row in runs.iterrows()], index=out.index, dtype=bool)
+    out["is_baseline"] = pd.Series([bool(baseline_of(row)) for _, row in runs.iterrows()], index=out.index, dtype=bool)
     out["config_key"] = [json.dumps({k: _plain(row[k]) for k in keys}, sort_keys=True, default=str)
                          for _, row in runs.iterrows()]
     return out

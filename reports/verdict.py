@@ -32,7 +32,7 @@ ALPHA = 0.05
 VERDICT_CSV = "verdict.csv"
 VAL_ABOVE_TEST = 0.05   # validation MAP@R this far above test gets the sentence explaining why
 # Keys that name what is compared (the variant) or how it is measured, not a hyper-parameter.
-NOT_HYPERPARAMETERS = ("loss", "metric", "weighting", "id_variant", "ce", "ce_input", "encoder",
+NOT_HYPERPARAMETERS = ("loss", "baseline", "metric", "weighting", "id_variant", "ce", "ce_input", "encoder",
                        "image_shape", "eval_every", "margin_schedule", "lr_schedule", "mining")
 FIRST_NAMED = ("lr", "epochs", "sampler_p", "sampler_k", "embedding_dim", "width", "hidden_layers",
                "margin")
@@ -86,7 +86,7 @@ def single_value_keys(runs: pd.DataFrame | None) -> dict[str, object]:
     them all held at one value (FIRST_NAMED first, then by name)."""
     if runs is None or runs.empty or "baseline" not in runs:
         return {}
-    trained = runs[~runs["baseline"].astype(bool)]
+    trained = runs[~runs["is_baseline"].astype(bool)]
     if trained.empty:
         return {}
     keys = [k for k in DEFAULTS if k in trained.columns and k not in DATA_KEYS
@@ -286,7 +286,7 @@ def _no_baseline(runs: pd.DataFrame | None, grid_baselines: tuple[str, ...] | No
     if grid_baselines == ():
         return ("This store has no baseline run: its grid runs none ([baselines] include = []); "
                 "list some there (e.g. include = [\"raw\", \"untrained\"]) and run it again.")
-    stored = (runs is not None and "baseline" in runs and runs["baseline"].astype(bool).any())
+    stored = (runs is not None and "is_baseline" in runs and runs["is_baseline"].astype(bool).any())
     why = ("its baseline runs failed or diverged (What is missing says why)" if stored else
            "its baseline runs are not in the store (deleted, or not run yet; What is missing "
            "lists the grid's runs that are absent)")

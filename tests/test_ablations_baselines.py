@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ablations.baselines import baseline_configs, with_baselines
-from ablations.config import config_hash, config_to_dict, resolve_config
+from ablations.config import config_hash, config_to_dict, resolve_config, stored_config
 from ablations.migrate import v1_run_id, config_from_format_1
 from ablations.data import fold_classes, load_digits_xy, load_split
 from ablations.evaluate import retrieval_metrics
@@ -74,7 +74,8 @@ def test_fixed_test_runs_get_their_own_ids_and_old_rotated_runs_migrate_to_rotat
     stored = config_to_dict(resolve_config(rotated))
     before_the_key = {k: v for k, v in stored.items() if k != "split_protocol"}
     assert v1_run_id(stored) == v1_run_id(before_the_key) == "dc8afcf427f4"  # format 1's id
-    assert config_from_format_1(before_the_key) == stored   # a run stored before the key had rotated folds
+    # a run stored before the key had rotated folds
+    assert config_from_format_1(before_the_key) == stored_config(resolve_config(rotated))
     assert config_hash(fixed) != config_hash(rotated)
     # fold 0: rotated is the plain cut (one run for every K); fixed_test fold 0 is not
     assert config_hash({"class_folds": 3, "fold": 0, "split_protocol": "rotated"}) == config_hash({})
@@ -125,20 +126,21 @@ def test_baselines_merge_cells_that_cannot_differ():
                for loss in ("batch_hard", "combined") for lr in (1e-3, 1e-2)
                for seed in (0, 1) for width in (16, 32)]
     baselines = baseline_configs(trained)
-    raw = [b for b in baselines if b.loss == "raw"]
-    untrained = [b for b in baselines if b.loss == "untrained"]
+    raw = [b for b in baselines if b.baseline == "raw"]
+    untrained = [b for b in baselines if b.baseline == "untrained"]
     assert len(raw) == 1 and raw[0].seed == 0 and raw[0].width == resolve_config({}).width
     assert sorted((b.seed, b.width) for b in untrained) == [(0, 16), (0, 32), (1, 16), (1, 32)]
     assert {b.lr for b in untrained} == {resolve_config({}).lr}
     folds = baseline_configs(expand(parse_grid_text(GRID.format(extra="class_folds = 2"))))
-    assert sorted(b.fold for b in folds if b.loss == "raw") == [0, 1]
-    assert len([b for b in folds if b.loss == "untrained"]) == 4   # 2 folds x 2 seeds
+    assert sorted(b.fold for b in folds if b.baseline == "raw") == [0, 1]
+    assert len([b for b in folds if b.baseline == "untrained"]) == 4   # 2 folds x 2 seeds
+    assert {b.loss for b in baselines} == {resolve_config({}).loss}   # a baseline reads no loss
     # the metric is kept: a cosine run gets a cosine baseline
     assert {b.metric for b in baseline_configs([resolve_config({"loss": "circle"})])} == {"cosine"}
 
 
 def test_untrained_is_the_initial_encoder_and_raw_the_standardised_features():
-    config = {"loss": "untrained", "seed": 3, "width": 16, "embedding_dim": 8}
+    config = {"baseline": "untrained", "seed": 3, "width": 16, "embedding_dim": 8}
     result = run_one(config)
     assert result["status"] == "finished" and result["steps"] == []
     cfg = resolve_config(config)
@@ -147,8 +149,9 @@ def test_untrained_is_the_initial_encoder_and_raw_the_standardised_features():
     with torch.no_grad():
         expected = build_encoder(cfg, split.num_features)(torch.from_numpy(split.x_test))
     np.testing.assert_allclose(result["embeddings"]["X"], expected.numpy(), atol=1e-6)
-    raw = run_one({"loss": "raw", "lr": 0.5, "seed": 7})
-    assert raw["config"]["seed"] == 0 and raw["run_id"] == config_hash({"loss": "raw"})
+    raw = run_one({"baseline": "raw", "lr": 0.5, "seed": 7})
+    assert "seed" not in raw["config"] and "lr" not in raw["config"]   # raw reads neither
+    assert raw["run_id"] == config_hash({"baseline": "raw"}) == config_hash({"loss": "raw"})  # older spelling
     np.testing.assert_array_equal(raw["embeddings"]["X"], split.x_test)
     assert raw["metrics"]["test_map_at_r"] == pytest.approx(
         retrieval_metrics(split.x_test, split.y_test, metric="euclidean", seed=0)["map_at_r"])
@@ -159,12 +162,13 @@ def test_a_grid_that_sets_nothing_new_gets_its_baselines(tmp_path, calls):
     (tmp_path / "g.toml").write_text(GRID.format(extra=""))
     store = run_grid(tmp_path / "g.toml", tmp_path / "out", workers=1)
     runs = store.runs()
-    assert sorted(runs["loss"]) == ["batch_hard", "batch_hard", "lda", "naive", "naive", "nca",
-                                    "pca_whiten", "raw", "untrained", "untrained"]
+    assert sorted(runs["baseline"]) == ["", "", "", "", "lda", "nca", "pca_whiten", "raw", "untrained",
+                                        "untrained"]
+    assert sorted(runs.loc[runs["baseline"] == "", "loss"]) == ["batch_hard", "batch_hard", "naive", "naive"]
     assert set(runs["status"]) == {"finished"} and len(calls) == 10
-    untrained = runs[runs["loss"] == "untrained"]
+    untrained = runs[runs["baseline"] == "untrained"]
     assert sorted(untrained["seed"]) == [0, 1] and set(untrained["width"]) == {16}
-    assert runs[runs["loss"] == "raw"]["test_recall_at_8"].notna().all()
+    assert runs[runs["baseline"] == "raw"]["test_recall_at_8"].notna().all()
     assert store.embeddings(untrained["run_id"].iloc[0])[0].shape[1] == 32  # embedding_dim
 
 

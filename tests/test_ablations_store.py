@@ -20,7 +20,7 @@ import pytest
 
 import ablations.train
 from ablations.baselines import with_baselines
-from ablations.config import BASELINES, FIELDS, config_hash, config_to_dict
+from ablations.config import DEFAULTS, FIELDS, config_hash, config_to_dict, keys_read
 from ablations.grid import expand, load_grid
 from ablations.runner import run_grid
 from ablations.store import METRIC_COLUMNS, RUN_COLUMNS, ResultsStore
@@ -87,7 +87,8 @@ def test_grid_fills_the_store_layout(tmp_path, calls):
     for run_id in expected:
         d = store.run_dir(run_id)
         config = json.loads((d / "config.json").read_text())
-        assert config["run_id"] == run_id and set(config) == set(FIELDS) | {"run_id"}
+        # the keys the run reads (the others read as their defaults)
+        assert config["run_id"] == run_id and set(config) == keys_read(dict(DEFAULTS) | config) | {"run_id"}
         X, y = store.embeddings(run_id)
         assert X.dtype == np.float32 and y.dtype == np.int64 and len(X) == len(y) > 0
     assert store.grid_text() == GRID
@@ -168,7 +169,7 @@ def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(objectives.NaiveObjective, "forward_triplets", broken)
     grid = write(tmp_path / "g.toml", GRID)
     store = run_grid(grid, tmp_path / "out", workers=1)
-    runs = store.runs().set_index(["loss", "seed"])
+    runs = store.runs().query("baseline == ''").set_index(["loss", "seed"])
     assert runs.loc[("batch_hard", 1), "status"] == "diverged"
     assert runs.loc[("batch_hard", 1), "diverged_step"] == 0
     assert runs.loc[("batch_hard", 1), "diverged_component"] == "triplet"
@@ -177,10 +178,10 @@ def test_failed_runs_are_retried_and_diverged_runs_kept(tmp_path, monkeypatch):
     assert all("naive is broken today" in e for e in runs.loc["naive", "error"])
     monkeypatch.undo()
     store = run_grid(grid, tmp_path / "out", workers=1)
-    runs = store.runs().set_index(["loss", "seed"])
+    assert len(store.runs()) == 7
+    runs = store.runs().query("baseline == ''").set_index(["loss", "seed"])
     assert set(runs.loc["naive", "status"]) == {"finished"}  # failed runs re-ran
     assert runs.loc[("batch_hard", 1), "status"] == "diverged"  # a final outcome: kept
-    assert len(runs) == 7
 
 
 def test_store_readable_after_sigkill_and_rerun_completes_each_cell_once(tmp_path):
@@ -205,7 +206,7 @@ def test_store_readable_after_sigkill_and_rerun_completes_each_cell_once(tmp_pat
     assert 2 <= len(killed_with) < 10   # 6 cells + 1 raw + 3 untrained baselines
     runs = store.runs()  # readable: consolidated files missing or stale, per-run files complete
     assert set(runs["run_id"]) == set(killed_with) and set(runs["status"]) == {"finished"}
-    trained = runs.loc[~runs["loss"].isin(BASELINES), "run_id"]   # baselines log no step
+    trained = runs.loc[runs["baseline"] == "", "run_id"]   # baselines log no step
     assert set(store.steps()["run_id"]) == set(trained)
     run_grid(grid, out, workers=1)
     assert {r: t for r, t in result_mtimes(store).items() if r in killed_with} == killed_with

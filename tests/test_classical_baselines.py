@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ablations import classical
-from ablations.config import BASELINES, CLASSICAL_BASELINES, config_hash, config_to_dict, resolve_config
+from ablations.config import BASELINES, CLASSICAL_BASELINES, config_hash, config_to_dict, resolve_config, stored_config
 from ablations.data import Split, load_split
 from ablations.grid import parse_grid_text
 from ablations.migrate import v1_run_id, config_from_format_1
@@ -60,13 +60,13 @@ def linear_npz(path, *, seed: int = 0) -> str:
 
 def test_existing_baselines_migrate_from_their_format_1_ids_and_classical_ones_are_seed_free():
     for loss, old in (("raw", "436bb90589a3"), ("untrained", "60ce7237da83")):  # stores made before
-        stored = config_to_dict(resolve_config({"loss": loss}))
-        assert v1_run_id(stored) == old and config_from_format_1(stored) == stored
+        stored = config_to_dict(resolve_config({"baseline": loss}))
+        assert v1_run_id(stored) == old and config_from_format_1(stored) == stored_config(resolve_config(stored))
     for name in CLASSICAL_BASELINES:
-        cfg = resolve_config({"loss": name, "seed": 5, "lr": 0.5, "width": 8, "class_folds": 2,
+        cfg = resolve_config({"baseline": name, "seed": 5, "lr": 0.5, "width": 8, "class_folds": 2,
                               "fold": 1})
         assert (cfg.seed, cfg.width, cfg.lr, cfg.fold) == (0, 128, 1e-3, 1)
-        assert config_hash(cfg) == config_hash({"loss": name, "class_folds": 2, "fold": 1})
+        assert config_hash(cfg) == config_hash({"baseline": name, "class_folds": 2, "fold": 1})
 
 
 def test_fits_see_only_the_training_rows_and_selection_only_validation(tmp_path, monkeypatch):
@@ -158,8 +158,8 @@ def test_a_linear_benchmark_makes_lda_the_best_baseline_and_raises_the_warning(t
 
 def _fake_board(lda_test: float):
     runs = [run_row(f"t{s}", seed=s, val=0.6, test=0.6 + 0.01 * s, loss="batch_hard") for s in (0, 1)]
-    runs += [run_row("raw", seed=0, val=0.2, test=0.2, loss="raw"),
-             run_row("lda", seed=0, val=0.3, test=lda_test, loss="lda",
+    runs += [run_row("raw", seed=0, val=0.2, test=0.2, baseline="raw"),
+             run_row("lda", seed=0, val=0.3, test=lda_test, baseline="lda",
                      baseline_params='{"n_components": 8}')]
     return select(annotate(pd.DataFrame(runs)), confidence=0.95).leaderboard
 
@@ -177,7 +177,7 @@ def test_a_classical_baseline_below_a_trained_variant_raises_no_warning():
 
 def test_the_grid_file_chooses_the_baselines(tmp_path, calls):
     text = GRID.format(path=linear_npz(tmp_path / "d.npz"), baselines="")
-    assert parse_grid_text(text).baselines == BASELINES                 # default: all of them
+    assert parse_grid_text(text).baselines == tuple(BASELINES)          # default: all of them
     assert parse_grid_text(text + "[baselines]\ninclude = []\n").baselines == ()
     with pytest.raises(ValueError, match=r"baselines.include: unknown baseline 'lad' "
                                          r"\(did you mean 'lda'\?\); valid baselines: raw"):
@@ -189,12 +189,12 @@ def test_the_grid_file_chooses_the_baselines(tmp_path, calls):
     grid = tmp_path / "g.toml"
     grid.write_text(text + "[baselines]\ninclude = []\n")
     store = run_grid(grid, tmp_path / "none", workers=1)
-    assert sorted(store.runs()["loss"]) == ["batch_hard", "batch_hard"] and len(calls) == 2
+    assert sorted(store.runs()["baseline"]) == ["", ""] and len(calls) == 2
     grid.write_text(text + '[baselines]\ninclude = ["lda", "nca"]\n')
     store = run_grid(grid, tmp_path / "some", workers=1)
     runs = store.runs()
-    assert sorted(runs["loss"]) == ["batch_hard", "batch_hard", "lda", "nca"]
-    assert runs.loc[runs["loss"] == "nca", "baseline_params"].str.contains("n_components").all()
+    assert sorted(runs["baseline"]) == ["", "", "lda", "nca"]
+    assert runs.loc[runs["baseline"] == "nca", "baseline_params"].str.contains("n_components").all()
     before = len(calls)
     run_grid(grid, tmp_path / "some", workers=1)                        # resume: nothing runs
     assert len(calls) == before

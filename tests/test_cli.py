@@ -28,8 +28,8 @@ def test_run_then_report_then_rerun_reuses_finished_runs(tmp_path):
     assert first.returncode == 0, first.stderr
     runs = pd.read_parquet(store / "runs.parquet")
     assert len(runs) == 10 and set(runs["status"]) == {"finished"}   # 4 cells + 6 baselines
-    assert set(runs["loss"]) == {"batch_hard", "naive", "raw", "untrained", "lda", "nca",
-                                 "pca_whiten"}
+    assert set(runs["loss"]) == {"batch_hard", "naive"}   # a baseline's is unread: the default
+    assert set(runs["baseline"]) == {"", "raw", "untrained", "lda", "nca", "pca_whiten"}
     assert set(runs["seed"]) == {0, 1}
 
     report = _tripletlab("report", str(store))

@@ -130,7 +130,7 @@ def test_the_wheel_installs_and_runs_a_grid_from_outside_the_checkout(tmp_path):
     _run([tripletlab, "run", "grid.toml", "--out", "store", "--workers", "1"], cwd=work, env=env)
     runs = pd.read_parquet(work / "store" / "runs.parquet")
     assert set(runs["status"]) == {"finished"}
-    assert set(runs["loss"]) == {"batch_hard", "raw", "untrained", "lda", "nca", "pca_whiten"}
+    assert set(runs["baseline"]) == {"", "raw", "untrained", "lda", "nca", "pca_whiten"}
     reported = _run([tripletlab, "report", "store"], cwd=work, env=env)
     assert (work / "store" / "report" / "report.html").is_file(), reported.stdout
 

@@ -108,9 +108,9 @@ loss = ["{EX}:my_loss", "{EX}:two_part_loss", "batch_hard"]
     assert main(["run", str(grid), "--out", str(store), "--workers", "1"]) == 0, capsys.readouterr().err
     runs = pd.read_parquet(store / "runs.parquet")
     assert set(runs["status"]) == {"finished"} and len(runs) == 3 + 5  # + every baseline
-    assert set(runs["loss"]) == {f"{EX}:my_loss", f"{EX}:two_part_loss", "batch_hard", "raw",
-                                 "untrained", "lda", "nca", "pca_whiten"}
-    assert (runs.loc[runs["loss"] == "untrained", "encoder"] == f"{EX}:make_encoder").all()
+    assert set(runs.loc[runs["baseline"] == "", "loss"]) == {f"{EX}:my_loss", f"{EX}:two_part_loss", "batch_hard"}
+    assert set(runs["baseline"]) == {"", "raw", "untrained", "lda", "nca", "pca_whiten"}
+    assert (runs.loc[runs["baseline"] == "untrained", "encoder"] == f"{EX}:make_encoder").all()
     steps = pd.read_parquet(store / "steps.parquet")
     assert {"loss_loss", "loss_triplet", "loss_norm"} <= set(steps.columns)
     assert main(["report", str(store)]) == 0

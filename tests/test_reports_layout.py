@@ -60,21 +60,22 @@ def wide_view(n_variants: int, n_classes: int, *, seeds=(0, 1), points_per_class
                                      "ntxent") else (0.1, 0.2)
         cells += [dict(loss=loss, weighting=weighting, margin=m, lr=lr, w_pos=w)
                   for m, lr, w in itertools.product(margins, (1e-3, 1e-2), weights)]
-    cells += [dict(loss="raw"), dict(loss="untrained")]
-    skill = {v: rng.uniform(0.3, 0.7) for v in {(c["loss"], c.get("weighting")) for c in cells}}
+    cells += [dict(baseline="raw"), dict(baseline="untrained")]
+    name = lambda c: c.get("baseline") or c["loss"]  # noqa: E731
+    skill = {v: rng.uniform(0.3, 0.7) for v in {(name(c), c.get("weighting")) for c in cells}}
     labels = np.repeat(np.arange(100, 100 + n_classes), points_per_class)
     for i, (cell, s) in enumerate(itertools.product(cells, seeds)):
-        if cell["loss"] == "raw" and s != seeds[0]:
+        if cell.get("baseline") == "raw" and s != seeds[0]:
             continue   # seed-free: one run per fold
         run_id = f"r{i:04d}"
-        quality = skill[(cell["loss"], cell.get("weighting"))] + rng.normal(0, 0.02)
+        quality = skill[(name(cell), cell.get("weighting"))] + rng.normal(0, 0.02)
         runs.append(run_row(run_id, seed=s, val=quality + 0.1, test=quality, **cell))
         embeddings[run_id] = ((rng.normal(size=(len(labels), 4)) + (labels[:, None] - 100) * quality)
                               .astype(np.float32), labels.astype(np.int64))
         for epoch in range(3):
             epochs.append({"run_id": run_id, "epoch": epoch, "step": epoch * 4,
                            "val_map_at_r": quality * (epoch + 1) / 3})
-        if cell["loss"] in ("raw", "untrained"):
+        if cell.get("baseline"):
             continue
         for step in range(steps_per_run):
             row = {"run_id": run_id, "epoch": step // 4, "step": step,

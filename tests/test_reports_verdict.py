@@ -106,8 +106,8 @@ def test_a_variant_that_learns_drops_the_warning(tmp_path, capsys):
 
 @pytest.mark.parametrize("grid_baselines, runs, words", [
     ((), None, "its grid runs none ([baselines] include = [])"),
-    (("raw",), pd.DataFrame({"baseline": [True, False]}), "its baseline runs failed or diverged"),
-    (("raw",), pd.DataFrame({"baseline": [False]}), "its baseline runs are not in the store"),
+    (("raw",), pd.DataFrame({"is_baseline": [True, False]}), "its baseline runs failed or diverged"),
+    (("raw",), pd.DataFrame({"is_baseline": [False]}), "its baseline runs are not in the store"),
     (None, None, "its baseline runs are not in the store")])
 def test_a_store_without_a_finished_baseline_says_why(grid_baselines, runs, words):
     from reports.verdict import _no_baseline
