@@ -5,7 +5,6 @@ flight, each result stored as it lands, and DIR/ideal.json.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 

@@ -36,16 +36,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ablations.baseline_specs import BASELINE_SPECS
-from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_KEYS, SPLIT_PROTOCOLS,
+from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_KEYS,
                             files_fingerprint, plugin_fingerprint, split_keys)
-from ablations.keys import (MAX_SEED, NON_NEGATIVE, POSITIVE, SEED_RANGE, Key, above, at_least, merge,
-                            names)
+from ablations.keys import NON_NEGATIVE, POSITIVE, SEED_RANGE, Key, above, at_least, merge, names
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, WEIGHT_KEYS, LossSpec
-from ablations.mining import MINING_KEYS, MININGS
+from ablations.mining import MINING_KEYS
 from ablations.model import ENCODER_KEYS, ENCODER_SPECS
 from ablations.plugin_import import is_import_string
 from ablations.plugins import check_plugin, loss_plugin
-from losses.combined import CE_INPUTS, CE_KINDS
 from losses.distances import METRICS as LOSSES_METRICS
 from losses.validation import did_you_mean
 from losses.weighting import WEIGHTINGS as LOSSES_WEIGHTINGS
@@ -258,7 +256,6 @@ DATA_KEYS: Mapping[str, None] = _Live(lambda: dict.fromkeys(  # a live view: ite
 # Keys set by the grid (fold) or by resolve_config (data_fingerprint), not by users: valid, but
 # left out of the key list an unknown key's error shows.
 INTERNAL_KEYS = ("data_fingerprint", "fold")
-SEED_KEYS = ("seed", "data_seed")
 # Documented caps on sizes (a typo like embedding_dim = 1000000 would run for minutes at GBs):
 # a layer size above MAX_LAYER_SIZE, or a batch sampler_p x sampler_k above MAX_BATCH, is refused
 # with an estimate of its memory. Every grid of this suite is far below (width 128, batch 128).

@@ -15,8 +15,10 @@ Format 2 -> 3: baselines as their own kind of run. Format 2 named a baseline as 
 `loss` ("raw", ...); format 3 sets the key `baseline` to it (a trained run has baseline = "")
 and, since a baseline reads no loss, resets `loss` to its default (`v2_run_id` is format 2's
 rule).
-Each run folder whose config hashes to its name under format 1 or 2 gets the full canonical
-config of the current format (the keys it lacked filled in as its format read them) and
+Format 3 also hashes only the keys a run reads, and config.json holds only those.
+Each run folder whose config hashes to its name under format 1 or 2 gets the config of the
+current format (the keys it lacked filled in as its format read them, then the part its
+components read) and
 moves to the folder of its new id, with the run id rewritten in config.json, result.json and
 the per-run tables; the run ids of search/trials.parquet are rewritten; the consolidated
 tables are rebuilt from the run folders. Metrics, steps, epochs and embeddings are copied

@@ -20,7 +20,7 @@ import pytest
 
 import ablations.train
 from ablations.baselines import with_baselines
-from ablations.config import DEFAULTS, FIELDS, config_hash, config_to_dict, keys_read
+from ablations.config import DEFAULTS, config_hash, config_to_dict, keys_read
 from ablations.grid import expand, load_grid
 from ablations.runner import run_grid
 from ablations.store import METRIC_COLUMNS, RUN_COLUMNS, ResultsStore

@@ -19,7 +19,6 @@ from ablations.config import BASELINES, DEFAULTS, FIELDS, LOSSES, SHARED_KEYS, _
 from ablations.data import DATASET_SPECS
 from ablations.keys import names
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS
-from ablations.model import ENCODER_SPECS
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "keys_not_used.json").read_text())
 
