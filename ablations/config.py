@@ -36,8 +36,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ablations.baseline_specs import BASELINE_SPECS
-from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_KEYS,
-                            files_fingerprint, plugin_fingerprint, split_keys)
+from ablations.data import (DATASET_SPECS, PLUGIN_DATASET_KEYS, SPLIT_KEYS, data_file_keys, data_fingerprint_of,
+                            split_keys)
 from ablations.keys import NON_NEGATIVE, POSITIVE, SEED_RANGE, Key, above, at_least, merge, names
 from ablations.loss_specs import LOSS_SPECS, MARGIN_KEYS, WEIGHT_KEYS, LossSpec
 from ablations.mining import MINING_KEYS
@@ -516,11 +516,9 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     _check_schedules(cfg)
     _check_sizes(cfg)
     _check_memory(cfg)
-    files = DATASET_SPECS[cfg["dataset"]].files if cfg["dataset"] in DATASET_SPECS else ()
-    if files and not cfg["data_fingerprint"]:
-        cfg["data_fingerprint"] = files_fingerprint({key: cfg[key] for key in files})
-    elif is_import_string(cfg["dataset"]) and not cfg["data_fingerprint"]:
-        cfg["data_fingerprint"] = plugin_fingerprint(cfg["dataset"])  # the loader's arrays
+    if not cfg["data_fingerprint"]:  # npz / idx: the files' sha256, a user's loader: its arrays'
+        files = {key: cfg[key] for key in data_file_keys(cfg["dataset"])}
+        cfg["data_fingerprint"] = data_fingerprint_of(cfg["dataset"], files)
     if cfg["loss"] in COSINE_ONLY:
         cfg["metric"] = "cosine"
     return RunConfig(**cfg)

@@ -385,23 +385,25 @@ def load_split(config) -> Split:
     """RunConfig (or anything with its attributes) -> the dataset's class-disjoint Split."""
     folds = dict(class_folds=config.class_folds, fold=config.fold,
                  split_protocol=config.split_protocol)
-    if is_import_string(config.dataset):  # a user's loader, "package.module:function"
-        x, y = load_plugin_xy(config.dataset)
-        expected = getattr(config, "data_fingerprint", "")
-        if expected and plugin_fingerprint(config.dataset) != expected:
-            raise ValueError(f"key 'dataset': {config.dataset!r} returned other data in this "
-                             f"process (sha256 {plugin_fingerprint(config.dataset)[:16]}...) than "
-                             f"when the grid was resolved (data_fingerprint {expected[:16]}...); a "
-                             f"loader must return the same X and y on every call (fix its random "
-                             f"seed, read a fixed file)")
-        return split_by_class(x, y, **folds)
-    if config.dataset not in DATASET_SPECS:
-        raise ValueError(f"dataset: unknown {config.dataset!r}; valid: {', '.join(DATASET_SPECS)}")
-    spec = DATASET_SPECS[config.dataset]
-    if spec.files:
-        _check_fingerprint(config, {key: getattr(config, key) for key in spec.files})
+    dataset, plugin = config.dataset, is_import_string(config.dataset)
+    if not plugin and dataset not in DATASET_SPECS:
+        raise ValueError(f"dataset: unknown {dataset!r}; valid: {', '.join(DATASET_SPECS)}")
+    files = {key: getattr(config, key) for key in data_file_keys(dataset)}
+    expected = getattr(config, "data_fingerprint", "")
+    if files or (plugin and expected):  # data files are hashed even with no recorded fingerprint
+        check_data_fingerprint(expected, data_fingerprint_of(dataset, files),
+                               dataset=dataset, files=files)
+    if plugin:  # a user's loader, "package.module:function"
+        return split_by_class(*load_plugin_xy(dataset), **folds)
+    spec = DATASET_SPECS[dataset]
     split = split_by_class(*spec.xy(config), **folds)
     return spec.after_split(split, config) if spec.after_split else split
+
+
+def data_file_keys(dataset: str) -> tuple[str, ...]:
+    """A value of `dataset` -> the config keys naming its data files (npz, idx); () for the
+    others and for a user's loader."""
+    return DATASET_SPECS[dataset].files if dataset in DATASET_SPECS else ()
 
 
 def files_fingerprint(files: dict[str, str]) -> str:
@@ -442,15 +444,32 @@ def source_of(values: Mapping) -> str:
             + (f" (sha256 {digest[:16]}...)" if isinstance(digest, str) and digest else ""))
 
 
-def _check_fingerprint(config, files: dict[str, str]) -> None:
-    """ValueError when the files' fingerprint is not the config's data_fingerprint (data changed)."""
-    expected = getattr(config, "data_fingerprint", "")
-    actual = files_fingerprint(files)
-    if expected and actual != expected:
-        names = ", ".join(f"{key} {path!r}" for key, path in files.items())
-        raise ValueError(f"{names} changed after the grid was resolved: the data's sha256 is "
-                         f"{actual[:16]}..., the run expects data_fingerprint "
-                         f"{expected[:16]}...; run the grid again to make runs for the new data")
+def data_fingerprint_of(dataset: str, files: Mapping[str, str]) -> str:
+    """A value of `dataset` and its data files ({key: path} over `data_file_keys(dataset)`) ->
+    the run's data_fingerprint: a user's loader's arrays' (`plugin_fingerprint`), the files'
+    (`files_fingerprint`), or "" for data without files (digits, blobs, nuisance, pose)."""
+    if is_import_string(dataset):
+        return plugin_fingerprint(dataset)
+    return files_fingerprint(files) if files else ""
+
+
+def check_data_fingerprint(expected: str, actual: str, *, dataset: str,
+                           files: Mapping[str, str]) -> None:
+    """The data_fingerprint a config records ("" for none) and its data's fingerprint now ->
+    None, or ValueError when both differ (the data changed since the grid was resolved): naming
+    the files ({key: path}), or with no files the user's loader `dataset`."""
+    if not expected or actual == expected:
+        return
+    if not files:
+        raise ValueError(f"key 'dataset': {dataset!r} returned other data in this "
+                         f"process (sha256 {actual[:16]}...) than "
+                         f"when the grid was resolved (data_fingerprint {expected[:16]}...); a "
+                         f"loader must return the same X and y on every call (fix its random "
+                         f"seed, read a fixed file)")
+    names = ", ".join(f"{key} {path!r}" for key, path in files.items())
+    raise ValueError(f"{names} changed after the grid was resolved: the data's sha256 is "
+                     f"{actual[:16]}..., the run expects data_fingerprint "
+                     f"{expected[:16]}...; run the grid again to make runs for the new data")
 
 
 def _with_label_noise(split: Split, *, rate: float, seed: int) -> Split:
