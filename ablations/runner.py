@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections import Counter
 from pathlib import Path
 
 from ablations.baselines import with_baselines
@@ -23,6 +22,7 @@ from ablations.batch import check_runnable, claimed_store, execute_runs, make_ex
 from ablations.config import RunConfig, config_hash, config_to_dict
 from ablations.data import source_of
 from ablations.grid import MAX_RUNS, Grid, describe_dropped, dropped_keys, expand, load_grid
+from ablations.results import runs_on_data
 from ablations.search import run_search
 from ablations.store import ResultsStore
 from ablations import train  # run_one looked up at call time: tests spy on it
@@ -82,11 +82,7 @@ def _say_other_data(store: ResultsStore, configs: list[RunConfig]) -> None:
     """One line on stderr when the store holds runs on other data than `configs` read (an
     earlier version of a data file, another dataset): they stay, the report leaves them out."""
     current = {source_of(config_to_dict(c)) for c in configs}
-    runs = store.runs()
-    if runs.empty or "dataset" not in runs:
-        return
-    other = Counter(s for s in (source_of(row) for row in runs.to_dict("records"))
-                    if s not in current)
+    _, other = runs_on_data(store.runs(), current)
     if other:
         print(f"the store also holds {sum(other.values())} runs on other data than this grid "
               f"reads now ({'; '.join(f'{n} on {s}' for s, n in sorted(other.items()))}): kept, "

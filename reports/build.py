@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablations.results import read_grid
 from reports import html
 from reports.curves import curve_figures, validation_figure
 from reports.figures import variant_styles
@@ -25,7 +26,7 @@ from reports.flags import run_flags, selection_flags
 from reports.formatting import display_leaderboard, interval
 from reports.leaderboard import select
 from reports.data_versions import mixed_data_warning, split_by_data
-from reports.protocol import absent_runs, gaps, grid_baselines, protocol_items
+from reports.protocol import absent_runs, gaps, protocol_items
 from reports.search import read_search, search_report, trial_config_keys
 from reports.sensitivity import margin_lr_table, sensitivity_figures, sensitivity_table, swept_axes
 from reports.store_view import StoreView, read_store
@@ -88,7 +89,8 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
             stale.unlink()   # a figure not drawn this time must not survive from an earlier build
     say("statistics")
     stored_runs = view.runs
-    current, other_data = split_by_data(stored_runs, view.grid_text)
+    grid = read_grid(view.grid_text)   # the store's grid.toml, parsed once for what follows
+    current, other_data = split_by_data(stored_runs, grid.sources)
     if len(current) < len(stored_runs):  # only the runs on the grid's current data are compared
         ids = set(current["run_id"])
         view = dataclasses.replace(view, runs=current, **{
@@ -112,7 +114,7 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
                         baselines=bases["variant"].tolist())
     answer = verdict(board, runs, ideal=ideal_score(runs, view.ideal),
                      class_counts=class_counts(runs, picked),
-                     grid_baselines=grid_baselines(view.grid_text))
+                     grid_baselines=grid.baselines)
     figures = [*curve_figures(_selected(view.steps, trained, needs=("step", "loss")),
                               out_dir=out / "figures", styles=styles, confidence=CONFIDENCE,
                               max_points=max_curve_points, progress=say),
@@ -134,7 +136,7 @@ def write_report(view: StoreView, out: Path, *, umap_epochs: int, umap_max_point
     missing = other_data + gaps(runs, configs=selection.configs[~trials], describe=describe,
                    notes=notes) + flag_lines + (found.gaps if found else []) + [
         f"Figure '{f.title}' not drawn: {f.reason}" for f in figures if f.png is None] + (
-        absent_runs(view.grid_text, stored_runs))
+        absent_runs(grid, stored_runs))
     mixed = mixed_data_warning(runs)
     if mixed:  # loudly: before any other warning, in the verdict table the CLI prints from
         joined = mixed[0].upper() + mixed[1:] + (f" {answer.warning}" if answer.warning else "")

@@ -12,11 +12,9 @@ current data instead.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pandas as pd
 
-from ablations.results import SOURCE_KEYS, grid_data_sources, source_of
+from ablations.results import SOURCE_KEYS, runs_on_data, source_of
 
 SHOWN_IDS = 20  # run ids listed in a sentence before "and N more"
 
@@ -30,28 +28,20 @@ def data_sources(runs: pd.DataFrame) -> list[str]:
                    for values in runs[keys].drop_duplicates().itertuples(index=False)})
 
 
-def grid_sources(grid_text: str) -> set[str] | None:
-    """The store's grid.toml -> the data sources its runs read now; None when there is no
-    grid or it cannot be expanded here (e.g. a data file moved away: absent_runs says so)."""
-    return grid_data_sources(grid_text) if grid_text else None
-
-
-def split_by_data(runs: pd.DataFrame, grid_text: str) -> tuple[pd.DataFrame, list[str]]:
-    """runs, the store's grid.toml -> (the runs on the grid's current data, sentences naming
-    the others once, with why). Every run is kept when the grid's data cannot be read."""
-    if runs.empty or "dataset" not in runs:
-        return runs, []
-    current = grid_sources(grid_text)
+def split_by_data(runs: pd.DataFrame, current: set[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """runs, the data sources the store's grid.toml reads now (`GridInfo.sources`) -> (the runs
+    on that data, sentences naming the others once, with why). Every run is kept when the
+    grid's data cannot be read (`current` None: no grid, or it cannot be expanded here, e.g. a
+    data file moved away: absent_runs says so)."""
     if current is None:
         return runs, []  # mixed_data_warning says so when the runs mix data
-    sources = pd.Series([source_of(row) for row in runs.to_dict("records")], index=runs.index)
-    keep = sources.isin(current)
+    keep, other = runs_on_data(runs, current)
     if keep.all():
         return runs, []
     old = runs[~keep]
     names = {_name_of(s) for s in current}
     parts = []
-    for source, n in sorted(Counter(sources[~keep]).items()):
+    for source, n in sorted(other.items()):
         reason = ("an earlier version of the same data: it has changed since"
                   if _name_of(source) in names else
                   "not the data of the store's grid.toml (e.g. runs of another grid added "

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import numpy as np
 import pandas as pd
 
 from reports.leaderboard import SELECT_ON, describe_unit, finished, splits_of, unit_of
 from reports.stats import CI_METHOD, HOLM, LOW_POWER_N, PAIRED_TEST
-from ablations.results import expected_run_ids, parse_baselines
+from ablations.results import GridInfo
 from reports.variants import FOLD, SEED, SEED_FREE
 
 STATUSES = ("finished", "diverged", "failed")
@@ -124,15 +122,14 @@ def _data_files(runs: pd.DataFrame) -> str:
     return ", ".join(sorted(files)) or "none (built-in datasets)"
 
 
-def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
-    """The store's grid.toml and its runs -> a sentence on the grid's runs that are not stored."""
-    if not grid_text:
-        return []
-    try:
-        expected = expected_run_ids(grid_text)
-    except (ValueError, OSError) as err:
-        return [f"The store's grid.toml cannot be expanded here ({err}): absent runs not listed"]
-    if expected is None:  # a search: the Search section says which variants have not reached their budget
+def absent_runs(grid: GridInfo, runs: pd.DataFrame) -> list[str]:
+    """The store's grid.toml as read (`read_grid`) and its runs -> a sentence on the grid's runs
+    that are not stored, or on why they cannot be listed."""
+    if grid.expand_error is not None:
+        return [f"The store's grid.toml cannot be expanded here ({grid.expand_error}): absent "
+                "runs not listed"]
+    expected = grid.run_ids
+    if expected is None:  # no grid.toml, or a search: the Search section says which variants have not reached their budget
         return []
     stored = set(runs["run_id"]) if not runs.empty else set()
     absent = [rid for rid in expected if rid not in stored]
@@ -141,14 +138,3 @@ def absent_runs(grid_text: str | None, runs: pd.DataFrame) -> list[str]:
     shown = ", ".join(absent[:20]) + (f" and {len(absent) - 20} more" if len(absent) > 20 else "")
     return [f"{len(absent)} of the {len(expected)} runs of the store's grid.toml are not in the "
             f"store (never run, or deleted): {shown}; run the same grid again to run them"]
-
-
-def grid_baselines(grid_text: str | None) -> tuple[str, ...] | None:
-    """The store's grid.toml -> the baselines it runs ([baselines] include), None when there
-    is none or it cannot be read."""
-    if not grid_text:
-        return None
-    try:
-        return parse_baselines(tomllib.loads(grid_text).get("baselines", {}))
-    except ValueError:  # tomllib.TOMLDecodeError is one
-        return None

@@ -343,10 +343,11 @@ def test_a_store_refuses_a_changed_search_but_accepts_a_larger_budget(tmp_path):
 def test_a_search_store_lists_no_absent_grid_cells_and_configs_read_rounded():
     import pandas as pd
 
+    from ablations.results import read_grid
     from reports.protocol import absent_runs
     from reports.variants import describe_config
 
-    assert absent_runs(GRID, pd.DataFrame(columns=["run_id"])) == []   # the Search section says
-    assert absent_runs(GRID.replace(SEARCH, ""), pd.DataFrame(columns=["run_id"]))  # a grid does
+    assert absent_runs(read_grid(GRID), pd.DataFrame(columns=["run_id"])) == []   # the Search section says
+    assert absent_runs(read_grid(GRID.replace(SEARCH, "")), pd.DataFrame(columns=["run_id"]))  # a grid does
     row = pd.Series({"lr": 0.0016007371962480652, "epochs": 20, "loss": "batch_hard"})
     assert describe_config(row, ["lr", "epochs"]) == "lr=0.001601, epochs=20"
