@@ -131,6 +131,7 @@ def weighting_keys() -> tuple[Key, ...]:
 # The order the keys were introduced in: the column order of the results tables of every store
 # written so far (and of the configurations their reports describe). Keys declared later follow
 # in the order of their declarations. Not a declaration: the components declare the keys.
+# Append only (ablations/migrate.py reads format 2's keys off it).
 INTRODUCED = (
     "dataset", "blobs_classes", "blobs_dim", "blobs_points_per_class", "blobs_spread", "blobs_label_noise",
     "data_seed", "npz_path", "loss", "metric", "margin", "margin_schedule", "margin_start",
@@ -167,22 +168,51 @@ def schema() -> dict[str, Key]:
 
 
 class _Live(Mapping):
-    """A read-only mapping recomputed from the registries on each use."""
+    """A read-only mapping derived from the registries: rebuilt when the schema changes (a
+    component registered or removed), else the one built last."""
 
     def __init__(self, build):
         self._build = build
+        self._cached: tuple[Any, dict] = (None, {})
+
+    def _value(self) -> dict:
+        current = schema()
+        token = (_SCHEMA[0], id(current))
+        if self._cached[0] != token:
+            self._cached = (token, self._build())
+        return self._cached[1]
 
     def __getitem__(self, key):
-        return self._build()[key]
+        return self._value()[key]
 
     def __iter__(self) -> Iterator:
-        return iter(self._build())
+        return iter(self._value())
 
     def __len__(self) -> int:
-        return len(self._build())
+        return len(self._value())
 
     def __repr__(self) -> str:
-        return repr(self._build())
+        return repr(self._value())
+
+    # one look at the registries per call, not one per key
+    def __contains__(self, key) -> bool:
+        return key in self._value()
+
+    def keys(self):
+        return self._value().keys()
+
+    def items(self):
+        return self._value().items()
+
+    def values(self):
+        return self._value().values()
+
+    def get(self, key, default=None):
+        return self._value().get(key, default)
+
+    def as_dict(self) -> dict:
+        """A copy of the current mapping."""
+        return dict(self._value())
 
 
 FIELDS: Mapping[str, Key] = _Live(schema)  # key -> Key (.default, .type, .doc, checks)
@@ -378,9 +408,9 @@ def loss_spec(loss: str) -> LossSpec:
 
 def canonical(cfg: dict[str, Any]) -> dict[str, Any]:
     """Every key's value -> a copy with the keys `cfg` does not use reset to their defaults."""
-    out = dict(cfg)
+    out, defaults = dict(cfg), DEFAULTS.as_dict()
     for key in _keys_to_reset(out):
-        out[key] = DEFAULTS[key]
+        out[key] = defaults[key]
     return out
 
 
@@ -496,7 +526,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
         raise ValueError(f"config must be a dict, got {type(values).__name__}")
     if isinstance(values.get("loss"), str) and values["loss"] in BASELINE_SPECS:
         values = _baseline_as_loss(values)
-    cfg = dict(DEFAULTS)
+    cfg = DEFAULTS.as_dict()
     for key, value in values.items():
         cfg[key] = check_value(key, value)
     if cfg["dataset"].endswith(".npz"):  # dataset = "PATH.npz" is dataset = "npz", npz_path = PATH

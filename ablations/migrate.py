@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablations.config import FIELDS, LEGACY_SPLIT_PROTOCOL, STORE_FORMAT, canonical, read_part, stored_config_hash
+from ablations.config import DEFAULTS, FIELDS, INTRODUCED, LEGACY_SPLIT_PROTOCOL, STORE_FORMAT, canonical, read_part, stored_config_hash
 from ablations.store import (FORMAT_FILE, RUN_ID, ResultsStore, atomic_write_bytes, atomic_write_json,
                              atomic_write_parquet, is_store, store_format)
 
@@ -69,6 +69,9 @@ V1_LATER_DEFAULTS: dict[str, Any] = {
 
 
 # Formats 1 and 2 named a baseline as a value of `loss`; format 3 as `baseline` (loss unread).
+# Every key of format 2 (its config.json held each of them): the keys introduced before
+# `baseline` (config.INTRODUCED is append-only).
+FORMAT_2_KEYS = INTRODUCED[:INTRODUCED.index("baseline")]
 FORMAT_2_BASELINES = ("raw", "untrained", "lda", "nca", "pca_whiten")
 
 
@@ -117,9 +120,10 @@ def config_from_format_2(values: dict[str, Any]) -> dict[str, Any]:
     """A format-2 config (a baseline as a value of `loss`) -> the full canonical config of the
     current format: `baseline` set (its `loss` then unread and reset), unused keys reset."""
     values = {k: v for k, v in values.items() if k != "run_id"}
+    if not set(FORMAT_2_KEYS) <= set(values) <= set(FIELDS):  # not a config this code can read:
+        return values                                          # migrated as it is
     values["baseline"] = values["loss"] if values.get("loss") in FORMAT_2_BASELINES else ""
-    if set(values) != set(FIELDS):  # not a config this code can read: migrated as it is
-        return values
+    values = {**DEFAULTS, **values}  # keys declared since format 2 (a component registered here): defaults
     try:
         return read_part(canonical(values))
     except (ValueError, ImportError):  # a user's loss that cannot be imported here

@@ -439,7 +439,7 @@ class ResultsStore:
         d = self.run_dir(run_id)
         res = self._cached_json(d / "result.json")
         # config.json holds the keys the run reads; the others read as their defaults
-        row = {**DEFAULTS, **self._cached_json(d / "config.json")}
+        row = {**DEFAULTS.as_dict(), **self._cached_json(d / "config.json")}
         row.update({k: res.get(k) for k in RUN_COLUMNS + EXTRA_RUN_COLUMNS if k in res})
         for col in METRIC_COLUMNS:
             row[col] = res.get("metrics", {}).get(col, float("nan"))

@@ -126,7 +126,9 @@ def data_files(tmp_path):
 
 def _set_default(monkeypatch, key: str, value) -> None:
     """Change the default that `key`'s declaration gives it, for one test."""
-    monkeypatch.setitem(config_module.schema(), key, dataclasses.replace(FIELDS[key], default=value))
+    schema = config_module.schema()
+    patched = {**schema, key: dataclasses.replace(schema[key], default=value)}
+    monkeypatch.setattr(config_module, "_SCHEMA", [config_module._SCHEMA[0], patched])
 
 
 @pytest.mark.parametrize("key", list(FIELDS))
@@ -329,3 +331,19 @@ def test_a_store_the_run_refuses_is_not_migrated(tmp_path):
     with pytest.raises(ValueError, match="created by a different grid file"):
         run_grid(other, root)
     assert sorted(_runs(root)) == before and store_format(root) == 1
+
+
+def test_a_component_registered_while_migrating_changes_no_migrated_id(tmp_path, monkeypatch):
+    """A store migrated by a process that has registered a dataset with a key of its own gets
+    the ids a fresh run computes (the key is none of the stored runs')."""
+    from ablations.data import DATASET_SPECS, DatasetSpec
+    from ablations.keys import Key
+
+    monkeypatch.setitem(DATASET_SPECS, "mine", DatasetSpec((Key("mine_size", 5, "mine: size"),), lambda c: None))
+    root = _copy("store_v2", tmp_path)
+    migrate_store(root)
+    for run_id, folder in _runs(root).items():
+        stored = json.loads((folder / "config.json").read_text())
+        assert "mine_size" not in stored and config_hash(_without_id(stored)) == run_id
+    grid = load_grid(FIXTURES / "store_v2_grid.toml")
+    assert set(_runs(root)) == {config_hash(c) for c in with_baselines(expand(grid), include=grid.baselines)}
